@@ -1,0 +1,102 @@
+"""Agent: one coding agent's machine, keys, cloud-config and SSH endpoint.
+
+Why a component: each agent owns its keys (operator, host, remote) and its machine, so adding,
+changing or removing one agent touches that agent's resources and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pulumi
+
+from components.backends import docker
+from components.cloudinit import WORKSPACE, AgentKeys, render_cloud_config
+from components.keys import SshKeyPair
+from components.spec import AgentSpec, known_hosts_pattern
+
+LOGIN_USER = "agent"
+
+
+@dataclass
+class AgentArgs:
+    spec: AgentSpec
+    docker_names: docker.DockerNames
+    attach_networks: tuple[str, ...] = ()
+
+
+def ssh_config_block(name: str, host: str, port: int, stack: str) -> str:
+    """An OpenSSH Host block; key and known_hosts paths are where `agentfleet ssh-config` writes them."""
+    directory = f".agentfleet/{stack}"
+    return "\n".join([
+        f"Host {name}",
+        f"  HostName {host}",
+        f"  Port {port}",
+        f"  User {LOGIN_USER}",
+        f"  IdentityFile {directory}/keys/{name}",
+        "  IdentitiesOnly yes",
+        f"  UserKnownHostsFile {directory}/known_hosts",
+        "  StrictHostKeyChecking yes",
+    ]) + "\n"
+
+
+class Agent(pulumi.ComponentResource):
+    """Outputs: `endpoint` (plain, what the client needs) and `private_key` (secret)."""
+
+    endpoint: pulumi.Output[dict[str, Any]]
+    private_key: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AgentArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("agentfleet:index:Agent", name, None, opts)
+        spec = args.spec
+        child = pulumi.ResourceOptions(parent=self)
+
+        operator_key = SshKeyPair(f"{name}-operator-key", comment=f"operator@{name}", opts=child)
+        host_key = SshKeyPair(f"{name}-host-key", comment=f"{name}@agentfleet-host", opts=child)
+        remote_key = (
+            SshKeyPair(f"{name}-remote-key", comment=f"{name}@agentfleet", opts=child)
+            if spec.credential.kind == "generate" and spec.remote and spec.remote.scheme == "ssh"
+            else None
+        )
+        given_secret = pulumi.Output.secret(spec.credential.secret) if spec.credential.secret else None
+
+        user_data = pulumi.Output.all(
+            operator_key.public_key,
+            host_key.private_key,
+            host_key.public_key,
+            remote_key.private_key if remote_key else given_secret if spec.credential.kind == "ssh_key" else None,
+            given_secret if spec.credential.kind == "https_token" else None,
+        ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys)))
+
+        machine = docker.provision(
+            spec, args.docker_names, pulumi.Output.secret(user_data), host_key.public_key,
+            args.attach_networks, child,
+        )
+        address = machine.stdout.apply(lambda out: json.loads(out.strip().splitlines()[-1]))
+
+        self.private_key = pulumi.Output.secret(operator_key.private_key)
+        self.endpoint = pulumi.Output.all(
+            address, host_key.public_key, remote_key.public_key if remote_key else None
+        ).apply(lambda values: self._endpoint(spec, args.docker_names.stack, *values))
+        self.register_outputs({"endpoint": self.endpoint, "private_key": self.private_key})
+
+    @staticmethod
+    def _endpoint(spec: AgentSpec, stack: str, address: dict[str, Any], host_public_key: str,
+                  remote_public_key: Optional[str]) -> dict[str, Any]:
+        host, port = address["host"], int(address["port"])
+        key_type, key_body = host_public_key.split()[:2]
+        return {
+            "backend": spec.backend,
+            "host": host,
+            "port": port,
+            "user": LOGIN_USER,
+            "known_hosts": f"{known_hosts_pattern(host, port)} {key_type} {key_body}",
+            "identity": {"name": spec.identity.name, "email": spec.identity.email},
+            "remote": spec.remote.url if spec.remote else None,
+            "branch": spec.branch,
+            "workspace": WORKSPACE,
+            "remote_public_key": remote_public_key,
+            "ssh_config": ssh_config_block(spec.name, host, port, stack),
+        }

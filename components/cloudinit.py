@@ -1,0 +1,98 @@
+"""One agent spec -> one cloud-config document, from the templates in cloud-init/.
+
+Why one document: every backend hands the same cloud-config to cloud-init (NoCloud seed in
+Docker, Multipass `--cloud-init`, Lima provisioning), so an agent is set up identically whatever
+it runs on. This module is pure: keys arrive as plain strings inside an `apply`, and the result
+is only ever passed on as a Pulumi secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from components.spec import AgentSpec
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
+HOME = "/home/agent"
+WORKSPACE = f"{HOME}/workspace"
+REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
+
+
+@dataclass(frozen=True)
+class AgentKeys:
+    """Key material for one agent; private parts are secrets and never logged."""
+
+    operator_public_key: str
+    host_private_key: str
+    host_public_key: str
+    remote_private_key: Optional[str] = None
+    https_token: Optional[str] = None
+
+
+def _gitconfig(agent: AgentSpec, keys: AgentKeys) -> str:
+    lines = ["[user]", f"\tname = {agent.identity.name}", f"\temail = {agent.identity.email}"]
+    if keys.remote_private_key:
+        lines += [
+            "[core]",
+            f"\tsshCommand = ssh -i {REMOTE_KEY_PATH} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes",
+        ]
+    if keys.https_token:
+        lines += ["[credential]", "\thelper = store"]
+    lines += ["[agentfleet]", f"\tbranch = {agent.branch}", f"\tworkspace = {WORKSPACE}"]
+    if agent.remote:
+        lines.append(f"\tremote = {agent.remote.url}")
+    return "\n".join(lines) + "\n"
+
+
+def _file(path: str, content: str, permissions: str, owner: str = "agent:agent") -> dict[str, Any]:
+    # Deferred: the agent user exists only after users_groups, which runs after write_files.
+    return {"path": path, "content": content, "owner": owner, "permissions": permissions, "defer": True}
+
+
+def _credential_files(agent: AgentSpec, keys: AgentKeys) -> list[dict[str, Any]]:
+    files = []
+    if keys.remote_private_key:
+        files.append(_file(REMOTE_KEY_PATH, keys.remote_private_key.rstrip("\n") + "\n", "0600"))
+    if keys.https_token and agent.remote:
+        user_host = f"x-access-token:{keys.https_token}@{agent.remote.host}"
+        files.append(_file(f"{HOME}/.git-credentials", f"https://{user_host}\n", "0600"))
+    return files
+
+
+def render_cloud_config(agent: AgentSpec, keys: AgentKeys) -> str:
+    """The complete `#cloud-config` user-data for one agent."""
+    document = yaml.safe_load((TEMPLATES / "agent.yaml").read_text())
+    document["users"][0]["ssh_authorized_keys"] = [keys.operator_public_key]
+    document["ssh_keys"] = {
+        "ed25519_private": keys.host_private_key.rstrip("\n") + "\n",
+        "ed25519_public": keys.host_public_key,
+    }
+    document["packages"] = list(dict.fromkeys([*document["packages"], *agent.packages]))
+    document["write_files"] = [
+        _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys), "0644"),
+        _file(f"{HOME}/.ssh/known_hosts", "\n".join(agent.known_hosts) + "\n", "0644"),
+        *_credential_files(agent, keys),
+        _file(
+            "/usr/local/lib/agentfleet/first-clone",
+            (TEMPLATES / "first-clone.sh").read_text(),
+            "0755",
+            owner="root:root",
+        ),
+    ]
+    return "#cloud-config\n" + yaml.dump(document, Dumper=_LiteralDumper, sort_keys=False, width=1000)
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Writes multi-line strings (keys, scripts) as readable `|` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _represent_str)

@@ -1,0 +1,48 @@
+"""Fleet: every agent of one stack, plus what they share (the Docker network).
+
+Why outputs are split: `agents` holds what anyone may read (endpoints, pinned host keys,
+identities); `agent_private_keys` holds the operator keys and is a Pulumi secret as a whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pulumi
+
+from components.agent import Agent, AgentArgs
+from components.backends import docker
+from components.command import LocalCommand
+from components.spec import FleetSpec
+
+
+@dataclass
+class FleetArgs:
+    spec: FleetSpec
+
+
+class Fleet(pulumi.ComponentResource):
+    agents: pulumi.Output[dict[str, Any]]
+    agent_private_keys: pulumi.Output[dict[str, str]]
+
+    def __init__(self, name: str, args: FleetArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("agentfleet:index:Fleet", name, None, opts)
+        spec = args.spec
+        names = docker.DockerNames(spec.stack)
+        agent_opts = pulumi.ResourceOptions(parent=self)
+        if "docker" in spec.backends():
+            create, delete = docker.network_commands(names)
+            network = LocalCommand(f"{name}-network", create=create, delete=delete,
+                                   opts=pulumi.ResourceOptions(parent=self))
+            agent_opts = pulumi.ResourceOptions(parent=self, depends_on=[network])
+
+        agents = {
+            agent.name: Agent(agent.name, AgentArgs(agent, names, spec.attach_networks), agent_opts)
+            for agent in spec.agents
+        }
+        self.agents = pulumi.Output.all(**{n: a.endpoint for n, a in agents.items()})
+        self.agent_private_keys = pulumi.Output.secret(
+            pulumi.Output.all(**{n: a.private_key for n, a in agents.items()})
+        )
+        self.register_outputs({"agents": self.agents, "agent_private_keys": self.agent_private_keys})

@@ -1,0 +1,387 @@
+"""The fleet as typed, validated objects: the one place that says what a valid stack config is.
+
+Why all checks live here: a bad config must fail `pulumi preview` and `pulumi up` with one message
+per problem (stack, agent, field, what is wrong, what would be right) before any resource exists.
+`load_fleet` either returns a complete `FleetSpec` or raises `FleetConfigError` listing every
+problem it found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+from urllib.parse import urlsplit
+
+BACKENDS = ("docker", "lima", "multipass")
+AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MEMORY = re.compile(r"^(\d+)\s*(m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
+SCP_REMOTE = re.compile(r"^(?:(?P<user>[^@/\s]+)@)?(?P<host>[^:/\s]+):(?P<path>[^/].*|/.*)$")
+PORT_RANGE = (1024, 65535)
+DEFAULT_PORT_BASE = 22000
+PORT_SPAN = 2000
+
+# GitHub's published SSH host keys: the default known_hosts for an agent's remote.
+GITHUB_KNOWN_HOSTS = (
+    "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+    "github.com ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrpxxrE/gs0n8qXgzA2XkzI8ANk+ZxH+JjpdM=",
+)
+
+AGENT_FIELDS = {
+    "name", "backend", "identity", "remote", "branch", "credential", "known_hosts",
+    "resources", "ssh_port", "bind_address", "image", "retain_workspace", "packages",
+}
+DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
+FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base"}
+RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
+CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")
+
+
+class FleetConfigError(ValueError):
+    """Every problem found in one stack's fleet config, each naming stack, agent and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid fleet config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class GitIdentity:
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    memory_mib: int = 1024
+    pids: int = 512
+    disk_gib: int = 10
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where an agent pushes: the URL as given plus the parts that policy and checks need."""
+
+    url: str
+    scheme: str  # "ssh" or "https"
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Credential:
+    """How the agent authenticates to its remote. `secret` holds the value read from config."""
+
+    kind: str  # one of CREDENTIAL_KINDS
+    config_key: Optional[str] = None
+    secret: Optional[str] = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    backend: str
+    identity: GitIdentity
+    remote: Optional[Remote]
+    branch: str
+    credential: Credential
+    known_hosts: tuple[str, ...]
+    resources: Resources
+    ssh_port: int
+    bind_address: str
+    image: Optional[str]
+    retain_workspace: bool
+    packages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    stack: str
+    agents: tuple[AgentSpec, ...]
+    attach_networks: tuple[str, ...] = ()
+
+    def backends(self) -> set[str]:
+        return {agent.backend for agent in self.agents}
+
+
+SecretReader = Callable[[str], Optional[str]]
+
+
+class _Problems:
+    """Collects problems with their location, so one run reports all of them."""
+
+    def __init__(self, stack: str) -> None:
+        self.stack = stack
+        self.items: list[str] = []
+
+    def add(self, agent: Optional[str], field_name: str, message: str) -> None:
+        where = f'stack "{self.stack}"' + (f', agent "{agent}"' if agent else "")
+        self.items.append(f'{where}, field "{field_name}": {message}')
+
+
+def _closest(word: str, choices: set[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f'; did you mean "{match[0]}"?' if match else f"; valid fields: {', '.join(sorted(choices))}"
+
+
+def _check_unknown(raw: Mapping[str, Any], allowed: set[str], problems: _Problems, agent: Optional[str], prefix: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            problems.add(agent, f"{prefix}{key}", f"unknown field{_closest(str(key), allowed)}")
+
+
+def parse_memory_mib(value: Any) -> Optional[int]:
+    """'512m', '2g', '2GiB' or a number of MiB -> MiB; None when it is not a size."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    match = MEMORY.match(str(value).strip())
+    if not match or int(match.group(1)) == 0:
+        return None
+    unit = (match.group(2) or "m").lower()
+    return int(match.group(1)) * (1024 if unit.startswith("g") else 1)
+
+
+def parse_remote(url: str) -> Optional[Remote]:
+    """ssh://user@host[:port]/path, user@host:path (scp form) or https://host/path."""
+    if url.startswith(("ssh://", "https://")):
+        parts = urlsplit(url)
+        if not parts.hostname or not parts.path.strip("/"):
+            return None
+        default_port = 22 if parts.scheme == "ssh" else 443
+        try:
+            port = parts.port or default_port
+        except ValueError:
+            return None
+        return Remote(url=url, scheme=parts.scheme, host=parts.hostname, port=port)
+    match = SCP_REMOTE.match(url)
+    if match and "://" not in url:
+        return Remote(url=url, scheme="ssh", host=match.group("host"), port=22)
+    return None
+
+
+def known_hosts_pattern(host: str, port: int) -> str:
+    """The host field OpenSSH writes for host:port in known_hosts."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _stable_port(stack: str, name: str, base: int) -> int:
+    digest = hashlib.sha256(f"{stack}/{name}".encode()).digest()
+    return base + int.from_bytes(digest[:4], "big") % PORT_SPAN
+
+
+def _valid_private_key(text: str) -> bool:
+    import io
+
+    import paramiko
+
+    for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            key_class.from_private_key(io.StringIO(text))
+            return True
+        except (paramiko.SSHException, ValueError, TypeError):
+            continue
+    return False
+
+
+def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
+    """Turn the `agentfleet:fleet` config object into a FleetSpec, or raise FleetConfigError.
+
+    `read_secret(key)` returns the plain value of config key `agentfleet:<key>` (or None); the
+    caller wraps it as a Pulumi secret before it reaches any resource.
+    """
+    problems = _Problems(stack)
+    if not isinstance(raw, Mapping):
+        problems.add(None, "fleet", "missing or not a mapping; set `agentfleet:fleet` with `agents:` (see stacks/Pulumi.dev.yaml)")
+        raise FleetConfigError(problems.items)
+    _check_unknown(raw, FLEET_FIELDS, problems, None, "")
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        problems.add(None, "defaults", "must be a mapping of agent fields")
+        defaults = {}
+    for key in defaults:
+        if key not in DEFAULTABLE_FIELDS:
+            problems.add(None, f"defaults.{key}", f"cannot be a fleet default{_closest(str(key), DEFAULTABLE_FIELDS)}")
+    agents_raw = raw.get("agents")
+    if not isinstance(agents_raw, list) or not agents_raw:
+        problems.add(None, "agents", "the fleet is empty; list at least one agent with `name` and `identity`")
+        raise FleetConfigError(problems.items)
+
+    port_base = raw.get("port_base", DEFAULT_PORT_BASE)
+    if not isinstance(port_base, int) or not PORT_RANGE[0] <= port_base <= PORT_RANGE[1] - PORT_SPAN:
+        problems.add(None, "port_base", f"{port_base!r} is not a port base; use an integer from {PORT_RANGE[0]} to {PORT_RANGE[1] - PORT_SPAN}")
+        port_base = DEFAULT_PORT_BASE
+
+    networks = raw.get("attach_networks") or []
+    if not isinstance(networks, list) or not all(isinstance(n, str) and n for n in networks):
+        problems.add(None, "attach_networks", "must be a list of existing Docker network names")
+        networks = []
+
+    parsed: list[dict[str, Any]] = []
+    seen_names: set[str] = set()
+    for index, entry in enumerate(agents_raw):
+        if not isinstance(entry, Mapping):
+            problems.add(None, f"agents[{index}]", "must be a mapping with at least `name` and `identity`")
+            continue
+        merged = {**{k: v for k, v in defaults.items() if k in DEFAULTABLE_FIELDS}, **entry}
+        if isinstance(defaults.get("resources"), Mapping) and isinstance(entry.get("resources"), Mapping):
+            merged["resources"] = {**defaults["resources"], **entry["resources"]}
+        name = entry.get("name")
+        if not isinstance(name, str) or not AGENT_NAME.match(name):
+            problems.add(None, f"agents[{index}].name", f"{name!r} is not a valid agent name; use 1-32 lowercase letters, digits and '-', starting with a letter")
+            continue
+        if name in seen_names:
+            problems.add(name, "name", "duplicate agent name; every agent needs its own name")
+            continue
+        seen_names.add(name)
+        _check_unknown(entry, AGENT_FIELDS, problems, name, "")
+        parsed.append(merged)
+
+    explicit_ports: dict[int, str] = {}
+    for merged in parsed:
+        port = merged.get("ssh_port")
+        if port is None:
+            continue
+        if isinstance(port, bool) or not isinstance(port, int) or not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+            problems.add(merged["name"], "ssh_port", f"{port!r} is out of range; use an integer from {PORT_RANGE[0]} to {PORT_RANGE[1]}, or leave it out to have one assigned")
+        elif port in explicit_ports:
+            problems.add(merged["name"], "ssh_port", f"{port} is already the port of agent \"{explicit_ports[port]}\"; give each agent its own port")
+        else:
+            explicit_ports[port] = merged["name"]
+
+    taken = set(explicit_ports)
+    agents: list[AgentSpec] = []
+    for merged in parsed:
+        port = merged.get("ssh_port")
+        if not isinstance(port, int) or isinstance(port, bool) or not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+            port = _stable_port(stack, merged["name"], port_base)
+            while port in taken:
+                port = port_base + (port - port_base + 1) % PORT_SPAN
+            taken.add(port)
+        agent = _load_agent(merged, port, problems, read_secret)
+        if agent is not None:
+            agents.append(agent)
+
+    if problems.items:
+        raise FleetConfigError(problems.items)
+    return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks))
+
+
+def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_secret: SecretReader) -> Optional[AgentSpec]:
+    name: str = raw["name"]
+    before = len(problems.items)
+
+    backend = raw.get("backend", "docker")
+    if backend not in BACKENDS:
+        problems.add(name, "backend", f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+
+    identity_raw = raw.get("identity")
+    identity = None
+    if not isinstance(identity_raw, Mapping) or not identity_raw.get("name") or not identity_raw.get("email"):
+        problems.add(name, "identity", "missing git identity; set `identity: {name: ..., email: ...}`")
+    else:
+        _check_unknown(identity_raw, {"name", "email"}, problems, name, "identity.")
+        email = str(identity_raw["email"])
+        if not EMAIL.match(email):
+            problems.add(name, "identity.email", f"{email!r} is not an email address; expected something like {name}@example.com")
+        identity = GitIdentity(name=str(identity_raw["name"]), email=email)
+
+    remote = None
+    if raw.get("remote") is not None:
+        remote = parse_remote(str(raw["remote"]))
+        if remote is None:
+            problems.add(name, "remote", f"{raw['remote']!r} is not a git remote URL; use ssh://git@host[:port]/path.git, git@host:path.git or https://host/path.git")
+
+    credential = _load_credential(raw.get("credential"), remote, name, problems, read_secret)
+
+    known_hosts_raw = raw.get("known_hosts", list(GITHUB_KNOWN_HOSTS))
+    if not isinstance(known_hosts_raw, list) or not all(isinstance(l, str) and len(l.split()) >= 3 for l in known_hosts_raw):
+        problems.add(name, "known_hosts", "must be a list of OpenSSH known_hosts lines ('host keytype base64key'), e.g. from `ssh-keyscan HOST`")
+        known_hosts_raw = []
+    if remote is not None and remote.scheme == "ssh":
+        pattern = known_hosts_pattern(remote.host, remote.port)
+        if not any(pattern in line.split()[0].split(",") for line in known_hosts_raw):
+            problems.add(name, "known_hosts", f"no host key for the remote's host {pattern}; add its line (`ssh-keyscan -p {remote.port} {remote.host}`)")
+
+    resources = _load_resources(raw.get("resources") or {}, name, problems)
+
+    bind_address = raw.get("bind_address", "127.0.0.1")
+    if not isinstance(bind_address, str) or not re.match(r"^\d{1,3}(\.\d{1,3}){3}$", bind_address):
+        problems.add(name, "bind_address", f"{bind_address!r} is not an IPv4 address; the default 127.0.0.1 keeps the endpoint private")
+
+    packages = raw.get("packages") or []
+    if not isinstance(packages, list) or not all(isinstance(p, str) and re.match(r"^[a-z0-9][a-z0-9+.-]*$", p) for p in packages):
+        problems.add(name, "packages", "must be a list of Debian package names")
+        packages = []
+
+    retain = raw.get("retain_workspace", False)
+    if not isinstance(retain, bool):
+        problems.add(name, "retain_workspace", f"{retain!r} is not true or false")
+
+    image = raw.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        problems.add(name, "image", "must be an image reference such as agentfleet/agent:latest")
+
+    branch = raw.get("branch", f"agent/{name}")
+    if not isinstance(branch, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", branch) or ".." in branch:
+        problems.add(name, "branch", f"{branch!r} is not a valid branch name")
+
+    if len(problems.items) > before or identity is None or credential is None:
+        return None
+    return AgentSpec(
+        name=name, backend=backend, identity=identity, remote=remote, branch=branch,
+        credential=credential, known_hosts=tuple(known_hosts_raw), resources=resources,
+        ssh_port=port, bind_address=bind_address, image=image, retain_workspace=retain,
+        packages=tuple(packages),
+    )
+
+
+def _load_credential(raw: Any, remote: Optional[Remote], name: str, problems: _Problems, read_secret: SecretReader) -> Optional[Credential]:
+    if raw is None or raw == "generate":
+        return Credential(kind="generate")
+    if not isinstance(raw, Mapping) or len(raw) != 1 or next(iter(raw)) not in CREDENTIAL_KINDS[1:]:
+        problems.add(name, "credential", "use `generate` (default), `{ssh_key: <config key>}` or `{https_token: <config key>}`; the key names a secret set with `pulumi config set --secret`")
+        return None
+    kind, key = next(iter(raw.items()))
+    secret = read_secret(str(key))
+    if not secret:
+        problems.add(name, f"credential.{kind}", f"config key agentfleet:{key} is not set; run `pulumi config set --secret {key} < file`")
+        return None
+    if kind == "ssh_key" and not _valid_private_key(secret):
+        problems.add(name, f"credential.{kind}", f"agentfleet:{key} is not an unencrypted OpenSSH/PEM private key (ed25519, ecdsa or rsa)")
+        return None
+    if kind == "https_token" and (remote is None or remote.scheme != "https"):
+        problems.add(name, f"credential.{kind}", "an HTTPS token needs an https:// remote")
+        return None
+    return Credential(kind=kind, config_key=str(key), secret=secret)
+
+
+def _load_resources(raw: Any, name: str, problems: _Problems) -> Resources:
+    if not isinstance(raw, Mapping):
+        problems.add(name, "resources", "must be a mapping with cpus, memory, pids, disk")
+        return Resources()
+    _check_unknown(raw, RESOURCE_FIELDS, problems, name, "resources.")
+    result = Resources()
+    cpus = raw.get("cpus", result.cpus)
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0 < cpus <= 64:
+        problems.add(name, "resources.cpus", f"{cpus!r} is not a CPU count; use a number such as 0.5 or 2")
+        cpus = result.cpus
+    memory = parse_memory_mib(raw.get("memory", result.memory_mib))
+    if memory is None or memory < 128:
+        problems.add(name, "resources.memory", f"{raw.get('memory')!r} is not a memory size of at least 128m; use e.g. 512m or 2g")
+        memory = result.memory_mib
+    pids = raw.get("pids", result.pids)
+    if isinstance(pids, bool) or not isinstance(pids, int) or pids < 32:
+        problems.add(name, "resources.pids", f"{pids!r} is not a process limit; use an integer of at least 32")
+        pids = result.pids
+    disk = raw.get("disk", result.disk_gib)
+    if isinstance(disk, bool) or not isinstance(disk, int) or disk < 2:
+        problems.add(name, "resources.disk", f"{disk!r} is not a disk size in GiB; use an integer of at least 2")
+        disk = result.disk_gib
+    return Resources(cpus=float(cpus), memory_mib=memory, pids=pids, disk_gib=disk)

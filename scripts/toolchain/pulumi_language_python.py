@@ -1,0 +1,119 @@
+"""A Pulumi language host for Python programs, served over Pulumi's LanguageRuntime gRPC protocol.
+
+Why it exists: the upstream host (`pulumi-language-python`, a Go module of its own) is not served
+by the Go module proxy that these machines reach, while the Pulumi CLI and the Python SDK are.
+This host covers what `pulumi preview/up/destroy/refresh` need of a language host: it runs the
+program with Pulumi's own `pulumi-language-python-exec` launcher (installed beside this file by
+scripts/setup from the SDK module) in the interpreter that runs this host, with the stack's
+configuration in the environment, exactly as the upstream host hands it over.
+Where the official installer works, setup uses the upstream host instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from google.protobuf import empty_pb2
+from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
+
+EXEC_LAUNCHER = Path(__file__).resolve().with_name("pulumi-language-python-exec")
+# The launcher exits with this status after it has shown the user an actionable message.
+EXIT_AFTER_USER_MESSAGE = 32
+VERSION = os.environ.get("AGENTFLEET_PULUMI_VERSION", "3.0.0").lstrip("v")
+
+
+def launcher_argv(request: language_pb2.RunRequest, engine_address: str) -> list[str]:
+    """The launcher's command line: the same flags the upstream host passes, empty ones left out."""
+    flags = {
+        "monitor": request.monitor_address,
+        "engine": engine_address,
+        "project": request.project,
+        "root_directory": request.info.root_directory,
+        "stack": request.stack,
+        "pwd": request.pwd,
+        "dry_run": str(request.dryRun).lower(),
+        "parallel": str(request.parallel),
+        "organization": request.organization,
+    }
+    argv = [sys.executable, "-u", str(EXEC_LAUNCHER)]
+    for name, value in flags.items():
+        if value:
+            argv += [f"--{name}", value]
+    return [*argv, request.info.entry_point or ".", *request.args]
+
+
+def launcher_env(request: language_pb2.RunRequest) -> dict[str, str]:
+    """Configuration travels in the environment, as with the upstream host (never in argv)."""
+    return {
+        **os.environ,
+        "PULUMI_CONFIG": json.dumps(dict(request.config)),
+        "PULUMI_CONFIG_SECRET_KEYS": json.dumps(list(request.configSecretKeys)),
+    }
+
+
+class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
+    """Runs one Python program per Run call; everything else answers 'nothing to do'."""
+
+    def __init__(self, engine_address: str) -> None:
+        self.engine_address = engine_address
+        self.running: subprocess.Popen[bytes] | None = None
+
+    def Handshake(self, request, context):
+        if request.engine_address:
+            self.engine_address = request.engine_address
+        return language_pb2.LanguageHandshakeResponse()
+
+    def GetPluginInfo(self, request, context):
+        return plugin_pb2.PluginInfo(version=VERSION)
+
+    def GetRequiredPlugins(self, request, context):
+        return language_pb2.GetRequiredPluginsResponse()
+
+    def GetRequiredPackages(self, request, context):
+        return language_pb2.GetRequiredPackagesResponse()
+
+    def InstallDependencies(self, request, context):
+        # scripts/setup owns the virtual environment; there is nothing to install per run.
+        return iter(())
+
+    def Run(self, request, context):
+        cwd = request.pwd or request.info.program_directory or None
+        self.running = subprocess.Popen(
+            launcher_argv(request, self.engine_address), env=launcher_env(request), cwd=cwd
+        )
+        status = self.running.wait()
+        self.running = None
+        if status == 0:
+            return language_pb2.RunResponse()
+        if status == EXIT_AFTER_USER_MESSAGE:
+            return language_pb2.RunResponse(bail=True)
+        return language_pb2.RunResponse(error=f"program exited with non-zero exit code: {status}")
+
+    def Cancel(self, request, context):
+        if self.running is not None:
+            self.running.send_signal(signal.SIGINT)
+        return empty_pb2.Empty()
+
+
+def main(argv: list[str]) -> None:
+    positional = [arg for arg in argv if not arg.startswith("-")]
+    engine_address = positional[0] if positional else ""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    language_pb2_grpc.add_LanguageRuntimeServicer_to_server(PythonLanguageHost(engine_address), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    # The engine stops its plugins with SIGINT: that is a normal shutdown, not an error.
+    signal.signal(signal.SIGINT, lambda *_: server.stop(grace=None))
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
