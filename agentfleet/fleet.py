@@ -1,0 +1,115 @@
+"""A fleet: the agents of one stack, each reached through its own reused connection."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from agentfleet.connection import Connection
+from agentfleet.endpoint import AgentEndpoint
+from agentfleet.errors import AgentfleetError, UnknownAgent
+from agentfleet.outputs import parse_outputs
+from agentfleet.parallel import for_each
+from agentfleet.result import Result
+from agentfleet.source import resolve_source
+
+FleetStream = Callable[[str, str, str], None]
+"""Receives (agent name, "stdout" | "stderr", text) as each agent prints it."""
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The agents of one stack (immutable) plus a cache of their open connections.
+
+    Use it as a context manager, or call close(): connections open lazily on first use.
+    """
+
+    name: str
+    agents: Mapping[str, AgentEndpoint]
+    connect_timeout: float = 10.0
+    _connections: dict[str, Connection] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    @classmethod
+    def open(
+        cls,
+        stack: str | None = None,
+        outputs: str | os.PathLike[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        *,
+        connect_timeout: float = 10.0,
+    ) -> Fleet:
+        """Read a stack's outputs (or an outputs JSON file); see `resolve_source` for defaults."""
+        source = resolve_source(stack, outputs, cwd)
+        return cls.from_outputs(
+            source.read(), source.name, described=source.describe(), connect_timeout=connect_timeout
+        )
+
+    @classmethod
+    def from_outputs(
+        cls,
+        raw: object,
+        name: str,
+        *,
+        described: str | None = None,
+        connect_timeout: float = 10.0,
+    ) -> Fleet:
+        """Build a fleet from decoded `pulumi stack output --json --show-secrets`."""
+        agents = parse_outputs(raw, described or name)
+        return cls(name, MappingProxyType(agents), connect_timeout)
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.agents)
+
+    def endpoint(self, name: str) -> AgentEndpoint:
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise UnknownAgent(name, self.agents) from None
+
+    def agent(self, name: str) -> Connection:
+        """The agent's connection, the same object on every call until close()."""
+        endpoint = self.endpoint(name)
+        with self._lock:
+            if name not in self._connections:
+                self._connections[name] = Connection(endpoint, self.connect_timeout)
+            return self._connections[name]
+
+    def run_all(
+        self,
+        command: Sequence[str] | str,
+        *,
+        parallel: int = 4,
+        timeout: float | None = None,
+        stream: FleetStream | None = None,
+        names: Iterable[str] | None = None,
+    ) -> dict[str, Result | AgentfleetError]:
+        """Run command on every agent (or on names), at most `parallel` at once."""
+        chosen = [self.endpoint(name).name for name in names] if names is not None else self.names
+
+        def run_one(name: str) -> Result:
+            forward = None if stream is None else (lambda which, text: stream(name, which, text))
+            return self.agent(name).run(command, timeout=timeout, stream=forward)
+
+        return for_each(chosen, run_one, parallel)
+
+    def close(self) -> None:
+        with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for connection in connections:
+            connection.close()

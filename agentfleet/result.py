@@ -1,0 +1,28 @@
+"""The value a remote command leaves behind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one command printed and how it ended.
+
+    exit_status is -1 when the remote sent none (the command was killed by a signal).
+    """
+
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def tail(text: str, lines: int = 3) -> str:
+    """The last non-blank lines of text on one line, for one-line error messages."""
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return " / ".join(kept[-lines:])

@@ -1,0 +1,134 @@
+"""Where a fleet's outputs come from: a Pulumi stack of the project, or a JSON file of them.
+
+The stack path shells out to the Pulumi CLI (argv list, stdout captured and never logged,
+since it holds the agents' private keys); the file path serves machines without Pulumi.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentfleet.errors import OutputsInvalid, PulumiError, StackNotFound, UsageError
+
+DEFAULT_STACK = "dev"
+STACK_ENV = "AGENTFLEET_STACK"
+OUTPUTS_ENV = "AGENTFLEET_OUTPUTS"
+PULUMI_TIMEOUT = 120.0
+
+
+def find_project(start: Path) -> Path | None:
+    """The nearest directory at or above start holding a Pulumi.yaml."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if (directory / "Pulumi.yaml").is_file():
+            return directory
+    return None
+
+
+@dataclass(frozen=True)
+class Source:
+    """One resolved origin of outputs; `name` labels the fleet (stack name or file stem)."""
+
+    name: str
+    stack: str | None
+    outputs_file: Path | None
+    project_dir: Path | None
+
+    def describe(self) -> str:
+        if self.outputs_file is not None:
+            return f"outputs file {self.outputs_file}"
+        return f"stack {self.stack!r}"
+
+    def read(self) -> object:
+        """The outputs as decoded JSON (secrets included)."""
+        if self.outputs_file is not None:
+            return _read_file(self.outputs_file, self.describe())
+        assert self.stack is not None and self.project_dir is not None
+        return read_stack_outputs(self.project_dir, self.stack)
+
+
+def resolve_source(
+    stack: str | None = None,
+    outputs: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Source:
+    """Pick the outputs' origin: arguments over environment, refusing two answers at one level."""
+    env = os.environ if environ is None else environ
+    if stack and outputs:
+        raise UsageError("give either --stack or --outputs, not both")
+    if not stack and not outputs:
+        stack, outputs = env.get(STACK_ENV) or None, env.get(OUTPUTS_ENV) or None
+        if stack and outputs:
+            raise UsageError(f"both {STACK_ENV} and {OUTPUTS_ENV} are set; unset one")
+    project_dir = find_project(Path(cwd) if cwd is not None else Path.cwd())
+    if outputs:
+        path = Path(outputs).absolute()
+        return Source(name=path.stem, stack=None, outputs_file=path, project_dir=project_dir)
+    stack = stack or DEFAULT_STACK
+    if project_dir is None:
+        where = Path(cwd).absolute() if cwd is not None else Path.cwd()
+        raise StackNotFound(
+            f"no Pulumi project (Pulumi.yaml) in {where} or its parents to read stack "
+            f"{stack!r} from; run inside the project, pass --cwd DIR, or --outputs FILE"
+        )
+    return Source(name=stack, stack=stack, outputs_file=None, project_dir=project_dir)
+
+
+def stack_output_argv(stack: str) -> list[str]:
+    return ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack]
+
+
+def read_stack_outputs(project_dir: Path, stack: str) -> object:
+    """Run `pulumi stack output` for the stack; its stdout is returned, never logged."""
+    argv = stack_output_argv(stack)
+    try:
+        done = subprocess.run(
+            argv, cwd=project_dir, capture_output=True, text=True, timeout=PULUMI_TIMEOUT
+        )
+    except FileNotFoundError as exc:
+        raise PulumiError(
+            "the pulumi CLI is not on PATH; run scripts/setup, or pass --outputs FILE"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise PulumiError(
+            f"`{' '.join(argv[:3])} --stack {stack}` took over {PULUMI_TIMEOUT:g} s"
+        ) from exc
+    if done.returncode != 0:
+        said = _last_line(done.stderr) or f"exit status {done.returncode}"
+        if "no stack named" in done.stderr:
+            raise StackNotFound(
+                f"no stack {stack!r} in {project_dir} ({said}); list them with "
+                "`pulumi stack ls`, or pick one with --stack NAME"
+            )
+        raise PulumiError(f"`pulumi stack output --stack {stack}` failed: {said}")
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise PulumiError(
+            f"`pulumi stack output --stack {stack}` did not print JSON ({exc.msg})"
+        ) from exc
+
+
+def _read_file(path: Path, described: str) -> object:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read {described}: {exc.strerror}; pass an existing file to "
+            f"--outputs or {OUTPUTS_ENV}"
+        ) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OutputsInvalid(described, [f"not JSON ({exc.msg}, line {exc.lineno})"]) from exc
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
