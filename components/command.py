@@ -23,14 +23,14 @@ class CommandFailed(Exception):
     """A backend command exited non-zero; the message carries its exit status and output tail."""
 
 
-def run_command(argv: Sequence[str], stdin: Optional[str]) -> str:
+def run_command(label: str, argv: Sequence[str], stdin: Optional[str]) -> str:
     """Run argv with stdin; return stdout, or raise with the tail of stderr (stdin never shown)."""
     completed = subprocess.run(
         list(argv), input=stdin or "", capture_output=True, text=True, check=False
     )
     if completed.returncode != 0:
         tail = "\n".join((completed.stderr or completed.stdout).strip().splitlines()[-TAIL_LINES:])
-        raise CommandFailed(f"`{' '.join(argv[:3])} ...` exited {completed.returncode}:\n{tail}")
+        raise CommandFailed(f"{label}: `{argv[0]}` exited {completed.returncode}:\n{tail}")
     return completed.stdout
 
 
@@ -38,7 +38,7 @@ class LocalCommandProvider(ResourceProvider):
     """Create runs `create`; delete runs `delete`; a change to a replacing input replaces."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        stdout = run_command(props["create"], props.get("stdin"))
+        stdout = run_command(f"creating {props['resource_name']}", props["create"], props.get("stdin"))
         return CreateResult(id_=props["resource_name"], outs={**props, "stdout": stdout})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -56,10 +56,10 @@ class LocalCommandProvider(ResourceProvider):
         return UpdateResult(outs={**news, "stdout": olds.get("stdout", "")})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        run_command(props["delete"], None)
+        run_command(f"deleting {props['resource_name']}", props["delete"], None)
 
 
-class LocalCommand(Resource):
+class LocalCommand(Resource, module="agentfleet", name="LocalCommand"):
     """A machine (or any local artefact) made by one command and removed by another."""
 
     stdout: pulumi.Output[str]

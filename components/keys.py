@@ -42,7 +42,7 @@ class SshKeyPairProvider(ResourceProvider):
         return DiffResult(changes=changed, replaces=["comment"] if changed else [])
 
 
-class SshKeyPair(Resource):
+class SshKeyPair(Resource, module="agentfleet", name="SshKeyPair"):
     """`private_key` is a secret output; `public_key` is plain."""
 
     private_key: pulumi.Output[str]
