@@ -1,0 +1,42 @@
+"""The tag of the agent image, derived from its recipe.
+
+Why a content tag: the image is built locally from images/ (there is no registry to pull it
+from), and a changed recipe (Dockerfile, agent-init, cloud-init config, seed script) must both
+rebuild the image and replace the agents running the old one. A tag that is a hash of every file
+under images/ does both: scripts/setup builds the image when no image has the tag yet, and a
+container whose image tag changed is replaced by Pulumi. An unchanged recipe keeps its tag, so
+nothing is rebuilt or replaced.
+
+`python -m components.image` prints the tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+REPOSITORY = "agentfleet/agent"
+
+
+def agent_image_tag(images_dir: Path = IMAGES_DIR) -> str:
+    """`agentfleet/agent:<12 hex>`: sha256 over the sorted relative paths and contents of every
+    file under `images_dir` (each length-prefixed, so no two file sets hash alike)."""
+    images_dir = Path(images_dir)
+    files = sorted(
+        (path.relative_to(images_dir).as_posix(), path)
+        for path in images_dir.rglob("*")
+        if path.is_file()
+    )
+    if not files:
+        raise FileNotFoundError(f"no image recipe under {images_dir}")
+    digest = hashlib.sha256()
+    for relative, path in files:
+        for part in (relative.encode(), path.read_bytes()):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return f"{REPOSITORY}:{digest.hexdigest()[:12]}"
+
+
+if __name__ == "__main__":
+    print(agent_image_tag())
