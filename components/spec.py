@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 BACKENDS = ("docker", "lima", "multipass")
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
+DOCKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MEMORY = re.compile(r"^(\d+)\s*(m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
 SCP_REMOTE = re.compile(r"^(?:(?P<user>[^@/\s]+)@)?(?P<host>[^:/\s]+):(?P<path>[^/].*|/.*)$")
@@ -219,7 +220,7 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
         port_base = DEFAULT_PORT_BASE
 
     networks = raw.get("attach_networks") or []
-    if not isinstance(networks, list) or not all(isinstance(n, str) and n for n in networks):
+    if not isinstance(networks, list) or not all(isinstance(n, str) and DOCKER_NAME.match(n) for n in networks):
         problems.add(None, "attach_networks", "must be a list of existing Docker network names")
         networks = []
 

@@ -62,12 +62,11 @@ def volume_commands(names: DockerNames, agent: AgentSpec) -> tuple[list[str], li
     return create, ["docker", "volume", "rm", "--force", volume]
 
 
-def run_options(names: DockerNames, agent: AgentSpec, attach_networks: tuple[str, ...]) -> list[str]:
-    """`docker run` options for one agent: identity, endpoint, workspace, limits, privileges."""
+def create_options(names: DockerNames, agent: AgentSpec) -> list[str]:
+    """`docker create` options for one agent: identity, endpoint, workspace, limits, privileges."""
     options = [
         "--hostname", agent.name,
         "--network", names.network,
-        *[arg for network in attach_networks for arg in ("--network", network)],
         "--restart", "unless-stopped",
         "--publish", f"{agent.bind_address}:{agent.ssh_port}:22",
         "--mount", f"type=volume,src={names.volume(agent.name)},dst={WORKSPACE_MOUNT}",
@@ -90,7 +89,7 @@ def container_commands(
     create = [
         "sh", "-c", CREATE_SCRIPT, "docker-create",
         container, container, endpoint_host(agent), str(agent.ssh_port), host_public_key,
-        str(READY_TIMEOUT_S), *run_options(names, agent, attach_networks),
+        str(READY_TIMEOUT_S), " ".join(attach_networks), *create_options(names, agent),
     ]
     return create, ["docker", "rm", "--force", container]
 

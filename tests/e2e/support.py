@@ -1,0 +1,123 @@
+"""Helpers for the end-to-end tests: Docker calls, the git server, a stack driven by the
+Automation API. Fixtures that use them are in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pulumi import automation as auto
+
+PASSPHRASE = "e2e-passphrase"
+REMOVE = {"container": ["rm", "-f"], "volume": ["volume", "rm", "-f"], "network": ["network", "rm"]}
+
+def docker(*args: str, stdin: str | None = None, check: bool = True) -> str:
+    completed = subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True)
+    if check and completed.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args[:3])} failed: {completed.stderr.strip()}")
+    return completed.stdout.strip()
+
+
+def docker_objects(kind: str, label: str) -> list[str]:
+    """Names of containers, volumes or networks carrying a label (e.g. agentfleet.stack=x)."""
+    listing = {"container": ["ps", "-a", "--format", "{{.Names}}"],
+               "volume": ["volume", "ls", "--format", "{{.Name}}"],
+               "network": ["network", "ls", "--format", "{{.Name}}"]}[kind]
+    return [n for n in docker(*listing[:-2], "--filter", f"label={label}", *listing[-2:]).splitlines() if n]
+
+
+@dataclass
+class GitServer:
+    """sshd + bare repositories in a container on its own network, reached by agents by name."""
+
+    name: str
+    network: str
+
+    @property
+    def url(self) -> str:
+        return f"ssh://git@{self.name}/srv/git/app.git"
+
+    @property
+    def known_hosts_line(self) -> str:
+        key = docker("exec", self.name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()
+        return f"{self.name} {key[0]} {key[1]}"
+
+    def authorize(self, public_key: str) -> None:
+        docker("exec", "-i", self.name, "sh", "-c", "cat >> /home/git/.ssh/authorized_keys",
+               stdin=public_key.strip() + "\n")
+
+    def git(self, *args: str) -> str:
+        return docker("exec", "-u", "git", self.name, "git", "-C", "/srv/git/app.git", *args)
+
+    def branch_authors(self) -> dict[str, str]:
+        refs = self.git("for-each-ref", "--format=%(refname:short) %(authoremail)", "refs/heads")
+        return dict(line.split(" ", 1) for line in refs.splitlines())
+
+
+GIT_SERVER_SCRIPT = """set -e
+useradd -m -s /usr/bin/git-shell git
+install -d -o git -g git -m 700 /home/git/.ssh
+install -o git -g git -m 600 /dev/null /home/git/.ssh/authorized_keys
+git init -q --bare -b main /srv/git/app.git
+cd /tmp && git clone -q /srv/git/app.git seed && cd seed
+echo "shared project" > README && git add README
+git -c user.name=Seed -c user.email=seed@example.com commit -q -m "initial commit"
+git push -q origin HEAD:main && cd / && rm -rf /tmp/seed && chown -R git:git /srv/git
+ssh-keygen -A -q && mkdir -p /run/sshd && touch /run/gitserver-ready
+exec /usr/sbin/sshd -D -e
+"""
+
+
+class FleetStack:
+    """One stack of the project copy, driven through the Automation API."""
+
+    def __init__(self, project_dir: Path, name: str) -> None:
+        self.project_dir = project_dir
+        self.name = name
+        self.env = {
+            "PULUMI_BACKEND_URL": f"file://{project_dir / 'state'}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        }
+        self.stack = auto.create_or_select_stack(
+            name, work_dir=str(project_dir),
+            opts=auto.LocalWorkspaceOptions(env_vars=self.env, secrets_provider="passphrase"),
+        )
+
+    @property
+    def config_file(self) -> Path:
+        return self.project_dir / "stacks" / f"Pulumi.{self.name}.yaml"
+
+    def set_fleet(self, fleet: dict[str, Any]) -> None:
+        document = yaml.safe_load(self.config_file.read_text()) if self.config_file.exists() else {}
+        document.setdefault("config", {})["agentfleet:fleet"] = fleet
+        self.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def set_secret(self, key: str, value: str) -> None:
+        """As a user does it: the value on stdin, never on the command line."""
+        subprocess.run(["pulumi", "config", "set", "--secret", "--stack", self.name, key],
+                       input=value, text=True, check=True, capture_output=True,
+                       cwd=self.project_dir, env={**os.environ, **self.env})
+
+    def up(self) -> dict[str, Any]:
+        result = self.stack.up(on_output=lambda _: None)
+        return {key: value.value for key, value in result.outputs.items()}
+
+    def outputs(self) -> dict[str, Any]:
+        return {key: value.value for key, value in self.stack.outputs().items()}
+
+    def export(self) -> str:
+        return json.dumps(self.stack.export_stack().deployment)
+
+    def destroy(self) -> None:
+        self.stack.destroy(on_output=lambda _: None)
+
+    def remove(self) -> None:
+        self.stack.workspace.remove_stack(self.name, force=True)
+        self.config_file.unlink(missing_ok=True)

@@ -1,0 +1,66 @@
+"""components/cloudinit.py: one agent -> one cloud-config carrying its identity, keys and remote."""
+
+import yaml
+
+from components.cloudinit import REMOTE_KEY_PATH, AgentKeys, render_cloud_config
+from components.keys import generate_ed25519
+from components.spec import load_fleet
+
+KNOWN = "[gitserver]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+def spec(**fields):
+    raw = {"agents": [{"name": "agent-1", "identity": {"name": "Agent One", "email": "a1@example.com"}, **fields}]}
+    return load_fleet("test", raw, {}.get).agents[0]
+
+
+def keys(**extra):
+    host_private, host_public = generate_ed25519("host")
+    return AgentKeys(operator_public_key=generate_ed25519("op")[1], host_private_key=host_private,
+                     host_public_key=host_public, **extra)
+
+
+def files(document):
+    return {entry["path"]: entry for entry in document["write_files"]}
+
+
+def test_document_is_cloud_config_with_agent_user_and_pinned_host_key():
+    material = keys()
+    text = render_cloud_config(spec(), material)
+    assert text.startswith("#cloud-config\n")
+    document = yaml.safe_load(text)
+    (user,) = document["users"]
+    assert user["name"] == "agent" and user["ssh_authorized_keys"] == [material.operator_public_key]
+    assert document["ssh_keys"]["ed25519_private"].strip() == material.host_private_key.strip()
+    assert document["ssh_pwauth"] is False and document["disable_root"] is True
+    assert "git" in document["packages"]
+
+
+def test_git_identity_and_remote_settings_are_in_the_agents_gitconfig():
+    document = yaml.safe_load(render_cloud_config(
+        spec(remote="ssh://git@gitserver:2222/app.git", known_hosts=[KNOWN], packages=["jq"]),
+        keys(remote_private_key=generate_ed25519("remote")[0]),
+    ))
+    gitconfig = files(document)["/home/agent/.gitconfig"]
+    assert "name = Agent One" in gitconfig["content"] and "email = a1@example.com" in gitconfig["content"]
+    assert "remote = ssh://git@gitserver:2222/app.git" in gitconfig["content"]
+    assert f"sshCommand = ssh -i {REMOTE_KEY_PATH}" in gitconfig["content"]
+    assert files(document)[REMOTE_KEY_PATH]["permissions"] == "0600"
+    assert files(document)["/home/agent/.ssh/known_hosts"]["content"].strip() == KNOWN
+    assert document["packages"] == ["git", "jq"]
+
+
+def test_https_token_goes_to_a_private_credential_store_only():
+    token = "ghp_exampletoken123"
+    text = render_cloud_config(spec(remote="https://github.com/org/app.git"), keys(https_token=token))
+    document = yaml.safe_load(text)
+    store = files(document)["/home/agent/.git-credentials"]
+    assert token in store["content"] and store["permissions"] == "0600"
+    assert text.count(token) == 1
+    assert "helper = store" in files(document)["/home/agent/.gitconfig"]["content"]
+
+
+def test_agent_without_remote_has_no_credential_files():
+    document = yaml.safe_load(render_cloud_config(spec(), keys()))
+    assert REMOTE_KEY_PATH not in files(document)
+    assert "/home/agent/.git-credentials" not in files(document)

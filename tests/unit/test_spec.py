@@ -1,0 +1,120 @@
+"""components/spec.py: every invalid field is reported with stack, agent and field; valid configs load."""
+
+import pytest
+
+from components.spec import (
+    DEFAULT_PORT_BASE,
+    PORT_SPAN,
+    FleetConfigError,
+    load_fleet,
+    parse_memory_mib,
+    parse_remote,
+)
+from components.keys import generate_ed25519
+
+
+def agent(name="agent-1", **fields):
+    return {"name": name, "identity": {"name": name.title(), "email": f"{name}@example.com"}, **fields}
+
+
+def load(raw, secrets=None):
+    return load_fleet("test", raw, (secrets or {}).get)
+
+
+def problems(raw, secrets=None) -> list[str]:
+    with pytest.raises(FleetConfigError) as caught:
+        load(raw, secrets)
+    return caught.value.problems
+
+
+def test_minimal_fleet_takes_documented_defaults():
+    fleet = load({"agents": [agent()]})
+    (spec,) = fleet.agents
+    assert (spec.backend, spec.branch, spec.bind_address) == ("docker", "agent/agent-1", "127.0.0.1")
+    assert spec.credential.kind == "generate"
+    assert DEFAULT_PORT_BASE <= spec.ssh_port < DEFAULT_PORT_BASE + PORT_SPAN
+    assert any(line.startswith("github.com ssh-ed25519") for line in spec.known_hosts)
+
+
+def test_defaults_apply_and_agents_override_them():
+    fleet = load({
+        "defaults": {"resources": {"cpus": 2, "memory": "2g"}, "retain_workspace": True},
+        "agents": [agent("a", resources={"memory": "512m"}), agent("b")],
+    })
+    a, b = fleet.agents
+    assert (a.resources.cpus, a.resources.memory_mib) == (2.0, 512)
+    assert (b.resources.cpus, b.resources.memory_mib) == (2.0, 2048)
+    assert a.retain_workspace and b.retain_workspace
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"agents": []}, 'stack "test", field "agents": the fleet is empty'),
+        ({"agents": [agent(backend="dokcer")]}, 'agent "agent-1", field "backend": unknown backend \'dokcer\'; use one of docker, lima, multipass'),
+        ({"agents": [agent(), agent()]}, 'agent "agent-1", field "name": duplicate agent name'),
+        ({"agents": [agent(ssh_port=80)]}, 'agent "agent-1", field "ssh_port": 80 is out of range'),
+        ({"agents": [agent(ssh_port=23000), agent("b", ssh_port=23000)]}, 'agent "b", field "ssh_port": 23000 is already the port of agent "agent-1"'),
+        ({"agents": [{"name": "x", "identity": {"name": "X", "email": "x@"}}]}, 'agent "x", field "identity.email": \'x@\' is not an email address'),
+        ({"agents": [{"name": "x"}]}, 'agent "x", field "identity": missing git identity'),
+        ({"agents": [agent(idenity={})]}, 'agent "agent-1", field "idenity": unknown field; did you mean "identity"?'),
+        ({"agents": [agent(resources={"memory": "lots"})]}, 'field "resources.memory": \'lots\' is not a memory size'),
+        ({"agents": [agent(remote="not a url")]}, 'field "remote": \'not a url\' is not a git remote URL'),
+        ({"agents": [agent(remote="ssh://git@git.example.com:2222/app.git")]}, 'field "known_hosts": no host key for the remote\'s host [git.example.com]:2222'),
+        ({"agents": [agent(name="Agent_1")]}, 'field "agents[0].name": \'Agent_1\' is not a valid agent name'),
+        ({"agents": [agent()], "defualts": {}}, 'stack "test", field "defualts": unknown field; did you mean "defaults"?'),
+    ],
+)
+def test_each_invalid_field_is_named_with_what_would_be_valid(raw, expected):
+    assert any(expected in problem for problem in problems(raw)), problems(raw)
+
+
+def test_all_problems_are_reported_at_once():
+    found = problems({"agents": [agent(backend="x", ssh_port=1), agent("b", resources={"pids": 1})]})
+    assert len(found) == 3
+
+
+def test_malformed_private_key_is_refused_and_a_valid_one_kept_as_secret():
+    remote = {"remote": "git@github.com:org/app.git", "credential": {"ssh_key": "key1"}}
+    assert any("agentfleet:key1 is not an unencrypted OpenSSH/PEM private key" in p
+               for p in problems({"agents": [agent(**remote)]}, {"key1": "garbage"}))
+    private, _ = generate_ed25519("test")
+    (spec,) = load({"agents": [agent(**remote)]}, {"key1": private}).agents
+    assert spec.credential.kind == "ssh_key" and spec.credential.secret == private
+    assert private not in repr(spec)
+
+
+def test_missing_secret_says_which_config_key_to_set():
+    raw = {"agents": [agent(remote="https://example.com/app.git", credential={"https_token": "tok"})]}
+    assert any("pulumi config set --secret tok" in p for p in problems(raw))
+
+
+def test_assigned_ports_are_stable_when_agents_are_added_or_removed():
+    two = {a.name: a.ssh_port for a in load({"agents": [agent("a"), agent("b")]}).agents}
+    three = {a.name: a.ssh_port for a in load({"agents": [agent("a"), agent("b"), agent("c")]}).agents}
+    only_b = {a.name: a.ssh_port for a in load({"agents": [agent("b")]}).agents}
+    assert three["a"] == two["a"] and three["b"] == two["b"] == only_b["b"]
+
+
+def test_assigned_ports_never_collide():
+    fleet = load({"agents": [agent(f"agent-{i}") for i in range(200)]})
+    ports = [a.ssh_port for a in fleet.agents]
+    assert len(set(ports)) == len(ports)
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "host", "port"),
+    [
+        ("git@github.com:org/app.git", "ssh", "github.com", 22),
+        ("ssh://git@gitserver:2222/srv/app.git", "ssh", "gitserver", 2222),
+        ("https://github.com/org/app.git", "https", "github.com", 443),
+    ],
+)
+def test_remote_forms(url, scheme, host, port):
+    remote = parse_remote(url)
+    assert (remote.scheme, remote.host, remote.port) == (scheme, host, port)
+
+
+@pytest.mark.parametrize(("text", "mib"), [("512m", 512), ("2g", 2048), ("1GiB", 1024), (256, 256), ("0m", None), ("x", None)])
+def test_memory_sizes(text, mib):
+    assert parse_memory_mib(text) == mib
