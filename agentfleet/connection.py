@@ -34,12 +34,15 @@ CHUNK = 32768
 POLL = 1.0  # longest wait between checks of a running command's deadline and exit status
 
 
-def command_line(command: Sequence[str] | str) -> str:
-    """The text the remote shell runs: argv lists are quoted, a string is passed as is."""
+def command_line(command: Sequence[str] | str, cwd: str | None) -> str:
+    """The text the remote shell runs: argv lists are quoted, a string is passed as is.
+
+    With cwd, the shell changes there first and gives up (exit 1) if it cannot.
+    """
     line = command if isinstance(command, str) else shlex.join(command)
     if not line.strip():
         raise ValueError("empty command")
-    return line
+    return line if cwd is None else f"cd {shlex.quote(cwd)} || exit; {line}"
 
 
 def describe_key(key: paramiko.PKey) -> str:
@@ -80,11 +83,16 @@ class Connection:
         self,
         command: Sequence[str] | str,
         *,
+        cwd: str | None = None,
         timeout: float | None = None,
         stream: Stream | None = None,
     ) -> Result:
-        """Run command in the agent's login shell and wait for it (at most timeout seconds)."""
-        line = command_line(command)
+        """Run command in the agent's login shell and wait for it (at most timeout seconds).
+
+        It runs in cwd, by default in the agent's workspace (git commands need a repository;
+        the login directory when the outputs name no workspace).
+        """
+        line = command_line(command, cwd or self.endpoint.workspace)
         channel = self._session()
         output = _Output(stream)
         deadline = None if timeout is None else time.monotonic() + timeout

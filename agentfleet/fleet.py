@@ -42,12 +42,12 @@ class Fleet:
         cls,
         stack: str | None = None,
         outputs: str | os.PathLike[str] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
+        project_dir: str | os.PathLike[str] | None = None,
         *,
         connect_timeout: float = 10.0,
     ) -> Fleet:
         """Read a stack's outputs (or an outputs JSON file); see `resolve_source` for defaults."""
-        source = resolve_source(stack, outputs, cwd)
+        source = resolve_source(stack, outputs, project_dir)
         return cls.from_outputs(
             source.read(), source.name, described=source.describe(), connect_timeout=connect_timeout
         )
@@ -94,6 +94,7 @@ class Fleet:
         command: Sequence[str] | str,
         *,
         parallel: int = 4,
+        cwd: str | None = None,
         timeout: float | None = None,
         stream: FleetStream | None = None,
         names: Iterable[str] | None = None,
@@ -103,7 +104,7 @@ class Fleet:
 
         def run_one(name: str) -> Result:
             forward = None if stream is None else (lambda which, text: stream(name, which, text))
-            return self.agent(name).run(command, timeout=timeout, stream=forward)
+            return self.agent(name).run(command, cwd=cwd, timeout=timeout, stream=forward)
 
         return for_each(chosen, run_one, parallel)
 

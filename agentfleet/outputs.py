@@ -34,7 +34,8 @@ def parse_outputs(raw: object, source: str) -> dict[str, AgentEndpoint]:
     keys = raw.get("agent_private_keys")
     problems: list[str] = []
     if not isinstance(keys, dict):
-        problems.append("'agent_private_keys' is missing (read the outputs with --show-secrets)")
+        state = "hidden ([secret])" if keys == HIDDEN_SECRET else "missing"
+        problems.append(f"'agent_private_keys' is {state}; read the outputs with --show-secrets")
         keys = {}
     endpoints = {}
     for name in sorted(raw["agents"], key=agent_order):

@@ -55,10 +55,14 @@ class Source:
 def resolve_source(
     stack: str | None = None,
     outputs: str | os.PathLike[str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
+    project_dir: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Source:
-    """Pick the outputs' origin: arguments over environment, refusing two answers at one level."""
+    """Pick the outputs' origin: arguments over environment, refusing two answers at one level.
+
+    Defaults: AGENTFLEET_OUTPUTS, else AGENTFLEET_STACK, else stack "dev". The Pulumi project
+    is found by walking up from project_dir (default: the current directory) to a Pulumi.yaml.
+    """
     env = os.environ if environ is None else environ
     if stack and outputs:
         raise UsageError("give either --stack or --outputs, not both")
@@ -66,18 +70,18 @@ def resolve_source(
         stack, outputs = env.get(STACK_ENV) or None, env.get(OUTPUTS_ENV) or None
         if stack and outputs:
             raise UsageError(f"both {STACK_ENV} and {OUTPUTS_ENV} are set; unset one")
-    project_dir = find_project(Path(cwd) if cwd is not None else Path.cwd())
+    start = Path(project_dir).absolute() if project_dir is not None else Path.cwd()
+    project = find_project(start)
     if outputs:
         path = Path(outputs).absolute()
-        return Source(name=path.stem, stack=None, outputs_file=path, project_dir=project_dir)
+        return Source(name=path.stem, stack=None, outputs_file=path, project_dir=project)
     stack = stack or DEFAULT_STACK
-    if project_dir is None:
-        where = Path(cwd).absolute() if cwd is not None else Path.cwd()
+    if project is None:
         raise StackNotFound(
-            f"no Pulumi project (Pulumi.yaml) in {where} or its parents to read stack "
+            f"no Pulumi project (Pulumi.yaml) in {start} or its parents to read stack "
             f"{stack!r} from; run inside the project, pass --cwd DIR, or --outputs FILE"
         )
-    return Source(name=stack, stack=stack, outputs_file=None, project_dir=project_dir)
+    return Source(name=stack, stack=stack, outputs_file=None, project_dir=project)
 
 
 def stack_output_argv(stack: str) -> list[str]:

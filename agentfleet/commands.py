@@ -1,0 +1,124 @@
+"""The CLI's subcommands; each takes parsed arguments and a Context and returns an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from agentfleet.doctor import diagnose
+from agentfleet.errors import AgentfleetError, UsageError
+from agentfleet.fleet import Fleet
+from agentfleet.parallel import for_each
+from agentfleet.render import (
+    PrefixedLines,
+    ls_record,
+    outcome_line,
+    render_diagnosis,
+    render_ls_json,
+    render_ls_table,
+    render_summary,
+)
+from agentfleet.source import Source
+from agentfleet.sshconfig import SshFiles, write_ssh_files
+
+
+@dataclass(frozen=True)
+class Context:
+    fleet: Fleet
+    source: Source
+    start_dir: Path  # where the command looked for the project (--cwd or the current directory)
+    out: TextIO
+    err: TextIO
+
+
+def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
+    """Agents and whether each answers: a full SSH login (pinned key, operator key)."""
+    fleet = ctx.fleet
+    outcomes = for_each(fleet.names, lambda name: fleet.agent(name).open(), args.parallel)
+    errors = {
+        name: outcome if isinstance(outcome, AgentfleetError) else None
+        for name, outcome in outcomes.items()
+    }
+    agents = list(fleet.agents.values())
+    if args.json:
+        ctx.out.write(render_ls_json([ls_record(agent, errors[agent.name]) for agent in agents]))
+    else:
+        ctx.out.write(render_ls_table(agents, errors))
+        for error in filter(None, errors.values()):
+            ctx.err.write(f"{error}\n")
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
+    command = _remote_command(args.command)
+    if args.all == bool(args.name):
+        raise UsageError("give one agent NAME or --all: agentfleet exec agent-1 -- git status")
+    if args.all:
+        return _exec_all(args, ctx, command)
+    streams = {"stdout": ctx.out, "stderr": ctx.err}
+
+    def forward(which: str, text: str) -> None:
+        streams[which].write(text)
+        streams[which].flush()
+
+    result = ctx.fleet.agent(args.name).run(command, cwd=args.dir, timeout=args.timeout, stream=forward)
+    return result.exit_status if 0 <= result.exit_status <= 255 else 255
+
+
+def _remote_command(words: list[str]) -> list[str] | str:
+    """Several words are an argv (quoted for the remote shell); one word is a shell line."""
+    if not words:
+        raise UsageError("give the command after --: agentfleet exec agent-1 -- git status")
+    return words[0] if len(words) == 1 else words
+
+
+def _exec_all(args: argparse.Namespace, ctx: Context, command: list[str] | str) -> int:
+    lines = PrefixedLines(ctx.fleet.names, ctx.out, ctx.err)
+    outcomes = ctx.fleet.run_all(
+        command, parallel=args.parallel, cwd=args.dir, timeout=args.timeout, stream=lines.write
+    )
+    failures = []
+    for name, outcome in outcomes.items():
+        lines.finish(name)
+        failures.append(outcome_line(name, outcome))
+    for failure in filter(None, failures):
+        ctx.err.write(f"{failure}\n")
+    ctx.err.write(render_summary(outcomes))
+    return 1 if any(failures) else 0
+
+
+def cmd_ssh_config(args: argparse.Namespace, ctx: Context) -> int:
+    base = ctx.source.project_dir or ctx.start_dir
+    directory = Path(args.output).absolute() if args.output else base / ".agentfleet" / ctx.source.name
+    files = SshFiles(directory)
+    write_ssh_files(ctx.fleet.agents.values(), files, ctx.source.name)
+    config = shlex.quote(str(files.config))
+    example = next(iter(ctx.fleet.agents.values()), None)
+    name = example.name if example else "NAME"
+    path = (example.workspace if example else None) or "PATH"
+    ctx.out.write(
+        f"wrote {files.config}, {files.known_hosts.name} and {files.keys.name}/ "
+        f"for {len(ctx.fleet.agents)} agents; use them with\n"
+        f"  ssh -F {config} {name}\n"
+        f'  GIT_SSH_COMMAND="ssh -F {config}" git clone {name}:{path}\n'
+        f"  or put `Include {files.config}` at the top of ~/.ssh/config, then: ssh {name}\n"
+    )
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
+    fleet = ctx.fleet
+    names = [fleet.endpoint(args.name).name] if args.name else list(fleet.names)
+    diagnoses = for_each(names, lambda name: diagnose(fleet.agent(name)), args.parallel)
+    failed = 0
+    for diagnosis in diagnoses.values():
+        if isinstance(diagnosis, AgentfleetError):  # diagnose turns failures into checks
+            raise diagnosis
+        ctx.out.write(render_diagnosis(diagnosis))
+        failed += not diagnosis.ok
+    verdict = f"{failed} of {len(names)} agents failed a check" if failed else f"all {len(names)} agents healthy"
+    ctx.out.write(f"{verdict}\n")
+    return 1 if failed else 0

@@ -1,0 +1,197 @@
+"""`agentfleet doctor`: is each agent usable, and if not, what to do about it.
+
+Every check is a command to run on the agent plus a pure function judging its Result, so the
+judging is tested from recorded outputs without a machine. Checks run in order; when the agent
+cannot be reached the others are skipped rather than failed a second time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from agentfleet.connection import Connection
+from agentfleet.endpoint import AgentEndpoint, Identity
+from agentfleet.errors import (
+    AgentfleetError,
+    AuthenticationFailed,
+    CommandTimeout,
+    HostKeyMismatch,
+)
+from agentfleet.result import Result, tail
+
+CHECK_TIMEOUT = 30.0
+NEUTRAL_DIR = "/"  # the checks must not depend on the workspace existing
+
+CLOUD_INIT_STATUS = ["cloud-init", "status"]
+CLOUD_INIT_STATUS_LONG = ["cloud-init", "status", "--long"]
+GIT_IDENTITY = ["git", "config", "--global", "--get-regexp", r"^user\.(name|email)$"]
+NO_PROMPT = ["env", "GIT_TERMINAL_PROMPT=0"]  # a missing https credential fails, never waits
+
+
+class Verdict(str, Enum):
+    OK = "ok"
+    FAIL = "FAIL"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome; hint says what to do when it failed."""
+
+    name: str
+    verdict: Verdict
+    detail: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    agent: AgentEndpoint
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.verdict is not Verdict.FAIL for check in self.checks)
+
+
+def diagnose(connection: Connection) -> Diagnosis:
+    """Run every check on one agent, in order."""
+    endpoint = connection.endpoint
+    reachable = check_reachable(connection)
+    if reachable.verdict is Verdict.FAIL:
+        skipped = [Check(name, Verdict.SKIP, "not reachable") for name, _ in _REMOTE_CHECKS]
+        return Diagnosis(endpoint, (reachable, *skipped))
+    checks = [reachable]
+    for name, check in _REMOTE_CHECKS:
+        try:
+            checks.append(check(connection))
+        except AgentfleetError as exc:
+            checks.append(failed_run(name, exc))
+    return Diagnosis(endpoint, tuple(checks))
+
+
+def check_reachable(connection: Connection) -> Check:
+    endpoint = connection.endpoint
+    try:
+        connection.open()
+    except HostKeyMismatch as exc:
+        return Check("reachable", Verdict.FAIL, str(exc),
+                     "if the agent was replaced on purpose, `pulumi up` refreshes the pinned key")
+    except AuthenticationFailed as exc:
+        return Check("reachable", Verdict.FAIL, str(exc),
+                     "the operator key in the outputs is not authorized on the agent: `pulumi up`")
+    except AgentfleetError as exc:
+        return Check("reachable", Verdict.FAIL, str(exc),
+                     f"is the {endpoint.backend} machine running? `pulumi up` (re)creates it")
+    return Check("reachable", Verdict.OK, f"{endpoint.user}@{endpoint.address}")
+
+
+def failed_run(name: str, exc: AgentfleetError) -> Check:
+    """A check whose command could not run to completion."""
+    hint = "the agent is slow or stuck; run the check's command with agentfleet exec to see"
+    return Check(name, Verdict.FAIL, str(exc), hint if isinstance(exc, CommandTimeout) else "")
+
+
+def cloud_init_status(stdout: str) -> str:
+    """The value of the `status:` line of `cloud-init status [--long]` ('' if none)."""
+    for line in stdout.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "status":
+            return value.strip()
+    return ""
+
+
+def judge_cloud_init(agent: str, status: Result, long: Result | None) -> Check:
+    """done passes; anything else fails with the --long detail (run only on failure)."""
+    if status.exit_status == 127:
+        return Check("cloud-init", Verdict.FAIL, "cloud-init is not installed on the agent",
+                     "the machine was not built from the agentfleet image: rebuild it (images/)")
+    state = cloud_init_status(status.stdout) or f"unknown ({tail(status.stdout + status.stderr)})"
+    if state == "done" and status.ok:
+        return Check("cloud-init", Verdict.OK, "done")
+    detail = _long_detail(long) if long is not None else ""
+    shown = f"{state}: {detail}" if detail else state
+    if state in ("running", "not run"):
+        return Check("cloud-init", Verdict.FAIL, f"not finished ({shown})",
+                     f"wait for it: agentfleet exec {agent} -- cloud-init status --wait")
+    return Check("cloud-init", Verdict.FAIL, shown,
+                 f"see what failed: agentfleet exec {agent} -- tail -n 50 /var/log/cloud-init-output.log")
+
+
+def _long_detail(long: Result) -> str:
+    """The text after `detail:` in `cloud-init status --long`, on one line."""
+    lines = long.stdout.splitlines()
+    for index, line in enumerate(lines):
+        key, _, rest = line.partition(":")
+        if key.strip() == "detail":
+            return " / ".join(part.strip() for part in [rest, *lines[index + 1:]] if part.strip())
+    return tail(long.stdout + long.stderr)
+
+
+def judge_identity(result: Result, expected: Identity) -> Check:
+    """The agent's global git user.name/user.email against the outputs."""
+    found = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    wrong = []
+    for key, want in (("user.name", expected.name), ("user.email", expected.email)):
+        have = found.get(key)
+        if have != want:
+            state = "not set" if have is None else f"{have!r}"
+            wrong.append(f"{key} is {state}, the outputs say {want!r}")
+    if result.exit_status not in (0, 1):  # 1: no such key, already reported above
+        wrong.append(f"git config failed: {tail(result.stderr)}")
+    if wrong:
+        return Check("git identity", Verdict.FAIL, "; ".join(wrong),
+                     "cloud-init sets it: `pulumi up` re-applies it to a new machine, or "
+                     "something on the agent changed ~/.gitconfig")
+    return Check("git identity", Verdict.OK, str(expected))
+
+
+def remote_command(remote: str, clone: str | None) -> list[str]:
+    """ls-remote through the clone's origin when there is a clone, else the remote URL itself."""
+    if clone is not None:
+        return [*NO_PROMPT, "git", "-C", clone, "ls-remote", "--exit-code", "origin"]
+    return [*NO_PROMPT, "git", "ls-remote", "--exit-code", remote]
+
+
+def judge_remote(remote: str, result: Result, via_clone: bool) -> Check:
+    """Exit 0 (refs) or 2 (an empty repository) mean the remote answered."""
+    if result.exit_status in (0, 2):
+        refs = len(result.stdout.splitlines())
+        how = "through the workspace's origin" if via_clone else "(the workspace is no clone)"
+        return Check("remote", Verdict.OK, f"{remote} answers {how}: {refs} refs")
+    said = tail(result.stderr) or f"exit status {result.exit_status}"
+    return Check(
+        "remote", Verdict.FAIL, f"{remote}: {said}",
+        "check the agent's remote credential (for ssh, remote_public_key must be a deploy key "
+        "on the remote) and that the agent can reach the remote host",
+    )
+
+
+def _cloud_init(connection: Connection) -> Check:
+    status = _run(connection, CLOUD_INIT_STATUS)
+    failed = not (status.ok and cloud_init_status(status.stdout) == "done")
+    long = _run(connection, CLOUD_INIT_STATUS_LONG) if failed and status.exit_status != 127 else None
+    return judge_cloud_init(connection.name, status, long)
+
+
+def _identity(connection: Connection) -> Check:
+    return judge_identity(_run(connection, GIT_IDENTITY), connection.endpoint.identity)
+
+
+def _remote(connection: Connection) -> Check:
+    remote, workspace = connection.endpoint.remote, connection.endpoint.workspace
+    if remote is None:
+        return Check("remote", Verdict.SKIP, "no remote")
+    is_clone = workspace is not None and _run(
+        connection, ["git", "-C", workspace, "rev-parse", "--git-dir"]
+    ).ok
+    clone = workspace if is_clone else None
+    return judge_remote(remote, _run(connection, remote_command(remote, clone)), is_clone)
+
+
+def _run(connection: Connection, command: list[str]) -> Result:
+    return connection.run(command, cwd=NEUTRAL_DIR, timeout=CHECK_TIMEOUT)
+
+
+_REMOTE_CHECKS = (("cloud-init", _cloud_init), ("git identity", _identity), ("remote", _remote))

@@ -1,0 +1,109 @@
+"""How the CLI shows things: pure functions from values to text, tested without a machine."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+from agentfleet.doctor import Diagnosis, Verdict
+from agentfleet.endpoint import AgentEndpoint
+from agentfleet.errors import AgentfleetError
+from agentfleet.result import Result
+
+
+def ls_record(agent: AgentEndpoint, error: AgentfleetError | None) -> dict[str, object]:
+    """One agent for `ls --json` (never its private key); error is why it is unreachable."""
+    return {
+        "name": agent.name,
+        "backend": agent.backend,
+        "host": agent.host,
+        "port": agent.port,
+        "user": agent.user,
+        "reachable": error is None,
+        "error": None if error is None else str(error),
+        "identity": {"name": agent.identity.name, "email": agent.identity.email},
+        "remote": agent.remote,
+        "branch": agent.branch,
+        "workspace": agent.workspace,
+    }
+
+
+def render_ls_json(records: Sequence[Mapping[str, object]]) -> str:
+    return json.dumps(list(records), indent=2) + "\n"
+
+
+def render_ls_table(agents: Sequence[AgentEndpoint], errors: Mapping[str, AgentfleetError | None]) -> str:
+    rows = [
+        [agent.name, agent.backend, agent.address, "no" if errors[agent.name] else "yes", str(agent.identity)]
+        for agent in agents
+    ]
+    return render_table(["NAME", "BACKEND", "ENDPOINT", "REACHABLE", "IDENTITY"], rows)
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n"
+        for row in [header, *rows]
+    )
+
+
+def outcome_line(name: str, outcome: Result | AgentfleetError) -> str:
+    """Why one agent of `exec --all` failed, or '' if it did not."""
+    if isinstance(outcome, AgentfleetError):
+        return f"{name}: {outcome}"
+    return "" if outcome.ok else f"{name}: exit status {outcome.exit_status}"
+
+
+def render_summary(outcomes: Mapping[str, Result | AgentfleetError]) -> str:
+    failed = sum(1 for name, outcome in outcomes.items() if outcome_line(name, outcome))
+    return f"{len(outcomes) - failed} ok, {failed} failed\n"
+
+
+class PrefixedLines:
+    """Interleaves several agents' output on two streams, whole lines only, each one labelled.
+
+    A line is written once complete, so lines of different agents never mix; what is left
+    without a newline at the end is written by finish().
+    """
+
+    def __init__(self, names: Sequence[str], out: TextIO, err: TextIO) -> None:
+        width = max((len(name) for name in names), default=0)
+        self._prefix = {name: f"{name.ljust(width)} | " for name in names}
+        self._streams = {"stdout": out, "stderr": err}
+        self._partial: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def write(self, name: str, which: str, text: str) -> None:
+        with self._lock:
+            pending = self._partial.pop((name, which), "") + text
+            *lines, rest = pending.split("\n")
+            if rest:
+                self._partial[(name, which)] = rest
+            self._emit(name, which, lines)
+
+    def finish(self, name: str) -> None:
+        with self._lock:
+            for which in self._streams:
+                rest = self._partial.pop((name, which), "")
+                if rest:
+                    self._emit(name, which, [rest])
+
+    def _emit(self, name: str, which: str, lines: list[str]) -> None:
+        if lines:
+            stream = self._streams[which]
+            stream.write("".join(f"{self._prefix[name]}{line}\n" for line in lines))
+            stream.flush()
+
+
+def render_diagnosis(diagnosis: Diagnosis) -> str:
+    agent = diagnosis.agent
+    width = max(len(check.name) for check in diagnosis.checks)
+    lines = [f"{agent.name} ({agent.backend}, {agent.address})"]
+    for check in diagnosis.checks:
+        lines.append(f"  {check.verdict.value:<4}  {check.name:<{width}}  {check.detail}")
+        if check.verdict is Verdict.FAIL and check.hint:
+            lines.append(f"  {'':<4}  {'':<{width}}  hint: {check.hint}")
+    return "\n".join(lines) + "\n"
