@@ -14,10 +14,10 @@ from pathlib import Path
 import pulumi
 
 from components.command import LocalCommand
+from components.image import agent_image_tag
 from components.spec import AgentSpec
 
 CREATE_SCRIPT = (Path(__file__).resolve().parent / "docker-create.sh").read_text()
-DEFAULT_IMAGE = "agentfleet/agent:latest"
 WORKSPACE_MOUNT = "/home/agent/workspace"
 READY_TIMEOUT_S = 180
 # What cloud-init and sshd need, measured: sshd privilege separation and chroot, user creation,
@@ -78,7 +78,7 @@ def create_options(names: DockerNames, agent: AgentSpec) -> list[str]:
         "--pids-limit", str(agent.resources.pids),
         *names.labels(agent.name),
     ]
-    return [*options, agent.image or DEFAULT_IMAGE]
+    return [*options, agent.image or agent_image_tag()]
 
 
 def container_commands(

@@ -19,7 +19,7 @@ from components.image import agent_image_tag
 from tests.e2e.support import GIT_SERVER_SCRIPT, REMOVE, FleetStack, GitServer, docker, docker_objects
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "cloud-init")
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "cloud-init", "images")
 
 
 @pytest.fixture(scope="session")

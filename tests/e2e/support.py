@@ -3,7 +3,6 @@ Automation API. Fixtures that use them are in conftest.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -101,9 +100,7 @@ class FleetStack:
 
     def set_secret(self, key: str, value: str) -> None:
         """As a user does it: the value on stdin, never on the command line."""
-        subprocess.run(["pulumi", "config", "set", "--secret", "--stack", self.name, key],
-                       input=value, text=True, check=True, capture_output=True,
-                       cwd=self.project_dir, env={**os.environ, **self.env})
+        self.pulumi("config", "set", "--secret", key, stdin=value)
 
     def up(self) -> dict[str, Any]:
         result = self.stack.up(on_output=lambda _: None)
@@ -112,8 +109,15 @@ class FleetStack:
     def outputs(self) -> dict[str, Any]:
         return {key: value.value for key, value in self.stack.outputs().items()}
 
+    def pulumi(self, *args: str, stdin: str | None = None) -> str:
+        """The Pulumi CLI as a user runs it in this project and stack."""
+        return subprocess.run(["pulumi", *args, "--stack", self.name], input=stdin, text=True,
+                              check=True, capture_output=True, cwd=self.project_dir,
+                              env={**os.environ, **self.env}).stdout
+
     def export(self) -> str:
-        return json.dumps(self.stack.export_stack().deployment)
+        """`pulumi stack export` as a user runs it (the Automation API's adds --show-secrets)."""
+        return self.pulumi("stack", "export")
 
     def destroy(self) -> None:
         self.stack.destroy(on_output=lambda _: None)
