@@ -31,7 +31,7 @@ def fleet_config(git: GitServer, agent_1_name: str = "Agent One") -> dict[str, A
 
 
 @pytest.fixture(scope="module")
-def fleet(make_stack, git_server: GitServer):
+def fleet(git_server: GitServer, make_stack):
     stack: FleetStack = make_stack("docker")
     remote_private, remote_public = generate_ed25519("agent-1-deploy-key")
     git_server.authorize(remote_public)
