@@ -24,7 +24,7 @@ def parse_known_hosts(text: str) -> paramiko.HostKeys:
             continue
         try:
             entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-        except paramiko.hostkeys.InvalidHostKey as exc:
+        except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError) as exc:
             raise ValueError(f"bad key data in {line[:40]!r}…") from exc
         if entry is None:
             raise ValueError(f"not a known_hosts line of a supported key type: {line[:40]!r}…")
