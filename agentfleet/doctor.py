@@ -18,7 +18,7 @@ from agentfleet.errors import (
     CommandTimeout,
     HostKeyMismatch,
 )
-from agentfleet.result import Result, tail
+from agentfleet.result import Result, head, tail
 
 CHECK_TIMEOUT = 30.0
 NEUTRAL_DIR = "/"  # the checks must not depend on the workspace existing
@@ -160,7 +160,7 @@ def judge_remote(remote: str, result: Result, via_clone: bool) -> Check:
         refs = len(result.stdout.splitlines())
         how = "through the workspace's origin" if via_clone else "(the workspace is no clone)"
         return Check("remote", Verdict.OK, f"{remote} answers {how}: {refs} refs")
-    said = tail(result.stderr) or f"exit status {result.exit_status}"
+    said = head(result.stderr) or f"exit status {result.exit_status}"
     return Check(
         "remote", Verdict.FAIL, f"{remote}: {said}",
         "check the agent's remote credential (for ssh, remote_public_key must be a deploy key "

@@ -24,5 +24,13 @@ class Result:
 
 def tail(text: str, lines: int = 3) -> str:
     """The last non-blank lines of text on one line, for one-line error messages."""
-    kept = [line.strip() for line in text.splitlines() if line.strip()]
-    return " / ".join(kept[-lines:])
+    return " / ".join(_kept(text)[-lines:])
+
+
+def head(text: str, lines: int = 2) -> str:
+    """The first non-blank lines on one line: where git puts the cause, before its boilerplate."""
+    return " / ".join(_kept(text)[:lines])
+
+
+def _kept(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
