@@ -1,7 +1,8 @@
-"""Read the stack's fleet config, validate it, declare the Fleet, export its endpoints."""
+"""Read the stack's fleet config, check it and this machine, declare the Fleet, export endpoints."""
 
 import pulumi
 
+from components.backends.registry import preflight_problems
 from components.fleet import Fleet, FleetArgs
 from components.spec import FleetConfigError, load_fleet
 
@@ -15,6 +16,9 @@ try:
     spec = load_fleet(pulumi.get_stack(), pulumi.Config().get_object("fleet"), read_secret)
 except FleetConfigError as error:
     raise pulumi.RunError(str(error)) from None
+problems = preflight_problems(spec)
+if problems:
+    raise pulumi.RunError("this machine cannot run the fleet yet:\n" + "\n".join(f"  - {p}" for p in problems))
 
 fleet = Fleet("fleet", FleetArgs(spec))
 pulumi.export("agents", fleet.agents)

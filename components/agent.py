@@ -6,13 +6,13 @@ changing or removing one agent touches that agent's resources and nothing else.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import pulumi
 
-from components.backends import docker
+from components.backends import MachineContext
+from components.backends.registry import backend_module
 from components.cloudinit import WORKSPACE, AgentKeys, render_cloud_config
 from components.keys import SshKeyPair
 from components.spec import AgentSpec, known_hosts_pattern
@@ -23,8 +23,7 @@ LOGIN_USER = "agent"
 @dataclass
 class AgentArgs:
     spec: AgentSpec
-    docker_names: docker.DockerNames
-    attach_networks: tuple[str, ...] = ()
+    context: MachineContext
 
 
 def ssh_config_block(name: str, host: str, port: int, stack: str) -> str:
@@ -70,16 +69,14 @@ class Agent(pulumi.ComponentResource):
             given_secret if spec.credential.kind == "https_token" else None,
         ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys)))
 
-        machine = docker.provision(
-            spec, args.docker_names, pulumi.Output.secret(user_data), host_key.public_key,
-            args.attach_networks, child,
+        address = backend_module(spec.backend).provision(
+            spec, args.context, pulumi.Output.secret(user_data), host_key.public_key, child
         )
-        address = machine.stdout.apply(lambda out: json.loads(out.strip().splitlines()[-1]))
 
         self.private_key = pulumi.Output.secret(operator_key.private_key)
         self.endpoint = pulumi.Output.all(
             address, host_key.public_key, remote_key.public_key if remote_key else None
-        ).apply(lambda values: self._endpoint(spec, args.docker_names.stack, *values))
+        ).apply(lambda values: self._endpoint(spec, args.context.stack, *values))
         self.register_outputs({"endpoint": self.endpoint, "private_key": self.private_key})
 
     @staticmethod

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import pulumi
 
 from components.agent import Agent, AgentArgs
-from components.backends import docker
+from components.backends import MachineContext, docker
 from components.command import LocalCommand
 from components.spec import FleetSpec
 
@@ -29,16 +29,16 @@ class Fleet(pulumi.ComponentResource):
     def __init__(self, name: str, args: FleetArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("agentfleet:index:Fleet", name, None, opts)
         spec = args.spec
-        names = docker.DockerNames(spec.stack)
+        context = MachineContext(spec.stack, spec.attach_networks)
         agent_opts = pulumi.ResourceOptions(parent=self)
         if "docker" in spec.backends():
-            create, delete = docker.network_commands(names)
+            create, delete = docker.network_commands(context)
             network = LocalCommand(f"{name}-network", create=create, delete=delete,
                                    opts=pulumi.ResourceOptions(parent=self))
             agent_opts = pulumi.ResourceOptions(parent=self, depends_on=[network])
 
         agents = {
-            agent.name: Agent(agent.name, AgentArgs(agent, names, spec.attach_networks), agent_opts)
+            agent.name: Agent(agent.name, AgentArgs(agent, context), agent_opts)
             for agent in spec.agents
         }
         self.agents = pulumi.Output.all(**{n: a.endpoint for n, a in agents.items()})

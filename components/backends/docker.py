@@ -8,11 +8,14 @@ cloud-init need; the workspace is a named volume that outlives the container.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pulumi
 
+from components.backends import Endpoint, MachineContext
 from components.command import LocalCommand
 from components.image import agent_image_tag
 from components.spec import AgentSpec
@@ -25,25 +28,12 @@ READY_TIMEOUT_S = 180
 CAPABILITIES = ("CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE", "DAC_OVERRIDE", "FOWNER")
 
 
-@dataclass(frozen=True)
-class DockerNames:
-    """Names of one stack's Docker objects, derived in one place so create and delete agree."""
+def network_name(context: MachineContext) -> str:
+    return f"agentfleet-{context.stack}"
 
-    stack: str
 
-    @property
-    def network(self) -> str:
-        return f"agentfleet-{self.stack}"
-
-    def container(self, agent: str) -> str:
-        return f"agentfleet-{self.stack}-{agent}"
-
-    def volume(self, agent: str) -> str:
-        return f"agentfleet-{self.stack}-{agent}-workspace"
-
-    def labels(self, agent: str | None = None) -> list[str]:
-        labels = ["--label", "agentfleet.stack=" + self.stack]
-        return labels + (["--label", "agentfleet.agent=" + agent] if agent else [])
+def volume_name(context: MachineContext, agent: str) -> str:
+    return f"{context.machine_name(agent)}-workspace"
 
 
 def endpoint_host(agent: AgentSpec) -> str:
@@ -51,59 +41,58 @@ def endpoint_host(agent: AgentSpec) -> str:
     return "127.0.0.1" if agent.bind_address == "0.0.0.0" else agent.bind_address
 
 
-def network_commands(names: DockerNames) -> tuple[list[str], list[str]]:
-    create = ["docker", "network", "create", *names.labels(), names.network]
-    return create, ["docker", "network", "rm", names.network]
+def network_commands(context: MachineContext) -> tuple[list[str], list[str]]:
+    create = ["docker", "network", "create", *context.labels(), network_name(context)]
+    return create, ["docker", "network", "rm", network_name(context)]
 
 
-def volume_commands(names: DockerNames, agent: AgentSpec) -> tuple[list[str], list[str]]:
-    volume = names.volume(agent.name)
-    create = ["docker", "volume", "create", *names.labels(agent.name), volume]
+def volume_commands(context: MachineContext, agent: AgentSpec) -> tuple[list[str], list[str]]:
+    volume = volume_name(context, agent.name)
+    create = ["docker", "volume", "create", *context.labels(agent.name), volume]
     return create, ["docker", "volume", "rm", "--force", volume]
 
 
-def create_options(names: DockerNames, agent: AgentSpec) -> list[str]:
+def create_options(context: MachineContext, agent: AgentSpec) -> list[str]:
     """`docker create` options for one agent: identity, endpoint, workspace, limits, privileges."""
     options = [
         "--hostname", agent.name,
-        "--network", names.network,
+        "--network", network_name(context),
         "--restart", "unless-stopped",
         "--publish", f"{agent.bind_address}:{agent.ssh_port}:22",
-        "--mount", f"type=volume,src={names.volume(agent.name)},dst={WORKSPACE_MOUNT}",
+        "--mount", f"type=volume,src={volume_name(context, agent.name)},dst={WORKSPACE_MOUNT}",
         "--cap-drop", "ALL",
         *[arg for cap in CAPABILITIES for arg in ("--cap-add", cap)],
         "--security-opt", "no-new-privileges",
         "--memory", f"{agent.resources.memory_mib}m",
         "--cpus", f"{agent.resources.cpus:g}",
         "--pids-limit", str(agent.resources.pids),
-        *names.labels(agent.name),
+        *context.labels(agent.name),
     ]
     return [*options, agent.image or agent_image_tag()]
 
 
 def container_commands(
-    names: DockerNames, agent: AgentSpec, host_public_key: str, attach_networks: tuple[str, ...]
+    context: MachineContext, agent: AgentSpec, host_public_key: str
 ) -> tuple[list[str], list[str]]:
     """Create (reads the cloud-config on stdin, prints the endpoint JSON) and delete argv."""
-    container = names.container(agent.name)
+    container = context.machine_name(agent.name)
     create = [
         "sh", "-c", CREATE_SCRIPT, "docker-create",
         container, container, endpoint_host(agent), str(agent.ssh_port), host_public_key,
-        str(READY_TIMEOUT_S), " ".join(attach_networks), *create_options(names, agent),
+        str(READY_TIMEOUT_S), " ".join(context.attach_networks), *create_options(context, agent),
     ]
     return create, ["docker", "rm", "--force", container]
 
 
 def provision(
     agent: AgentSpec,
-    names: DockerNames,
+    context: MachineContext,
     user_data: pulumi.Output[str],
     host_public_key: pulumi.Output[str],
-    attach_networks: tuple[str, ...],
     opts: pulumi.ResourceOptions,
-) -> LocalCommand:
-    """The workspace volume and the container; the container's stdout is the endpoint JSON."""
-    volume_create, volume_delete = volume_commands(names, agent)
+) -> pulumi.Output[Endpoint]:
+    """The workspace volume and the container; returns the endpoint the container answers on."""
+    volume_create, volume_delete = volume_commands(context, agent)
     volume = LocalCommand(
         f"{agent.name}-workspace",
         create=volume_create,
@@ -113,12 +102,28 @@ def provision(
         ),
     )
     create_and_delete = host_public_key.apply(
-        lambda key: container_commands(names, agent, key, attach_networks)
+        lambda key: container_commands(context, agent, key)
     )
-    return LocalCommand(
+    container = LocalCommand(
         f"{agent.name}-container",
         create=create_and_delete.apply(lambda commands: commands[0]),
         delete=create_and_delete.apply(lambda commands: commands[1]),
         stdin=user_data,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])),
     )
+    return container.stdout.apply(parse_endpoint)
+
+
+def parse_endpoint(stdout: str) -> Endpoint:
+    """The create script's last line is the endpoint JSON."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def missing_tools() -> list[str]:
+    if shutil.which("docker") is None:
+        return ["docker (install Debian's docker.io, or run scripts/setup)"]
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return ["a running Docker daemon (start dockerd, or run scripts/setup)"]
+    if shutil.which("ssh-keyscan") is None:
+        return ["ssh-keyscan (install openssh-client)"]
+    return []
