@@ -158,7 +158,7 @@ def judge_remote(remote: str, result: Result, via_clone: bool) -> Check:
     """Exit 0 (refs) or 2 (an empty repository) mean the remote answered."""
     if result.exit_status in (0, 2):
         refs = len(result.stdout.splitlines())
-        how = "through the workspace's origin" if via_clone else "(the workspace is no clone)"
+        how = "through the workspace's origin" if via_clone else "(asked directly: the workspace is not a clone)"
         return Check("remote", Verdict.OK, f"{remote} answers {how}: {refs} refs")
     said = head(result.stderr) or f"exit status {result.exit_status}"
     return Check(

@@ -101,7 +101,7 @@ def test_remote_command_prefers_the_workspace_origin():
 
 def test_an_empty_remote_repository_still_answers():
     check = judge_remote(REMOTE, recorded("git", "ls-remote-empty")["result"], via_clone=False)
-    assert check == Check("remote", Verdict.OK, f"{REMOTE} answers (the workspace is no clone): 0 refs")
+    assert check == Check("remote", Verdict.OK, f"{REMOTE} answers (asked directly: the workspace is not a clone): 0 refs")
 
 
 def test_an_unreachable_remote_fails_with_gits_reason():
