@@ -64,14 +64,27 @@ def exit_status_for(error: AgentfleetError) -> ExitStatus:
 
 def _source_options(parser: argparse.ArgumentParser, default: object) -> None:
     """Options accepted before and after the subcommand (after: SUPPRESS keeps the first)."""
-    parser.add_argument("--stack", metavar="NAME", default=default,
-                        help=f"read this stack's outputs (default: ${STACK_ENV} or dev)")
-    parser.add_argument("--outputs", metavar="FILE", default=default,
-                        help=f"read outputs from this JSON file instead (default: ${OUTPUTS_ENV})")
-    parser.add_argument("--cwd", metavar="DIR", default=default,
-                        help="look for the Pulumi project (Pulumi.yaml) from DIR upwards")
-    parser.add_argument("--traceback", action="store_true", default=default,
-                        help="show the Python traceback of an error")
+    parser.add_argument(
+        "--stack",
+        metavar="NAME",
+        default=default,
+        help=f"read this stack's outputs (default: ${STACK_ENV} or dev)",
+    )
+    parser.add_argument(
+        "--outputs",
+        metavar="FILE",
+        default=default,
+        help=f"read outputs from this JSON file instead (default: ${OUTPUTS_ENV})",
+    )
+    parser.add_argument(
+        "--cwd",
+        metavar="DIR",
+        default=default,
+        help="look for the Pulumi project (Pulumi.yaml) from DIR upwards",
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", default=default, help="show the Python traceback of an error"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,25 +105,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = add("ls", cmd_ls, "list the agents, their endpoints and whether each answers")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ls.add_argument("--timeout", dest="connect_timeout", type=_seconds, default=3.0,
-                    metavar="SECONDS", help="connect timeout per agent (default: 3)")
+    ls.add_argument(
+        "--timeout",
+        dest="connect_timeout",
+        type=_seconds,
+        default=3.0,
+        metavar="SECONDS",
+        help="connect timeout per agent (default: 3)",
+    )
     ls.add_argument("--parallel", type=_positive, default=8, metavar="N")
 
-    run = add("exec", cmd_exec, "run a command in one agent, or in all: exec NAME -- CMD ...",
-              usage="agentfleet exec [options] (NAME | --all) -- CMD [ARG ...]\n"
-              "  several words after -- are an argv, quoted for the remote shell; "
-              "one word is a shell command line")
+    run = add(
+        "exec",
+        cmd_exec,
+        "run a command in one agent, or in all: exec NAME -- CMD ...",
+        usage="agentfleet exec [options] (NAME | --all) -- CMD [ARG ...]\n"
+        "  several words after -- are an argv, quoted for the remote shell; "
+        "one word is a shell command line",
+    )
     run.add_argument("name", nargs="?", metavar="NAME")
     run.add_argument("--all", action="store_true", help="run in every agent, lines prefixed")
-    run.add_argument("--parallel", type=_positive, default=4, metavar="N",
-                     help="with --all: agents at once (default: 4)")
+    run.add_argument(
+        "--parallel", type=_positive, default=4, metavar="N", help="with --all: agents at once (default: 4)"
+    )
     run.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="give up after this long")
-    run.add_argument("-C", "--dir", metavar="DIR",
-                     help="directory on the agent to run in (default: its workspace)")
+    run.add_argument(
+        "-C", "--dir", metavar="DIR", help="directory on the agent to run in (default: its workspace)"
+    )
 
     ssh = add("ssh-config", cmd_ssh_config, "write ssh_config, known_hosts and keys for OpenSSH")
-    ssh.add_argument("--output", metavar="DIR",
-                     help="where to write them (default: .agentfleet/<stack> in the project)")
+    ssh.add_argument(
+        "--output", metavar="DIR", help="where to write them (default: .agentfleet/<stack> in the project)"
+    )
 
     doctor = add("doctor", cmd_doctor, "check each agent: reachable, cloud-init, git identity, remote")
     doctor.add_argument("name", nargs="?", metavar="NAME")
@@ -138,7 +164,7 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     if "--" not in argv:
         return argv, []
     at = argv.index("--")
-    return argv[:at], argv[at + 1:]
+    return argv[:at], argv[at + 1 :]
 
 
 def main(
@@ -175,5 +201,6 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[st
         source.read(), source.name, described=source.describe(), connect_timeout=args.connect_timeout
     )
     start = Path(args.cwd).absolute() if args.cwd else Path.cwd()
+    command: Command = args.run
     with fleet:
-        return args.run(args, Context(fleet, source, start, out, err))
+        return command(args, Context(fleet, source, start, out, err))

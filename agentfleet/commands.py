@@ -39,8 +39,7 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     fleet = ctx.fleet
     outcomes = for_each(fleet.names, lambda name: fleet.agent(name).open(), args.parallel)
     errors = {
-        name: outcome if isinstance(outcome, AgentfleetError) else None
-        for name, outcome in outcomes.items()
+        name: outcome if isinstance(outcome, AgentfleetError) else None for name, outcome in outcomes.items()
     }
     agents = list(fleet.agents.values())
     if args.json:
@@ -119,6 +118,8 @@ def cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
             raise diagnosis
         ctx.out.write(render_diagnosis(diagnosis))
         failed += not diagnosis.ok
-    verdict = f"{failed} of {len(names)} agents failed a check" if failed else f"all {len(names)} agents healthy"
-    ctx.out.write(f"{verdict}\n")
+    if failed:
+        ctx.out.write(f"{failed} of {len(names)} agents failed a check\n")
+    else:
+        ctx.out.write(f"all {len(names)} agents healthy\n")
     return 1 if failed else 0

@@ -12,7 +12,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import paramiko
 
@@ -135,7 +135,7 @@ class Connection:
         endpoint = self.endpoint
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        pinned = endpoint.host_keys().lookup(endpoint.host_key_name) or {}
+        pinned: Mapping[str, paramiko.PKey] = endpoint.host_keys().lookup(endpoint.host_key_name) or {}
         for kind, key in pinned.items():
             client.get_host_keys().add(endpoint.host_key_name, kind, key)
         try:
@@ -189,8 +189,7 @@ class _Output:
     def __init__(self, stream: Stream | None) -> None:
         self._stream = stream
         self._decoders = {
-            which: codecs.getincrementaldecoder("utf-8")(errors="replace")
-            for which in ("stdout", "stderr")
+            which: codecs.getincrementaldecoder("utf-8")(errors="replace") for which in ("stdout", "stderr")
         }
         self._parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
 

@@ -8,7 +8,7 @@ cannot be reached the others are skipped rather than failed a second time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from agentfleet.connection import Connection
 from agentfleet.endpoint import AgentEndpoint, Identity
@@ -29,7 +29,7 @@ GIT_IDENTITY = ["git", "config", "--global", "--get-regexp", r"^user\.(name|emai
 NO_PROMPT = ["env", "GIT_TERMINAL_PROMPT=0"]  # a missing https credential fails, never waits
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     OK = "ok"
     FAIL = "FAIL"
     SKIP = "skip"
@@ -76,14 +76,26 @@ def check_reachable(connection: Connection) -> Check:
     try:
         connection.open()
     except HostKeyMismatch as exc:
-        return Check("reachable", Verdict.FAIL, str(exc),
-                     "if the agent was replaced on purpose, `pulumi up` refreshes the pinned key")
+        return Check(
+            "reachable",
+            Verdict.FAIL,
+            str(exc),
+            "if the agent was replaced on purpose, `pulumi up` refreshes the pinned key",
+        )
     except AuthenticationFailed as exc:
-        return Check("reachable", Verdict.FAIL, str(exc),
-                     "the operator key in the outputs is not authorized on the agent: `pulumi up`")
+        return Check(
+            "reachable",
+            Verdict.FAIL,
+            str(exc),
+            "the operator key in the outputs is not authorized on the agent: `pulumi up`",
+        )
     except AgentfleetError as exc:
-        return Check("reachable", Verdict.FAIL, str(exc),
-                     f"is the {endpoint.backend} machine running? `pulumi up` (re)creates it")
+        return Check(
+            "reachable",
+            Verdict.FAIL,
+            str(exc),
+            f"is the {endpoint.backend} machine running? `pulumi up` (re)creates it",
+        )
     return Check("reachable", Verdict.OK, f"{endpoint.user}@{endpoint.address}")
 
 
@@ -105,18 +117,30 @@ def cloud_init_status(stdout: str) -> str:
 def judge_cloud_init(agent: str, status: Result, long: Result | None) -> Check:
     """done passes; anything else fails with the --long detail (run only on failure)."""
     if status.exit_status == 127:
-        return Check("cloud-init", Verdict.FAIL, "cloud-init is not installed on the agent",
-                     "the machine was not built from the agentfleet image: rebuild it (images/)")
+        return Check(
+            "cloud-init",
+            Verdict.FAIL,
+            "cloud-init is not installed on the agent",
+            "the machine was not built from the agentfleet image: rebuild it (images/)",
+        )
     state = cloud_init_status(status.stdout) or f"unknown ({tail(status.stdout + status.stderr)})"
     if state == "done" and status.ok:
         return Check("cloud-init", Verdict.OK, "done")
     detail = _long_detail(long) if long is not None else ""
     shown = f"{state}: {detail}" if detail else state
     if state in ("running", "not run"):
-        return Check("cloud-init", Verdict.FAIL, f"not finished ({shown})",
-                     f"wait for it: agentfleet exec {agent} -- cloud-init status --wait")
-    return Check("cloud-init", Verdict.FAIL, shown,
-                 f"see what failed: agentfleet exec {agent} -- tail -n 50 /var/log/cloud-init-output.log")
+        return Check(
+            "cloud-init",
+            Verdict.FAIL,
+            f"not finished ({shown})",
+            f"wait for it: agentfleet exec {agent} -- cloud-init status --wait",
+        )
+    return Check(
+        "cloud-init",
+        Verdict.FAIL,
+        shown,
+        f"see what failed: agentfleet exec {agent} -- tail -n 50 /var/log/cloud-init-output.log",
+    )
 
 
 def _long_detail(long: Result) -> str:
@@ -125,7 +149,7 @@ def _long_detail(long: Result) -> str:
     for index, line in enumerate(lines):
         key, _, rest = line.partition(":")
         if key.strip() == "detail":
-            return " / ".join(part.strip() for part in [rest, *lines[index + 1:]] if part.strip())
+            return " / ".join(part.strip() for part in [rest, *lines[index + 1 :]] if part.strip())
     return tail(long.stdout + long.stderr)
 
 
@@ -141,9 +165,13 @@ def judge_identity(result: Result, expected: Identity) -> Check:
     if result.exit_status not in (0, 1):  # 1: no such key, already reported above
         wrong.append(f"git config failed: {tail(result.stderr)}")
     if wrong:
-        return Check("git identity", Verdict.FAIL, "; ".join(wrong),
-                     "cloud-init sets it: `pulumi up` re-applies it to a new machine, or "
-                     "something on the agent changed ~/.gitconfig")
+        return Check(
+            "git identity",
+            Verdict.FAIL,
+            "; ".join(wrong),
+            "cloud-init sets it: `pulumi up` re-applies it to a new machine, or "
+            "something on the agent changed ~/.gitconfig",
+        )
     return Check("git identity", Verdict.OK, str(expected))
 
 
@@ -158,11 +186,13 @@ def judge_remote(remote: str, result: Result, via_clone: bool) -> Check:
     """Exit 0 (refs) or 2 (an empty repository) mean the remote answered."""
     if result.exit_status in (0, 2):
         refs = len(result.stdout.splitlines())
-        how = "through the workspace's origin" if via_clone else "(asked directly: the workspace is not a clone)"
+        how = "through the workspace's origin" if via_clone else "(asked directly: no clone in the workspace)"
         return Check("remote", Verdict.OK, f"{remote} answers {how}: {refs} refs")
     said = head(result.stderr) or f"exit status {result.exit_status}"
     return Check(
-        "remote", Verdict.FAIL, f"{remote}: {said}",
+        "remote",
+        Verdict.FAIL,
+        f"{remote}: {said}",
         "check the agent's remote credential (for ssh, remote_public_key must be a deploy key "
         "on the remote) and that the agent can reach the remote host",
     )
@@ -183,9 +213,9 @@ def _remote(connection: Connection) -> Check:
     remote, workspace = connection.endpoint.remote, connection.endpoint.workspace
     if remote is None:
         return Check("remote", Verdict.SKIP, "no remote")
-    is_clone = workspace is not None and _run(
-        connection, ["git", "-C", workspace, "rev-parse", "--git-dir"]
-    ).ok
+    is_clone = (
+        workspace is not None and _run(connection, ["git", "-C", workspace, "rev-parse", "--git-dir"]).ok
+    )
     clone = workspace if is_clone else None
     return judge_remote(remote, _run(connection, remote_command(remote, clone)), is_clone)
 

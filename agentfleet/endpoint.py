@@ -10,11 +10,6 @@ import paramiko
 BACKENDS = ("docker", "lima", "multipass")
 
 
-def known_hosts_name(host: str, port: int) -> str:
-    """The name OpenSSH and paramiko look up in known_hosts for host:port."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
 def parse_known_hosts(text: str) -> paramiko.HostKeys:
     """Parse known_hosts lines; raise ValueError on any line that is not a usable host key."""
     keys = paramiko.HostKeys()
@@ -78,15 +73,12 @@ class AgentEndpoint:
 
     @property
     def host_key_name(self) -> str:
-        return known_hosts_name(self.host, self.port)
+        """The name OpenSSH and paramiko look up in known_hosts for this endpoint."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
     def host_keys(self) -> paramiko.HostKeys:
         """The pinned keys only: the sole source of trust for this endpoint."""
         return parse_known_hosts(self.known_hosts)
-
-    def pinned_fingerprints(self) -> list[str]:
-        found = self.host_keys().lookup(self.host_key_name) or {}
-        return [f"{kind} {key.fingerprint}" for kind, key in found.items()]
 
     def pkey(self) -> paramiko.PKey:
         return load_private_key(self.private_key)

@@ -32,8 +32,7 @@ class OutputsInvalid(AgentfleetError):
         self.source = source
         self.problems = tuple(problems)
         super().__init__(
-            f"outputs of {source} are invalid: {'; '.join(self.problems)} "
-            "(run `pulumi up` to refresh them)"
+            f"outputs of {source} are invalid: {'; '.join(self.problems)} (run `pulumi up` to refresh them)"
         )
 
 

@@ -30,12 +30,8 @@ class Fleet:
     name: str
     agents: Mapping[str, AgentEndpoint]
     connect_timeout: float = 10.0
-    _connections: dict[str, Connection] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    _lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
+    _connections: dict[str, Connection] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @classmethod
     def open(

@@ -13,7 +13,6 @@ from agentfleet.endpoint import (
     BACKENDS,
     AgentEndpoint,
     Identity,
-    known_hosts_name,
     load_private_key,
     parse_known_hosts,
 )
@@ -48,34 +47,38 @@ def parse_outputs(raw: object, source: str) -> dict[str, AgentEndpoint]:
 
 
 class _Fields:
-    """Reads typed fields of one JSON object, recording a problem per bad field."""
+    """Reads typed fields of one JSON object, recording a problem per bad field.
+
+    A bad required field reads as "" or 0; the caller discards the agent when problems grew.
+    """
 
     def __init__(self, where: str, data: object, problems: list[str]) -> None:
         self.where = where
-        self.data = data if isinstance(data, dict) else {}
+        self.data: dict[str, Any] = data if isinstance(data, dict) else {}
         self.problems = problems
         if not isinstance(data, dict):
             problems.append(f"{where} is not an object")
 
-    def text(self, key: str, nullable: bool = False) -> str | None:
+    def text(self, key: str) -> str:
         value = self.data.get(key)
-        if value is None and nullable:
-            return None
         if not isinstance(value, str) or not value:
             self._bad(key, "a non-empty string")
-            return None
+            return ""
         return value
 
-    def port(self, key: str) -> int | None:
+    def nullable_text(self, key: str) -> str | None:
+        return None if self.data.get(key) is None else self.text(key)
+
+    def port(self, key: str) -> int:
         value = self.data.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
             self._bad(key, "a port number")
-            return None
+            return 0
         return value
 
-    def check(self, key: str, value: str | None, test: Callable[[str], str | None]) -> None:
-        """Record test(value)'s complaint, if any, against key."""
-        complaint = test(value) if value is not None else None
+    def check(self, key: str, value: str, test: Callable[[str], str | None]) -> None:
+        """Record test(value)'s complaint, if any, against key (a bad value is already recorded)."""
+        complaint = test(value) if value else None
         if complaint:
             self.problems.append(f"{self.where}.{key} {complaint}")
 
@@ -84,53 +87,46 @@ class _Fields:
         self.problems.append(f"{self.where}.{key} {state}")
 
 
-def _parse_agent(
-    name: str, data: object, private_key: object, problems: list[str]
-) -> AgentEndpoint | None:
+def _parse_agent(name: str, data: object, private_key: object, problems: list[str]) -> AgentEndpoint | None:
     before = len(problems)
     fields = _Fields(f"agents.{name}", data, problems)
-    backend = fields.text("backend")
-    host, port, user = fields.text("host"), fields.port("port"), fields.text("user")
-    known_hosts = fields.text("known_hosts")
-    ident = _Fields(f"agents.{name}.identity", fields.data.get("identity"), problems)
-    identity_name, identity_email = ident.text("name"), ident.text("email")
-    remote = fields.text("remote", nullable=True)
-    branch = fields.text("branch")
-    workspace = fields.text("workspace", nullable=True)
-    remote_public_key = fields.text("remote_public_key", nullable=True)
-    fields.check("backend", backend, lambda b: None if b in BACKENDS else f"must be one of {BACKENDS}")
-    if host is not None and port is not None:
-        fields.check("known_hosts", known_hosts, lambda text: _pins(text, host, port))
-    pem = _private_key(name, private_key, problems)
-    if len(problems) > before:
-        return None
-    return AgentEndpoint(
+    identity = _Fields(f"agents.{name}.identity", fields.data.get("identity"), problems)
+    endpoint = AgentEndpoint(
         name=name,
-        backend=backend,
-        host=host,
-        port=port,
-        user=user,
-        known_hosts=known_hosts,
-        identity=Identity(identity_name, identity_email),
-        remote=remote,
-        branch=branch,
-        workspace=workspace,
-        remote_public_key=remote_public_key,
-        private_key=pem,
-    )  # type: ignore[arg-type]  # every None was recorded as a problem above
+        backend=fields.text("backend"),
+        host=fields.text("host"),
+        port=fields.port("port"),
+        user=fields.text("user"),
+        known_hosts=fields.text("known_hosts"),
+        identity=Identity(identity.text("name"), identity.text("email")),
+        remote=fields.nullable_text("remote"),
+        branch=fields.text("branch"),
+        workspace=fields.nullable_text("workspace"),
+        remote_public_key=fields.nullable_text("remote_public_key"),
+        private_key=_private_key(name, private_key, problems),
+    )
+    fields.check("backend", endpoint.backend, _known_backend)
+    if endpoint.host and endpoint.port:
+        fields.check("known_hosts", endpoint.known_hosts, lambda text: _pins(text, endpoint))
+    return endpoint if len(problems) == before else None
 
 
-def _pins(known_hosts: str, host: str, port: int) -> str | None:
+def _known_backend(backend: str) -> str | None:
+    return None if backend in BACKENDS else f"must be one of {BACKENDS}"
+
+
+def _pins(known_hosts: str, endpoint: AgentEndpoint) -> str | None:
     """Complaint unless known_hosts is valid and pins a key for exactly this endpoint."""
     try:
         keys = parse_known_hosts(known_hosts)
     except ValueError as exc:
         return f"is not a known_hosts line: {exc}"
-    name = known_hosts_name(host, port)
+    name = endpoint.host_key_name
     return None if keys.lookup(name) else f"does not pin a key for {name}"
 
 
-def _private_key(name: str, value: object, problems: list[str]) -> str | None:
+def _private_key(name: str, value: object, problems: list[str]) -> str:
+    """The PEM if it is a usable key, else "" with the problem recorded."""
     where = f"agent_private_keys.{name}"
     if value is None:
         problems.append(f"{where} is missing")
@@ -141,8 +137,7 @@ def _private_key(name: str, value: object, problems: list[str]) -> str | None:
     else:
         try:
             load_private_key(value)
+            return value
         except ValueError as exc:
             problems.append(f"{where} is {exc}")
-            return None
-        return value
-    return None
+    return ""

@@ -11,9 +11,7 @@ from agentfleet.errors import AgentfleetError
 T = TypeVar("T")
 
 
-def for_each(
-    names: Sequence[str], task: Callable[[str], T], parallel: int
-) -> dict[str, T | AgentfleetError]:
+def for_each(names: Sequence[str], task: Callable[[str], T], parallel: int) -> dict[str, T | AgentfleetError]:
     """task(name) for every name, at most `parallel` at once, results in the order of names.
 
     An AgentfleetError becomes that agent's result so one dead agent does not hide the

@@ -92,17 +92,11 @@ def read_stack_outputs(project_dir: Path, stack: str) -> object:
     """Run `pulumi stack output` for the stack; its stdout is returned, never logged."""
     argv = stack_output_argv(stack)
     try:
-        done = subprocess.run(
-            argv, cwd=project_dir, capture_output=True, text=True, timeout=PULUMI_TIMEOUT
-        )
+        done = subprocess.run(argv, cwd=project_dir, capture_output=True, text=True, timeout=PULUMI_TIMEOUT)
     except FileNotFoundError as exc:
-        raise PulumiError(
-            "the pulumi CLI is not on PATH; run scripts/setup, or pass --outputs FILE"
-        ) from exc
+        raise PulumiError("the pulumi CLI is not on PATH; run scripts/setup, or pass --outputs FILE") from exc
     except subprocess.TimeoutExpired as exc:
-        raise PulumiError(
-            f"`{' '.join(argv[:3])} --stack {stack}` took over {PULUMI_TIMEOUT:g} s"
-        ) from exc
+        raise PulumiError(f"`{' '.join(argv[:3])} --stack {stack}` took over {PULUMI_TIMEOUT:g} s") from exc
     if done.returncode != 0:
         said = _last_line(done.stderr) or f"exit status {done.returncode}"
         if "no stack named" in done.stderr:
@@ -114,9 +108,7 @@ def read_stack_outputs(project_dir: Path, stack: str) -> object:
     try:
         return json.loads(done.stdout)
     except json.JSONDecodeError as exc:
-        raise PulumiError(
-            f"`pulumi stack output --stack {stack}` did not print JSON ({exc.msg})"
-        ) from exc
+        raise PulumiError(f"`pulumi stack output --stack {stack}` did not print JSON ({exc.msg})") from exc
 
 
 def _read_file(path: Path, described: str) -> object:
@@ -124,8 +116,7 @@ def _read_file(path: Path, described: str) -> object:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(
-            f"cannot read {described}: {exc.strerror}; pass an existing file to "
-            f"--outputs or {OUTPUTS_ENV}"
+            f"cannot read {described}: {exc.strerror}; pass an existing file to --outputs or {OUTPUTS_ENV}"
         ) from exc
     try:
         return json.loads(text)

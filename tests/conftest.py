@@ -51,9 +51,7 @@ def make_key(tmp_path_factory: pytest.TempPathFactory):
 
     def make(comment: str = "test") -> KeyPair:
         path = directory / f"key{next(counter)}"
-        subprocess.run(
-            [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True
-        )
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
         return KeyPair(path.read_text(), path.with_suffix(".pub").read_text().strip(), path)
 
     return make

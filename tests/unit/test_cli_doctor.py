@@ -36,7 +36,9 @@ def cloud_init_check(case: str) -> Check:
     return judge_cloud_init("agent-1", runs["status"], runs["long"])
 
 
-@pytest.mark.parametrize("case, status", [("done", "done"), ("error", "error"), ("running", "running"), ("not-run", "not run")])
+@pytest.mark.parametrize(
+    "case, status", [("done", "done"), ("error", "error"), ("running", "running"), ("not-run", "not run")]
+)
 def test_status_line_is_read_from_both_forms(case, status):
     runs = recorded("cloud-init", case)
     assert cloud_init_status(runs["status"].stdout) == cloud_init_status(runs["long"].stdout) == status
@@ -53,13 +55,18 @@ def test_cloud_init_error_shows_the_failed_module_and_where_to_look():
     assert check.detail == (
         "error: ('scripts_user', RuntimeError('Runparts: 1 failures (runcmd) in 1 attempted commands'))"
     )
-    assert check.hint == "see what failed: agentfleet exec agent-1 -- tail -n 50 /var/log/cloud-init-output.log"
+    assert (
+        check.hint == "see what failed: agentfleet exec agent-1 -- tail -n 50 /var/log/cloud-init-output.log"
+    )
 
 
-@pytest.mark.parametrize("case, detail", [
-    ("running", "not finished (running: Running in stage: init)"),
-    ("not-run", "not finished (not run: Cloud-init enabled on sysvinit)"),
-])
+@pytest.mark.parametrize(
+    "case, detail",
+    [
+        ("running", "not finished (running: Running in stage: init)"),
+        ("not-run", "not finished (not run: Cloud-init enabled on sysvinit)"),
+    ],
+)
 def test_cloud_init_not_finished_says_wait(case, detail):
     check = cloud_init_check(case)
     assert (check.verdict, check.detail) == (Verdict.FAIL, detail)
@@ -94,14 +101,30 @@ def test_identity_unset():
 
 def test_remote_command_prefers_the_workspace_origin():
     assert remote_command(REMOTE, "/home/agent/workspace") == [
-        "env", "GIT_TERMINAL_PROMPT=0", "git", "-C", "/home/agent/workspace", "ls-remote", "--exit-code", "origin"
+        "env",
+        "GIT_TERMINAL_PROMPT=0",
+        "git",
+        "-C",
+        "/home/agent/workspace",
+        "ls-remote",
+        "--exit-code",
+        "origin",
     ]
-    assert remote_command(REMOTE, None) == ["env", "GIT_TERMINAL_PROMPT=0", "git", "ls-remote", "--exit-code", REMOTE]
+    assert remote_command(REMOTE, None) == [
+        "env",
+        "GIT_TERMINAL_PROMPT=0",
+        "git",
+        "ls-remote",
+        "--exit-code",
+        REMOTE,
+    ]
 
 
 def test_an_empty_remote_repository_still_answers():
     check = judge_remote(REMOTE, recorded("git", "ls-remote-empty")["result"], via_clone=False)
-    assert check == Check("remote", Verdict.OK, f"{REMOTE} answers (asked directly: the workspace is not a clone): 0 refs")
+    assert check == Check(
+        "remote", Verdict.OK, f"{REMOTE} answers (asked directly: no clone in the workspace): 0 refs"
+    )
 
 
 def test_an_unreachable_remote_fails_with_gits_reason():
@@ -116,22 +139,36 @@ def test_an_unreachable_remote_fails_with_gits_reason():
 
 def test_diagnosis_rendering_shows_hints_for_failures_only():
     agent = AgentEndpoint(
-        name="agent-1", backend="docker", host="127.0.0.1", port=22001, user="agent",
-        known_hosts="", identity=EXPECTED, remote=None, branch="agent/agent-1",
-        workspace="/home/agent/workspace", remote_public_key=None, private_key="",
+        name="agent-1",
+        backend="docker",
+        host="127.0.0.1",
+        port=22001,
+        user="agent",
+        known_hosts="",
+        identity=EXPECTED,
+        remote=None,
+        branch="agent/agent-1",
+        workspace="/home/agent/workspace",
+        remote_public_key=None,
+        private_key="",
     )
-    diagnosis = Diagnosis(agent, (
-        Check("reachable", Verdict.OK, "agent@127.0.0.1:22001"),
-        cloud_init_check("error"),
-        Check("git identity", Verdict.OK, str(EXPECTED), "unused hint"),
-        Check("remote", Verdict.SKIP, "no remote"),
-    ))
+    diagnosis = Diagnosis(
+        agent,
+        (
+            Check("reachable", Verdict.OK, "agent@127.0.0.1:22001"),
+            cloud_init_check("error"),
+            Check("git identity", Verdict.OK, str(EXPECTED), "unused hint"),
+            Check("remote", Verdict.SKIP, "no remote"),
+        ),
+    )
     assert not diagnosis.ok
     assert render_diagnosis(diagnosis) == (
         "agent-1 (docker, 127.0.0.1:22001)\n"
         "  ok    reachable     agent@127.0.0.1:22001\n"
-        "  FAIL  cloud-init    error: ('scripts_user', RuntimeError('Runparts: 1 failures (runcmd) in 1 attempted commands'))\n"
-        "                      hint: see what failed: agentfleet exec agent-1 -- tail -n 50 /var/log/cloud-init-output.log\n"
+        "  FAIL  cloud-init    error: ('scripts_user', RuntimeError('Runparts: 1 failures (runcmd) "
+        "in 1 attempted commands'))\n"
+        "                      hint: see what failed: "
+        "agentfleet exec agent-1 -- tail -n 50 /var/log/cloud-init-output.log\n"
         "  ok    git identity  Agent One <agent-1@example.com>\n"
         "  skip  remote        no remote\n"
     )

@@ -21,11 +21,18 @@ KEY_LINE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII5Xl26SeZSr1qZOIseLSxi9scEj+eDc
 
 def endpoint(index: int, **changes) -> AgentEndpoint:
     values = dict(
-        name=f"agent-{index}", backend="docker", host="127.0.0.1", port=22000 + index, user="agent",
+        name=f"agent-{index}",
+        backend="docker",
+        host="127.0.0.1",
+        port=22000 + index,
+        user="agent",
         known_hosts=f"[127.0.0.1]:{22000 + index} {KEY_LINE}",
         identity=Identity(f"Agent {index}", f"agent-{index}@example.com"),
-        remote=None, branch=f"agent/agent-{index}", workspace="/home/agent/workspace",
-        remote_public_key=None, private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n-----END OPENSSH PRIVATE KEY-----",
+        remote=None,
+        branch=f"agent/agent-{index}",
+        workspace="/home/agent/workspace",
+        remote_public_key=None,
+        private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n-----END OPENSSH PRIVATE KEY-----",
     )
     values.update(changes)
     return AgentEndpoint(**values)
@@ -47,10 +54,17 @@ def test_ls_json_has_the_endpoint_and_why_not_reachable_but_no_key():
     text = render_ls_json([ls_record(AGENTS[0], None), ls_record(AGENTS[1], DOWN)])
     records = json.loads(text)
     assert records[0] == {
-        "name": "agent-1", "backend": "docker", "host": "127.0.0.1", "port": 22001, "user": "agent",
-        "reachable": True, "error": None,
+        "name": "agent-1",
+        "backend": "docker",
+        "host": "127.0.0.1",
+        "port": 22001,
+        "user": "agent",
+        "reachable": True,
+        "error": None,
         "identity": {"name": "Agent 1", "email": "agent-1@example.com"},
-        "remote": None, "branch": "agent/agent-1", "workspace": "/home/agent/workspace",
+        "remote": None,
+        "branch": "agent/agent-1",
+        "workspace": "/home/agent/workspace",
     }
     assert records[1]["reachable"] is False and "connection refused" in records[1]["error"]
     assert "PRIVATE" not in text
@@ -70,9 +84,7 @@ def test_ssh_config_rendering():
         "  UserKnownHostsFile /p/.agentfleet/dev/known_hosts\n"
         "  StrictHostKeyChecking yes\n"
     )
-    assert render_known_hosts(AGENTS) == (
-        f"[127.0.0.1]:22001 {KEY_LINE}\n[127.0.0.1]:22002 {KEY_LINE}\n"
-    )
+    assert render_known_hosts(AGENTS) == (f"[127.0.0.1]:22001 {KEY_LINE}\n[127.0.0.1]:22002 {KEY_LINE}\n")
 
 
 def test_ssh_config_paths_are_escaped():
@@ -88,7 +100,12 @@ def test_ssh_files_keep_private_keys_private(tmp_path):
     key.chmod(0o644)
     write_ssh_files(AGENTS, files, "dev")
     mode = lambda path: stat.S_IMODE(path.stat().st_mode)  # noqa: E731
-    assert (mode(files.directory), mode(files.keys), mode(key), mode(files.key("agent-two"))) == (0o700, 0o700, 0o600, 0o600)
+    assert (mode(files.directory), mode(files.keys), mode(key), mode(files.key("agent-two"))) == (
+        0o700,
+        0o700,
+        0o600,
+        0o600,
+    )
     assert key.read_text() == AGENTS[0].private_key + "\n"
     assert (files.directory / ".gitignore").read_text() == "*\n"
     assert files.config.read_text().count("Host ") == 2
@@ -112,18 +129,21 @@ def test_summary_counts_failures_of_both_kinds():
     assert render_summary(outcomes) == "1 ok, 2 failed\n"
 
 
-@pytest.mark.parametrize("error, status", [
-    (errors.UsageError("x"), 2),
-    (errors.UnknownAgent("x", ["a"]), 2),
-    (errors.StackNotFound("x"), 3),
-    (errors.PulumiError("x"), 3),
-    (errors.OutputsInvalid("dev", ["x"]), 3),
-    (errors.CommandTimeout("a", "x", 1, ""), 124),
-    (errors.Unreachable("a", "h:1", "x"), 255),
-    (errors.HostKeyMismatch("a", "h:1", "k1", "k2"), 255),
-    (errors.AuthenticationFailed("a", "h:1", "agent"), 255),
-    (errors.AgentfleetError("x"), 1),
-])
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (errors.UsageError("x"), 2),
+        (errors.UnknownAgent("x", ["a"]), 2),
+        (errors.StackNotFound("x"), 3),
+        (errors.PulumiError("x"), 3),
+        (errors.OutputsInvalid("dev", ["x"]), 3),
+        (errors.CommandTimeout("a", "x", 1, ""), 124),
+        (errors.Unreachable("a", "h:1", "x"), 255),
+        (errors.HostKeyMismatch("a", "h:1", "k1", "k2"), 255),
+        (errors.AuthenticationFailed("a", "h:1", "agent"), 255),
+        (errors.AgentfleetError("x"), 1),
+    ],
+)
 def test_each_error_has_its_exit_status(error, status):
     assert exit_status_for(error) == status
 
@@ -145,11 +165,17 @@ def outputs_path(tmp_path, make_key) -> Path:
     raw = {
         "agents": {
             "agent-1": {
-                "backend": "docker", "host": "127.0.0.1", "port": 22001, "user": "agent",
+                "backend": "docker",
+                "host": "127.0.0.1",
+                "port": 22001,
+                "user": "agent",
                 "known_hosts": f"[127.0.0.1]:22001 {host[0]} {host[1]}",
                 "identity": {"name": "Agent One", "email": "agent-1@example.com"},
-                "remote": None, "branch": "agent/agent-1", "workspace": "/home/agent/workspace",
-                "remote_public_key": None, "ssh_config": "",
+                "remote": None,
+                "branch": "agent/agent-1",
+                "workspace": "/home/agent/workspace",
+                "remote_public_key": None,
+                "ssh_config": "",
             }
         },
         "agent_private_keys": {"agent-1": make_key("agent-1").private},
@@ -159,14 +185,33 @@ def outputs_path(tmp_path, make_key) -> Path:
     return path
 
 
-@pytest.mark.parametrize("argv, status, message", [
-    (["exec", "agent-1"], 2, "agentfleet: give the command after --: agentfleet exec agent-1 -- git status\n"),
-    (["exec", "--", "true"], 2, "agentfleet: give one agent NAME or --all: agentfleet exec agent-1 -- git status\n"),
-    (["exec", "--all", "agent-1", "--", "true"], 2, "agentfleet: give one agent NAME or --all: agentfleet exec agent-1 -- git status\n"),
-    (["ls", "--", "true"], 2, "agentfleet: `agentfleet ls` takes no command after --\n"),
-    (["exec", "agent-9", "--", "true"], 2, "agentfleet: no agent named 'agent-9'; known agents: agent-1\n"),
-    (["doctor", "agent-9"], 2, "agentfleet: no agent named 'agent-9'; known agents: agent-1\n"),
-])
+@pytest.mark.parametrize(
+    "argv, status, message",
+    [
+        (
+            ["exec", "agent-1"],
+            2,
+            "agentfleet: give the command after --: agentfleet exec agent-1 -- git status\n",
+        ),
+        (
+            ["exec", "--", "true"],
+            2,
+            "agentfleet: give one agent NAME or --all: agentfleet exec agent-1 -- git status\n",
+        ),
+        (
+            ["exec", "--all", "agent-1", "--", "true"],
+            2,
+            "agentfleet: give one agent NAME or --all: agentfleet exec agent-1 -- git status\n",
+        ),
+        (["ls", "--", "true"], 2, "agentfleet: `agentfleet ls` takes no command after --\n"),
+        (
+            ["exec", "agent-9", "--", "true"],
+            2,
+            "agentfleet: no agent named 'agent-9'; known agents: agent-1\n",
+        ),
+        (["doctor", "agent-9"], 2, "agentfleet: no agent named 'agent-9'; known agents: agent-1\n"),
+    ],
+)
 def test_usage_errors_are_one_line_and_status_2(outputs_path, argv, status, message):
     assert run_cli("--outputs", str(outputs_path), *argv) == (status, "", message)
 
@@ -198,7 +243,7 @@ def test_stack_and_outputs_together_are_refused(outputs_path):
 
 def test_outputs_from_the_environment(outputs_path, tmp_path):
     environ = {"AGENTFLEET_OUTPUTS": str(outputs_path)}
-    status, out, _ = run_cli("ssh-config", "--output", str(tmp_path / "ssh"), environ=environ)
+    status, _, _ = run_cli("ssh-config", "--output", str(tmp_path / "ssh"), environ=environ)
     assert status == 0 and (tmp_path / "ssh" / "keys" / "agent-1").exists()
 
 

@@ -54,7 +54,15 @@ def test_ls_shows_every_agent_reachable(outputs_file, local_sshd):
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "BACKEND", "ENDPOINT", "REACHABLE", "IDENTITY"]
     port = local_sshd.ports["agent-2"]
-    assert lines[2].split() == ["agent-2", "docker", f"127.0.0.1:{port}", "yes", "Agent", "2", "<agent-2@example.com>"]
+    assert lines[2].split() == [
+        "agent-2",
+        "docker",
+        f"127.0.0.1:{port}",
+        "yes",
+        "Agent",
+        "2",
+        "<agent-2@example.com>",
+    ]
 
 
 def test_ls_json_marks_an_unreachable_agent(tmp_path, local_sshd):
@@ -74,31 +82,56 @@ def test_ls_table_explains_unreachable_agents_on_stderr(tmp_path, local_sshd):
 
 
 def test_exec_streams_both_streams_and_exits_with_the_remote_status(outputs_file):
-    status, out, err = run_cli("--outputs", str(outputs_file), "exec", "agent-1", "--",
-                               "sh", "-c", "git log -1 --format=%s; echo to-err >&2; exit 7")
+    status, out, err = run_cli(
+        "--outputs",
+        str(outputs_file),
+        "exec",
+        "agent-1",
+        "--",
+        "sh",
+        "-c",
+        "git log -1 --format=%s; echo to-err >&2; exit 7",
+    )
     assert (status, out, err) == (7, "seed\n", "to-err\n")
 
 
 def test_exec_prints_the_agents_own_email(outputs_file):
     """The issue's done-when, against the local agents: git runs in the agent's workspace."""
-    status, out, _ = run_cli("--outputs", str(outputs_file), "exec", "agent-1", "--", "git", "log", "-1", "--format=%ae")
+    status, out, _ = run_cli(
+        "--outputs", str(outputs_file), "exec", "agent-1", "--", "git", "log", "-1", "--format=%ae"
+    )
     assert (status, out) == (0, "seed@example.com\n")
-    status, out, _ = run_cli("--outputs", str(outputs_file), "exec", "agent-1", "--", "git", "config", "user.email")
+    status, out, _ = run_cli(
+        "--outputs", str(outputs_file), "exec", "agent-1", "--", "git", "config", "user.email"
+    )
     assert (status, out) == (0, "agent-1@example.com\n")
 
 
 def test_exec_one_word_is_a_shell_line(outputs_file):
-    status, out, _ = run_cli("--outputs", str(outputs_file), "exec", "agent-2", "--", "echo $((6 * 7)) | tr 4 x")
+    status, out, _ = run_cli(
+        "--outputs", str(outputs_file), "exec", "agent-2", "--", "echo $((6 * 7)) | tr 4 x"
+    )
     assert (status, out) == (0, "x2\n")
 
 
 def test_exec_dir_option(outputs_file):
-    assert run_cli("--outputs", str(outputs_file), "exec", "-C", "/", "agent-1", "--", "pwd")[:2] == (0, "/\n")
+    assert run_cli("--outputs", str(outputs_file), "exec", "-C", "/", "agent-1", "--", "pwd")[:2] == (
+        0,
+        "/\n",
+    )
 
 
 def test_exec_all_prefixes_lines_and_summarises(outputs_file):
-    status, out, err = run_cli("--outputs", str(outputs_file), "exec", "--all", "--",
-                               "sh", "-c", 'git config user.email; echo "warn ${HOME##*/}" >&2')
+    status, out, err = run_cli(
+        "--outputs",
+        str(outputs_file),
+        "exec",
+        "--all",
+        "--",
+        "sh",
+        "-c",
+        'git config user.email; echo "warn ${HOME##*/}" >&2',
+    )
     assert status == 0
     assert sorted(out.splitlines()) == ["agent-1 | agent-1@example.com", "agent-2 | agent-2@example.com"]
     assert sorted(err.splitlines()) == ["2 ok, 0 failed", "agent-1 | warn agent-1", "agent-2 | warn agent-2"]
@@ -107,8 +140,18 @@ def test_exec_all_prefixes_lines_and_summarises(outputs_file):
 
 def test_exec_all_fails_if_any_agent_fails(tmp_path, local_sshd):
     raw = local_sshd.outputs()
-    status, out, err = run_cli("--outputs", write_outputs(tmp_path / "o.json", raw), "exec", "--all", "--parallel", "1",
-                               "--", "sh", "-c", 'case "$HOME" in */agent-2) exit 4;; esac; echo fine')
+    status, out, err = run_cli(
+        "--outputs",
+        write_outputs(tmp_path / "o.json", raw),
+        "exec",
+        "--all",
+        "--parallel",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        'case "$HOME" in */agent-2) exit 4;; esac; echo fine',
+    )
     assert status == 1
     assert out == "agent-1 | fine\n"
     assert err == "agent-2: exit status 4\n1 ok, 1 failed\n"
@@ -122,15 +165,29 @@ def test_exec_all_counts_an_unreachable_agent_as_failed(tmp_path, local_sshd):
 
 
 def test_exec_timeout_exits_124_with_one_line(outputs_file):
-    status, out, err = run_cli("--outputs", str(outputs_file), "exec", "--timeout", "0.5", "agent-1", "--",
-                               "sh", "-c", "echo begun; sleep 20")
+    status, out, err = run_cli(
+        "--outputs",
+        str(outputs_file),
+        "exec",
+        "--timeout",
+        "0.5",
+        "agent-1",
+        "--",
+        "sh",
+        "-c",
+        "echo begun; sleep 20",
+    )
     assert (status, out) == (124, "begun\n")
-    assert err.startswith("agentfleet: agent-1: `") and err.endswith("timed out after 0.5 s; last output: begun\n")
+    assert err.startswith("agentfleet: agent-1: `") and err.endswith(
+        "timed out after 0.5 s; last output: begun\n"
+    )
 
 
 def test_exec_with_a_changed_host_key_exits_255_with_one_line(tmp_path, local_sshd, make_key):
     other = make_key("impostor")
-    outputs = with_agent_changed(tmp_path, local_sshd, "agent-1", known_hosts=local_sshd.known_hosts("agent-1", other))
+    outputs = with_agent_changed(
+        tmp_path, local_sshd, "agent-1", known_hosts=local_sshd.known_hosts("agent-1", other)
+    )
     status, out, err = run_cli("--outputs", outputs, "exec", "agent-1", "--", "true")
     assert (status, out) == (255, "")
     assert err.startswith("agentfleet: agent-1: the host key of 127.0.0.1:") and err.count("\n") == 1
@@ -152,8 +209,12 @@ def openssh(ssh_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     ssh = shutil.which("ssh")
     if ssh is None:
         pytest.fail("the OpenSSH client is missing: apt-get install -y openssh-client")
-    return subprocess.run([ssh, "-F", str(ssh_dir / "ssh_config"), "-o", "BatchMode=yes", *args],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [ssh, "-F", str(ssh_dir / "ssh_config"), "-o", "BatchMode=yes", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_plain_openssh_logs_in_with_the_written_config(ssh_dir):
@@ -172,8 +233,13 @@ def test_git_clones_through_the_written_config(ssh_dir, tmp_path, local_sshd):
     workspace = local_sshd.homes["agent-1"] / "workspace"
     env = {**os.environ, "GIT_SSH_COMMAND": f"ssh -F '{ssh_dir}/ssh_config' -o BatchMode=yes"}
     clone = tmp_path / "clone"
-    done = subprocess.run(["git", "clone", "-q", f"agent-1:{workspace}", str(clone)],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["git", "clone", "-q", f"agent-1:{workspace}", str(clone)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert (clone / "README").read_text() == "seed\n"
 
@@ -214,7 +280,10 @@ def test_doctor_passes_a_healthy_agent(outputs_file, cloud_init_replay, local_ss
     lines = out.splitlines()
     assert lines[0] == f"agent-1 (docker, 127.0.0.1:{local_sshd.ports['agent-1']})"
     assert [line.split()[:2] for line in lines[1:5]] == [
-        ["ok", "reachable"], ["ok", "cloud-init"], ["ok", "git"], ["ok", "remote"]
+        ["ok", "reachable"],
+        ["ok", "cloud-init"],
+        ["ok", "git"],
+        ["ok", "remote"],
     ]
     assert "answers through the workspace's origin: 2 refs" in lines[4]
     assert lines[5] == "all 1 agents healthy"
@@ -234,11 +303,20 @@ def test_doctor_names_each_failure_with_a_hint(tmp_path, local_sshd, cloud_init_
     status, out, err = run_cli("--outputs", write_outputs(tmp_path / "o.json", raw), "doctor")
     assert (status, err) == (1, "")
     assert "  skip  remote        no remote\n" in out
-    agent_2 = out[out.index("agent-2 ("):]
+    agent_2 = out[out.index("agent-2 (") :]
     assert "  FAIL  cloud-init    error: ('scripts_user', RuntimeError(" in agent_2
-    assert "hint: see what failed: agentfleet exec agent-2 -- tail -n 50 /var/log/cloud-init-output.log" in agent_2
-    assert "  FAIL  git identity  user.email is 'agent-2@example.com', the outputs say 'someone@else.example'" in agent_2
-    assert f"  FAIL  remote        ssh://root@127.0.0.1:{refused}/srv/app.git: ssh: connect to host 127.0.0.1 port {refused}: Connection refused" in agent_2
+    assert (
+        "hint: see what failed: agentfleet exec agent-2 -- tail -n 50 /var/log/cloud-init-output.log"
+        in agent_2
+    )
+    assert (
+        "  FAIL  git identity  user.email is 'agent-2@example.com', the outputs say 'someone@else.example'"
+        in agent_2
+    )
+    assert (
+        f"  FAIL  remote        ssh://root@127.0.0.1:{refused}/srv/app.git: "
+        f"ssh: connect to host 127.0.0.1 port {refused}: Connection refused" in agent_2
+    )
     assert out.endswith("1 of 2 agents failed a check\n")
 
 

@@ -79,7 +79,9 @@ def test_commands_run_in_the_workspace_unless_told(fleet, local_sshd):
 
 
 def test_each_agent_has_its_own_git_identity(fleet):
-    emails = {name: fleet.agent(name).run(["git", "config", "user.email"]).stdout.strip() for name in fleet.names}
+    emails = {
+        name: fleet.agent(name).run(["git", "config", "user.email"]).stdout.strip() for name in fleet.names
+    }
     assert emails == {"agent-1": "agent-1@example.com", "agent-2": "agent-2@example.com"}
 
 
@@ -108,7 +110,9 @@ def test_timeout_raises_with_what_was_printed_and_keeps_the_connection(fleet):
     with pytest.raises(CommandTimeout) as caught:
         agent.run(["sh", "-c", "echo started; sleep 30"], timeout=1)
     assert time.monotonic() - started < 5
-    assert "agent-1: `" in str(caught.value) and "timed out after 1 s; last output: started" in str(caught.value)
+    assert "agent-1: `" in str(caught.value) and "timed out after 1 s; last output: started" in str(
+        caught.value
+    )
     assert agent.run(["echo", "still here"]).stdout == "still here\n"
 
 
@@ -143,7 +147,9 @@ def test_run_all_runs_in_parallel_within_the_bound(fleet):
 
 def test_run_all_streams_with_the_agent_name(fleet):
     seen = []
-    fleet.run_all("echo $HOME", stream=lambda name, which, text: seen.append((name, which, text.split("/")[-1])))
+    fleet.run_all(
+        "echo $HOME", stream=lambda name, which, text: seen.append((name, which, text.split("/")[-1]))
+    )
     assert sorted(seen) == [("agent-1", "stdout", "agent-1\n"), ("agent-2", "stdout", "agent-2\n")]
 
 
@@ -158,9 +164,9 @@ def test_run_all_keeps_each_agents_failure_its_own(local_sshd):
 
 def test_a_changed_host_key_is_refused(local_sshd, make_key):
     other = make_key("not the server")
-    with fleet_with(local_sshd, known_hosts=local_sshd.known_hosts("agent-1", other)) as fleet:
-        with pytest.raises(HostKeyMismatch) as caught:
-            fleet.agent("agent-1").run(["true"])
+    pinned_other = fleet_with(local_sshd, known_hosts=local_sshd.known_hosts("agent-1", other))
+    with pinned_other as fleet, pytest.raises(HostKeyMismatch) as caught:
+        fleet.agent("agent-1").run(["true"])
     message = str(caught.value)
     port = local_sshd.ports["agent-1"]
     assert message.startswith(f"agent-1: the host key of 127.0.0.1:{port} changed")
@@ -172,16 +178,16 @@ def test_a_changed_host_key_is_refused(local_sshd, make_key):
 def test_a_refused_operator_key_is_authentication_failed(local_sshd, make_key):
     raw = copy.deepcopy(local_sshd.outputs())
     raw["agent_private_keys"]["agent-1"] = make_key("stranger").private
-    with Fleet.from_outputs(raw, "local") as fleet:
-        with pytest.raises(AuthenticationFailed, match="refused the operator key for user 'root'"):
-            fleet.agent("agent-1").run(["true"])
+    refused = pytest.raises(AuthenticationFailed, match="refused the operator key for user 'root'")
+    with Fleet.from_outputs(raw, "local") as fleet, refused:
+        fleet.agent("agent-1").run(["true"])
 
 
 def test_a_closed_port_is_unreachable_with_a_hint(local_sshd):
     port = closed_port()
-    with fleet_with(local_sshd, **moved_to(local_sshd, "agent-1", port)) as fleet:
-        with pytest.raises(Unreachable) as caught:
-            fleet.agent("agent-1").run(["true"])
+    moved = fleet_with(local_sshd, **moved_to(local_sshd, "agent-1", port))
+    with moved as fleet, pytest.raises(Unreachable) as caught:
+        fleet.agent("agent-1").run(["true"])
     assert str(caught.value) == (
         f"agent-1: cannot reach 127.0.0.1:{port} (connection refused); is the agent up? "
         "Run `agentfleet doctor agent-1`, or `pulumi up` to (re)create it"
@@ -194,7 +200,7 @@ def test_a_silent_endpoint_times_out_as_unreachable(local_sshd):
         silent.listen()
         port = silent.getsockname()[1]
         started = time.monotonic()
-        with fleet_with(local_sshd, connect_timeout=1, **moved_to(local_sshd, "agent-1", port)) as fleet:
-            with pytest.raises(Unreachable, match=f"cannot reach 127.0.0.1:{port}"):
-                fleet.agent("agent-1").open()
+        silent_fleet = fleet_with(local_sshd, connect_timeout=1, **moved_to(local_sshd, "agent-1", port))
+        with silent_fleet as fleet, pytest.raises(Unreachable, match=f"cannot reach 127.0.0.1:{port}"):
+            fleet.agent("agent-1").open()
         assert time.monotonic() - started < 5

@@ -108,7 +108,11 @@ def test_every_missing_field_is_named_in_one_error(outputs):
         ("backend", "vmware", "agents.agent-1.backend must be one of"),
         ("user", "", "agents.agent-1.user must be a non-empty string"),
         ("identity", "Agent 1", "agents.agent-1.identity is not an object"),
-        ("known_hosts", "[127.0.0.1]:22001 ssh-ed25519 !!!", "agents.agent-1.known_hosts is not a known_hosts line"),
+        (
+            "known_hosts",
+            "[127.0.0.1]:22001 ssh-ed25519 !!!",
+            "agents.agent-1.known_hosts is not a known_hosts line",
+        ),
         ("known_hosts", "just-one-field", "agents.agent-1.known_hosts is not a known_hosts line"),
     ],
 )
@@ -135,9 +139,14 @@ def test_nullable_fields_may_be_null(outputs):
     "keys, complaint",
     [
         ({"agent-2": "x"}, "agent_private_keys.agent-1 is missing"),
-        ({"agent-1": "[secret]"}, "agent_private_keys.agent-1 is hidden ([secret]); read the outputs with --show-secrets"),
-        ({"agent-1": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"},
-         "agent_private_keys.agent-1 is not an unencrypted OpenSSH ed25519 private key"),
+        (
+            {"agent-1": "[secret]"},
+            "agent_private_keys.agent-1 is hidden ([secret]); read the outputs with --show-secrets",
+        ),
+        (
+            {"agent-1": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"},
+            "agent_private_keys.agent-1 is not an unencrypted OpenSSH ed25519 private key",
+        ),
         ({"agent-1": 42}, "agent_private_keys.agent-1 must be a string"),
     ],
 )
@@ -155,7 +164,9 @@ def test_outputs_without_agents_say_deploy_first():
 
 def test_recorded_outputs_without_show_secrets_are_refused_with_the_flag_to_use():
     raw = json.loads((FIXTURES / "outputs" / "try-without-secrets.json").read_text())
-    assert "'agent_private_keys' is hidden ([secret]); read the outputs with --show-secrets" in problems_of(raw)
+    assert "'agent_private_keys' is hidden ([secret]); read the outputs with --show-secrets" in problems_of(
+        raw
+    )
 
 
 def test_recorded_outputs_of_the_pulumi_side_parse(make_key):
@@ -170,9 +181,13 @@ def test_recorded_outputs_of_the_pulumi_side_parse(make_key):
 
 def test_keys_serialized_by_cryptography_are_accepted(outputs):
     """components/keys.py writes operator keys with cryptography's OpenSSH serializer."""
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    ).decode()
+    pem = (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        .decode()
+    )
     raw = copy.deepcopy(outputs)
     raw["agent_private_keys"]["agent-1"] = pem
     assert Fleet.from_outputs(raw, "dev").endpoint("agent-1").pkey().get_name() == "ssh-ed25519"
@@ -212,12 +227,14 @@ def test_two_answers_at_one_level_are_refused(project):
 
 
 def test_stack_outside_a_project_says_how_to_fix(tmp_path):
-    with pytest.raises(StackNotFound, match=r"no Pulumi project \(Pulumi.yaml\) in .* pass --cwd DIR, or --outputs FILE"):
+    with pytest.raises(
+        StackNotFound, match=r"no Pulumi project \(Pulumi.yaml\) in .* pass --cwd DIR, or --outputs FILE"
+    ):
         resolve_source(project_dir=tmp_path, environ={})
 
 
 def test_outputs_file_problems(tmp_path):
-    with pytest.raises(UsageError, match="cannot read outputs file .*missing.json: No such file"):
+    with pytest.raises(UsageError, match=r"cannot read outputs file .*missing\.json: No such file"):
         resolve_source(outputs=tmp_path / "missing.json", environ={}).read()
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -271,12 +288,16 @@ def test_missing_stack_is_stack_not_found(project, pulumi_stub):
 
 
 def test_other_pulumi_failures_show_its_last_line(project, pulumi_stub):
-    pulumi_stub(stderr="warning: x\nerror: passphrase must be set with PULUMI_CONFIG_PASSPHRASE\n", status=255)
+    pulumi_stub(
+        stderr="warning: x\nerror: passphrase must be set with PULUMI_CONFIG_PASSPHRASE\n", status=255
+    )
     with pytest.raises(PulumiError, match="failed: error: passphrase must be set"):
         read_stack_outputs(project, "dev")
 
 
 def test_pulumi_missing_from_path(project, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(PulumiError, match="pulumi CLI is not on PATH; run scripts/setup, or pass --outputs FILE"):
+    with pytest.raises(
+        PulumiError, match="pulumi CLI is not on PATH; run scripts/setup, or pass --outputs FILE"
+    ):
         read_stack_outputs(project, "dev")
