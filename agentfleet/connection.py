@@ -100,6 +100,8 @@ class Connection:
             try:
                 channel.exec_command(line)
                 finished = _pump(channel, output, deadline)
+            except _StreamFailed as failed:
+                raise failed.raised from None  # the caller's own error, not a broken link
             except _LINK_ERRORS as exc:
                 self.close()
                 raise self._unreachable(exc, f"connection lost while running `{line}`") from exc
@@ -183,6 +185,14 @@ class Connection:
         return Unreachable(self.name, self.endpoint.address, f"{doing}: {reason}" if doing else reason)
 
 
+class _StreamFailed(Exception):
+    """Carries an exception the caller's stream callback raised past the link-error handling."""
+
+    def __init__(self, raised: Exception) -> None:
+        super().__init__(raised)
+        self.raised = raised
+
+
 class _Output:
     """Decodes both streams incrementally (UTF-8 split across chunks) and forwards the text."""
 
@@ -198,7 +208,10 @@ class _Output:
         if text:
             self._parts[which].append(text)
             if self._stream is not None:
-                self._stream(which, text)
+                try:
+                    self._stream(which, text)
+                except Exception as exc:
+                    raise _StreamFailed(exc) from exc
 
     def finish(self) -> None:
         for which in self._decoders:

@@ -17,6 +17,7 @@ from agentfleet.errors import (
     AuthenticationFailed,
     CommandTimeout,
     HostKeyMismatch,
+    Unreachable,
 )
 from agentfleet.result import Result, head, tail
 
@@ -75,28 +76,18 @@ def check_reachable(connection: Connection) -> Check:
     endpoint = connection.endpoint
     try:
         connection.open()
-    except HostKeyMismatch as exc:
-        return Check(
-            "reachable",
-            Verdict.FAIL,
-            str(exc),
-            "if the agent was replaced on purpose, `pulumi up` refreshes the pinned key",
-        )
-    except AuthenticationFailed as exc:
-        return Check(
-            "reachable",
-            Verdict.FAIL,
-            str(exc),
-            "the operator key in the outputs is not authorized on the agent: `pulumi up`",
-        )
+    except Unreachable as exc:
+        hint = f"is the {endpoint.backend} machine running? `pulumi up` (re)creates it"
+        return Check("reachable", Verdict.FAIL, f"cannot reach {exc.endpoint} ({exc.reason})", hint)
     except AgentfleetError as exc:
-        return Check(
-            "reachable",
-            Verdict.FAIL,
-            str(exc),
-            f"is the {endpoint.backend} machine running? `pulumi up` (re)creates it",
-        )
+        return Check("reachable", Verdict.FAIL, str(exc), _REACH_HINTS.get(type(exc), ""))
     return Check("reachable", Verdict.OK, f"{endpoint.user}@{endpoint.address}")
+
+
+_REACH_HINTS: dict[type[AgentfleetError], str] = {
+    HostKeyMismatch: "if the agent was replaced on purpose, `pulumi up` refreshes the pinned key",
+    AuthenticationFailed: "the operator key in the outputs is not authorized on the agent: `pulumi up`",
+}
 
 
 def failed_run(name: str, exc: AgentfleetError) -> Check:
@@ -114,6 +105,10 @@ def cloud_init_status(stdout: str) -> str:
     return ""
 
 
+def cloud_init_done(status: Result) -> bool:
+    return status.ok and cloud_init_status(status.stdout) == "done"
+
+
 def judge_cloud_init(agent: str, status: Result, long: Result | None) -> Check:
     """done passes; anything else fails with the --long detail (run only on failure)."""
     if status.exit_status == 127:
@@ -123,9 +118,9 @@ def judge_cloud_init(agent: str, status: Result, long: Result | None) -> Check:
             "cloud-init is not installed on the agent",
             "the machine was not built from the agentfleet image: rebuild it (images/)",
         )
-    state = cloud_init_status(status.stdout) or f"unknown ({tail(status.stdout + status.stderr)})"
-    if state == "done" and status.ok:
+    if cloud_init_done(status):
         return Check("cloud-init", Verdict.OK, "done")
+    state = cloud_init_status(status.stdout) or f"unknown ({tail(status.stdout + status.stderr)})"
     detail = _long_detail(long) if long is not None else ""
     shown = f"{state}: {detail}" if detail else state
     if state in ("running", "not run"):
@@ -200,8 +195,8 @@ def judge_remote(remote: str, result: Result, via_clone: bool) -> Check:
 
 def _cloud_init(connection: Connection) -> Check:
     status = _run(connection, CLOUD_INIT_STATUS)
-    failed = not (status.ok and cloud_init_status(status.stdout) == "done")
-    long = _run(connection, CLOUD_INIT_STATUS_LONG) if failed and status.exit_status != 127 else None
+    explain = not cloud_init_done(status) and status.exit_status != 127
+    long = _run(connection, CLOUD_INIT_STATUS_LONG) if explain else None
     return judge_cloud_init(connection.name, status, long)
 
 

@@ -52,6 +52,7 @@ class Unreachable(AgentfleetError):
     def __init__(self, agent: str, endpoint: str, reason: str) -> None:
         self.agent = agent
         self.endpoint = endpoint
+        self.reason = reason
         super().__init__(
             f"{agent}: cannot reach {endpoint} ({reason}); is the agent up? "
             f"Run `agentfleet doctor {agent}`, or `pulumi up` to (re)create it"

@@ -99,6 +99,16 @@ def test_output_is_streamed_as_it_comes(fleet):
     assert ended - first_at > 0.8, "first line arrived only when the command ended"
 
 
+def test_an_error_in_the_stream_callback_is_the_callers_not_a_broken_link(fleet):
+    def closed_pipe(which: str, text: str) -> None:
+        raise BrokenPipeError("the reader went away")
+
+    agent = fleet.agent("agent-1")
+    with pytest.raises(BrokenPipeError, match="the reader went away"):
+        agent.run(["echo", "hello"], stream=closed_pipe)
+    assert agent.run(["echo", "still here"]).stdout == "still here\n"
+
+
 def test_multibyte_text_split_across_reads_is_decoded_whole(fleet):
     result = fleet.agent("agent-1").run(["sh", "-c", "for i in $(seq 1 20000); do printf '€'; done"])
     assert result.stdout == "€" * 20000
