@@ -85,7 +85,7 @@ ensure_agent_image() {
     rm -f "$log.status"
     if [[ $rc -ne 0 ]] || ! docker image inspect "$tag" >/dev/null 2>&1; then
         printf 'error: docker build of the agent image failed (exit %s); last lines of %s:\n' "$rc" "$log" >&2
-        tail -n 20 "$log" | sed -E 's/\x1b[[0-9;]*m//g; s/^/    /' >&2
+        tail -n 20 "$log" | sed -E 's/\x1b\[[0-9;]*m//g; s/^/    /' >&2
         return 1
     fi
     docker tag "$tag" "$AGENT_IMAGE_LATEST" || return 1
