@@ -1,0 +1,356 @@
+"""The Multipass CLI contract, and the program that creates and deletes one agent's VM.
+
+Two uses, one file:
+- imported (by components.backends.multipass and the tests): the commands agentfleet issues to
+  Multipass and how their outputs read, as pure functions;
+- run by LocalCommand as `python3 components/backends/multipass_cli.py create|delete ...`:
+  launch the VM with the cloud-config on stdin, read its endpoint, wait for the pinned host key;
+  or purge it. So it uses the standard library only (the system's python3 runs it).
+
+What Multipass does, as read from its source (canonical/multipass, v1.16.3 unless noted; the
+fixtures in tests/unit/fixtures/multipass/ are written in these formats):
+- `launch --cloud-init -` reads the user-data from stdin (src/client/cli/cmd/launch.cpp), so
+  the cloud-config never touches argv, the environment or a file. If the user-data has a
+  `users:` list, the daemon appends `default` to it, so Multipass can still log in as `ubuntu`
+  to wait for cloud-init (src/daemon/daemon.cpp, prepare_user_data).
+- `launch` returns once sshd answers and cloud-init wrote boot-finished. `--timeout N` bounds
+  that (default 300 s each for boot and initialisation); when the client's own timer fires it
+  prints "Timed out waiting for instance launch." and exits 5; the daemon's timeouts fail the
+  launch with "timed out waiting for response" or "... initialization to complete" (exit 2).
+  A launch that failed or timed out can leave the instance behind.
+- Failures print "<command> failed: <message>" on stderr; the exit status is 2, or 3 when
+  gRPC reports the daemon unavailable. A daemon that does not answer gives "cannot connect to
+  the multipass socket" (include/multipass/cli/command.h).
+- `info <name> --format json` prints {"errors": [], "info": {<name>: {"state": "Running",
+  "ipv4": [...], ...}}} (src/client/cli/formatter/json_formatter.cpp); for an unknown name it
+  prints nothing on stdout and `info failed: ... instance "<name>" does not exist` on stderr.
+- `delete --purge` removes an instance at once, also one already deleted without --purge; an
+  unknown name fails like info does.
+- `version` exits 0 even when the daemon is down: only the line `multipassd` is then missing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import subprocess
+import sys
+import time
+from typing import Callable, NamedTuple, Optional, Sequence
+
+GUEST_SSH_PORT = 22
+DEFAULT_IMAGE = "lts"
+# First boots download the image and install packages (git) in the guest: give them time.
+LAUNCH_TIMEOUT_S = 900
+# After launch returned, cloud-init is done; sshd restarting with the pinned key is quick.
+READY_TIMEOUT_S = 120
+POLL_S = 0.5
+COMMAND_TIMEOUT_S = 120  # info and delete
+CLIENT_TIMEOUT_EXIT_STATUS = 5  # multipass' exit status when its --timeout timer fires
+INSTANCE_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+DAEMON_LOG_HINT = "the daemon's log (`journalctl --unit 'snap.multipass*'` on Linux)"
+
+
+class MultipassError(Exception):
+    """Multipass failed or answered something agentfleet cannot use; the message says what to do."""
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def launch_argv(
+    instance: str,
+    cpus: float,
+    memory_mib: int,
+    disk_gib: int,
+    image: Optional[str] = None,
+    timeout_s: int = LAUNCH_TIMEOUT_S,
+) -> list[str]:
+    """`multipass launch` for one agent; the cloud-config goes on its stdin (`--cloud-init -`).
+
+    Multipass takes whole CPUs only: a fractional count is rounded up.
+    """
+    whole_cpus = max(1, int(-(-cpus // 1)))
+    return [
+        "multipass", "launch",
+        "--name", instance,
+        "--cpus", str(whole_cpus),
+        "--memory", f"{memory_mib}M",
+        "--disk", f"{disk_gib}G",
+        "--timeout", str(timeout_s),
+        "--cloud-init", "-",
+        image or DEFAULT_IMAGE,
+    ]
+
+
+def info_argv(instance: str) -> list[str]:
+    return ["multipass", "info", instance, "--format", "json"]
+
+
+def delete_argv(instance: str) -> list[str]:
+    return ["multipass", "delete", "--purge", instance]
+
+
+def instance_name_problem(instance: str) -> Optional[str]:
+    """Why Multipass would refuse this instance name, or None when it is valid."""
+    if INSTANCE_NAME.match(instance):
+        return None
+    return (
+        f"{instance!r} is not a Multipass instance name (letters, digits and hyphens, starting "
+        "with a letter, at most 63): use a stack name made of letters, digits and hyphens"
+    )
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+
+def parse_info(json_text: str, name: str) -> dict:
+    """The endpoint {"host", "port"} of a running instance from `multipass info --format json`."""
+    try:
+        document = json.loads(json_text)
+    except ValueError as error:
+        raise MultipassError(f"`multipass info {name}` printed no JSON ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("info"), dict):
+        raise MultipassError(f"`multipass info {name}` printed JSON without an `info` mapping")
+    errors = [str(e) for e in document.get("errors") or [] if e]
+    instance = document["info"].get(name)
+    if not isinstance(instance, dict):
+        detail = f": {'; '.join(errors)}" if errors else ""
+        raise MultipassError(f"`multipass info` reports no instance {name}{detail}")
+    state = instance.get("state")
+    if state != "Running":
+        raise MultipassError(f"instance {name} is {state or 'in an unknown state'}, not Running")
+    addresses = [a for a in instance.get("ipv4") or [] if _is_ipv4(a)]
+    if not addresses:
+        raise MultipassError(f"instance {name} is Running but has no IPv4 address yet")
+    return {"host": addresses[0], "port": GUEST_SSH_PORT}
+
+
+def _is_ipv4(value: object) -> bool:
+    try:
+        ipaddress.IPv4Address(str(value))
+        return True
+    except ValueError:
+        return False
+
+
+def daemon_answers(version_stdout: str) -> bool:
+    """`multipass version` lists `multipassd` only when the daemon answered."""
+    return any(line.split()[:1] == ["multipassd"] for line in version_stdout.splitlines())
+
+
+def is_missing_instance(stderr: str) -> bool:
+    return bool(re.search(r'instance ["\'][^"\']+["\'] does not exist', stderr))
+
+
+def _quoted_instance(stderr: str) -> Optional[str]:
+    match = re.search(r'instance ["\']([^"\']+)["\']', stderr)
+    return match.group(1) if match else None
+
+
+def explain_error(stderr: str) -> str:
+    """One sentence that says what to do about a Multipass failure, from its stderr."""
+    text = stderr.lower()
+    instance = _quoted_instance(stderr) or "the instance"
+    if "cannot connect to the multipass socket" in text:
+        return (
+            "The Multipass daemon is not running or its socket is unavailable: start it "
+            "(`sudo snap start multipass` on Linux) and check that `multipass version` lists multipassd."
+        )
+    if "multipass socket access denied" in text:
+        return (
+            "This user may not use the Multipass socket: run as a member of the group that owns it "
+            "(sudo, admin or wheel on Linux)."
+        )
+    if "not authenticated with the multipass service" in text:
+        return "This client is not authenticated with the Multipass daemon: run `multipass authenticate`."
+    if "timed out" in text or "did not return within" in text:
+        return (
+            "The VM did not boot and finish cloud-init within the launch timeout; first boots that "
+            "download the image are slow: run `pulumi up` again (the image is cached by then), and "
+            f"read {DAEMON_LOG_HINT} if it keeps timing out."
+        )
+    if "already exists" in text:
+        return (
+            f"An instance named {instance} exists but is not in this stack's state (left from an "
+            f"earlier run?): remove it with `multipass delete --purge {instance}` and run `pulumi up` again."
+        )
+    if is_missing_instance(stderr):
+        return f"Multipass has no instance {instance} (deleted outside agentfleet?): see `multipass list`."
+    if "unable to find an image" in text:
+        return (
+            "Multipass does not know the agent's `image`: use an alias that `multipass find` lists "
+            "(e.g. lts, 24.04) or a file:// or https:// image URL."
+        )
+    if re.search(r"invalid (memory|disk) size|invalid cpu count", text):
+        return (
+            "Multipass refused the agent's `resources`: it needs whole CPUs, at least 128M of memory "
+            "(512M in newer releases) and at least 1G of disk."
+        )
+    if "invalid instance name" in text:
+        return "Multipass refused the instance name: use a stack name made of letters, digits and hyphens."
+    if "could not load cloud-init configuration" in text:
+        return "Multipass could not read the cloud-config on stdin: report this agentfleet bug with the message above."
+    return f"See Multipass' message above; `multipass list` and {DAEMON_LOG_HINT} tell more."
+
+
+def offers_key(keyscan_output: str, host_public_key: str) -> bool:
+    """Whether `ssh-keyscan` output contains the pinned key (type and base64 body)."""
+    wanted = host_public_key.split()[:2]
+    return any(line.split()[1:3] == wanted for line in keyscan_output.splitlines())
+
+
+# --- the program --------------------------------------------------------------------------------
+
+class Completed(NamedTuple):
+    status: int
+    stdout: str
+    stderr: str
+
+
+Runner = Callable[..., Completed]
+Probe = Callable[[str, int, str], str]
+
+
+def run(argv: Sequence[str], stdin: Optional[str] = None, timeout_s: float = COMMAND_TIMEOUT_S) -> Completed:
+    """Run argv; stdin (the cloud-config) is piped, never written anywhere."""
+    pipe = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout_s, check=False, **pipe
+        )
+    except subprocess.TimeoutExpired:
+        said = f"`{' '.join(argv[:2])}` did not return within {timeout_s:g}s"
+        return Completed(CLIENT_TIMEOUT_EXIT_STATUS, "", said + "\n")
+    except FileNotFoundError:
+        return Completed(127, "", f"{argv[0]} not found (install it: `sudo snap install multipass`)\n")
+    return Completed(done.returncode, done.stdout, done.stderr)
+
+
+def keyscan(host: str, port: int, key_type: str) -> str:
+    done = subprocess.run(
+        ["ssh-keyscan", "-T", "2", "-t", key_type.replace("ssh-", "", 1), "-p", str(port), host],
+        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
+    )
+    return done.stdout
+
+
+def wait_for_host_key(
+    host: str,
+    port: int,
+    host_public_key: str,
+    timeout_s: float,
+    probe: Probe = keyscan,
+    poll_s: float = POLL_S,
+) -> None:
+    """Wait until sshd on host:port offers the pinned host key; raise MultipassError at timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        output = probe(host, port, host_public_key.split()[0])
+        if offers_key(output, host_public_key):
+            return
+        offered = [line.split()[1] for line in output.splitlines() if len(line.split()) >= 3]
+        last = f"offered {', '.join(offered)} but not the pinned key" if offered else "no SSH answer"
+        if time.monotonic() >= deadline:
+            raise MultipassError(
+                f"sshd on {host}:{port} did not offer the pinned host key within {timeout_s:g}s "
+                f"(last: {last}); cloud-init may have failed: "
+                "run `pulumi up` again, or launch by hand and read /var/log/cloud-init-output.log"
+            )
+        time.sleep(poll_s)
+
+
+def _tail(text: str, lines: int = 10) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def create(
+    agent: str,
+    instance: str,
+    host_public_key: str,
+    ssh_port: int,
+    ready_timeout_s: float,
+    launch: Sequence[str],
+    cloud_config: str,
+    runner: Runner = run,
+    probe: Probe = keyscan,
+) -> dict:
+    """Launch, read the endpoint, wait for the pinned key; on failure purge and raise."""
+    where = f"agent {agent} (Multipass instance {instance})"
+    if not cloud_config.strip():
+        raise MultipassError(f"{where}: no cloud-config on stdin; nothing was launched")
+    timeout_s = int(launch[launch.index("--timeout") + 1]) if "--timeout" in launch else LAUNCH_TIMEOUT_S
+    launched = runner(launch, cloud_config, timeout_s + 60)  # Multipass' own timer fires first
+    if launched.status != 0:
+        if "already exists" in launched.stderr.lower():
+            # Not made by this run: it may hold someone's work, so it is left alone.
+            advice = explain_error(launched.stderr)
+            raise MultipassError(f"{_tail(launched.stderr)}\n{where}: launch failed. {advice}")
+        raise _failed(where, "launch failed", launched.stderr, instance, runner)
+    info = runner(info_argv(instance))
+    if info.status != 0:
+        raise _failed(where, "launched, but `multipass info` failed", info.stderr, instance, runner)
+    try:
+        endpoint = parse_info(info.stdout, instance)
+        endpoint["port"] = ssh_port
+        wait_for_host_key(endpoint["host"], ssh_port, host_public_key, ready_timeout_s, probe)
+    except MultipassError as error:
+        raise _failed(where, str(error), "", instance, runner) from None
+    return endpoint
+
+
+def _failed(where: str, what: str, stderr: str, instance: str, runner: Runner) -> MultipassError:
+    """Purge the half-made instance; the error says what failed, what to do, and the cleanup."""
+    purged = runner(delete_argv(instance))
+    if purged.status == 0 or is_missing_instance(purged.stderr):
+        cleanup = "The half-made instance was purged."
+    else:
+        cleanup = (
+            f"The half-made instance could not be purged ({_tail(purged.stderr, 2)}): if "
+            f"`multipass list` shows {instance}, remove it with `multipass delete --purge {instance}`."
+        )
+    advice = f" {explain_error(stderr)}" if stderr else ""
+    shown = f"{_tail(stderr)}\n" if stderr else ""
+    return MultipassError(f"{shown}{where}: {what}.{advice} {cleanup}")
+
+
+def delete(agent: str, instance: str, runner: Runner = run) -> None:
+    """Purge the instance; one that no longer exists is already what delete wants."""
+    deleted = runner(delete_argv(instance))
+    if deleted.status == 0 or is_missing_instance(deleted.stderr):
+        return
+    raise MultipassError(
+        f"{_tail(deleted.stderr)}\nagent {agent} (Multipass instance {instance}): delete failed. "
+        f"{explain_error(deleted.stderr)}"
+    )
+
+
+USAGE = (
+    "usage: multipass_cli.py create AGENT INSTANCE HOST_PUBLIC_KEY SSH_PORT READY_TIMEOUT -- LAUNCH_ARGV...\n"
+    "       multipass_cli.py delete AGENT INSTANCE\n"
+    "create reads the cloud-config on stdin and prints the endpoint JSON."
+)
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        if len(argv) >= 8 and argv[0] == "create" and argv[6] == "--":
+            endpoint = create(
+                agent=argv[1], instance=argv[2], host_public_key=argv[3], ssh_port=int(argv[4]),
+                ready_timeout_s=float(argv[5]), launch=list(argv[7:]), cloud_config=sys.stdin.read(),
+            )
+            print(json.dumps(endpoint))
+            return 0
+        if len(argv) == 3 and argv[0] == "delete":
+            delete(argv[1], argv[2])
+            return 0
+    except MultipassError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
