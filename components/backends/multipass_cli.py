@@ -303,8 +303,14 @@ def create(
 def _failed(where: str, what: str, stderr: str, instance: str, runner: Runner) -> MultipassError:
     """Purge the half-made instance; the error says what failed, what to do, and the cleanup."""
     purged = runner(delete_argv(instance))
-    if purged.status == 0 or is_missing_instance(purged.stderr):
+    if purged.status == 0:
         cleanup = "The half-made instance was purged."
+    elif is_missing_instance(purged.stderr):
+        # A launch whose client timer fired may still be preparing the instance in the daemon.
+        cleanup = (
+            f"Multipass had no instance to purge yet: if `multipass list` later shows {instance}, "
+            f"remove it with `multipass delete --purge {instance}`."
+        )
     else:
         cleanup = (
             f"The half-made instance could not be purged ({_tail(purged.stderr, 2)}): if "
