@@ -51,6 +51,8 @@ class Agent(pulumi.ComponentResource):
         super().__init__("agentfleet:index:Agent", name, None, opts)
         spec = args.spec
         child = pulumi.ResourceOptions(parent=self)
+        if spec.egress == "open":
+            pulumi.log.warn(f"egress is open: agent {name} may connect to any host", resource=self)
 
         operator_key = SshKeyPair(f"{name}-operator-key", comment=f"operator@{name}", opts=child)
         host_key = SshKeyPair(f"{name}-host-key", comment=f"{name}@agentfleet-host", opts=child)

@@ -14,12 +14,16 @@ from typing import Any, Optional
 
 import yaml
 
+from components.egress import policy_document
 from components.spec import AgentSpec
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 HOME = "/home/agent"
 WORKSPACE = f"{HOME}/workspace"
 REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
+TRACE2_DIR = "/var/log/agentfleet/git-trace2"
+# Every git process on the machine, whoever runs it, writes its trace2 events here.
+SYSTEM_GITCONFIG = f"[trace2]\n\teventTarget = {TRACE2_DIR}\n"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,21 @@ def _file(path: str, content: str, permissions: str, owner: str = "agent:agent")
     return {"path": path, "content": content, "owner": owner, "permissions": permissions, "defer": True}
 
 
+def _root_file(path: str, content: str, permissions: str) -> dict[str, Any]:
+    return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
+
+
+def _egress_files(agent: AgentSpec) -> list[dict[str, Any]]:
+    """The policy and the per-boot script that applies it (none when egress is open)."""
+    if agent.egress == "open":
+        return []
+    return [
+        _root_file("/etc/agentfleet/egress.conf", policy_document(agent), "0644"),
+        _root_file("/var/lib/cloud/scripts/per-boot/10-agentfleet-egress",
+                   (TEMPLATES / "apply-egress.sh").read_text(), "0700"),
+    ]
+
+
 def _credential_files(agent: AgentSpec, keys: AgentKeys) -> list[dict[str, Any]]:
     files = []
     if keys.remote_private_key:
@@ -73,6 +92,8 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys) -> str:
     }
     document["packages"] = list(dict.fromkeys([*document["packages"], *agent.packages]))
     document["write_files"] = [
+        *_egress_files(agent),
+        _root_file("/etc/gitconfig", SYSTEM_GITCONFIG, "0644"),
         _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys), "0644"),
         _file(f"{HOME}/.ssh/known_hosts", "\n".join(agent.known_hosts) + "\n", "0644"),
         *_credential_files(agent, keys),

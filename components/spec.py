@@ -33,11 +33,14 @@ GITHUB_KNOWN_HOSTS = (
 AGENT_FIELDS = {
     "name", "backend", "identity", "remote", "branch", "credential", "known_hosts",
     "resources", "ssh_port", "bind_address", "image", "retain_workspace", "packages",
+    "egress", "allow",
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
 FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base"}
 RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
 CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")
+EGRESS_MODES = ("restricted", "open")
+HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 
 
 class FleetConfigError(ValueError):
@@ -96,6 +99,8 @@ class AgentSpec:
     image: Optional[str]
     retain_workspace: bool
     packages: tuple[str, ...]
+    egress: str = "restricted"
+    allow: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -333,14 +338,35 @@ def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_sec
     if not isinstance(branch, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", branch) or ".." in branch:
         problems.add(name, "branch", f"{branch!r} is not a valid branch name")
 
+    egress = raw.get("egress", "restricted")
+    if egress not in EGRESS_MODES:
+        problems.add(name, "egress", f"{egress!r} is not an egress mode; use restricted (default: only the remote and `allow` entries) or open")
+    allow = _load_allow(raw.get("allow") or [], name, problems)
+
     if len(problems.items) > before or identity is None or credential is None:
         return None
     return AgentSpec(
         name=name, backend=backend, identity=identity, remote=remote, branch=branch,
         credential=credential, known_hosts=tuple(known_hosts_raw), resources=resources,
         ssh_port=port, bind_address=bind_address, image=image, retain_workspace=retain,
-        packages=tuple(packages),
+        packages=tuple(packages), egress=egress, allow=allow,
     )
+
+
+def _load_allow(raw: Any, name: str, problems: _Problems) -> tuple[tuple[str, int], ...]:
+    if not isinstance(raw, list):
+        problems.add(name, "allow", "must be a list of host:port entries, e.g. [pypi.org:443]")
+        return ()
+    allow = []
+    for index, entry in enumerate(raw):
+        match = HOST_PORT.match(str(entry))
+        port = int(match.group("port")) if match else 0
+        if not match or not 1 <= port <= 65535:
+            problems.add(name, f"allow[{index}]", f"{entry!r} is not host:port; write e.g. pypi.org:443 or 10.0.0.5:22")
+            continue
+        allow.append((match.group("host").strip("[]"), port))
+    return tuple(allow)
+
 
 
 def _load_credential(raw: Any, remote: Optional[Remote], name: str, problems: _Problems, read_secret: SecretReader) -> Optional[Credential]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,11 @@ READY_TIMEOUT_S = 180
 # What cloud-init and sshd need, measured: sshd privilege separation and chroot, user creation,
 # file ownership. Everything else is dropped.
 CAPABILITIES = ("CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE", "DAC_OVERRIDE", "FOWNER")
+
+
+def capabilities(agent: AgentSpec) -> tuple[str, ...]:
+    """Root in the container also needs NET_ADMIN to apply a restricted egress policy at boot."""
+    return CAPABILITIES + (("NET_ADMIN",) if agent.egress == "restricted" else ())
 
 
 def network_name(context: MachineContext) -> str:
@@ -61,7 +67,7 @@ def create_options(context: MachineContext, agent: AgentSpec) -> list[str]:
         "--publish", f"{agent.bind_address}:{agent.ssh_port}:22",
         "--mount", f"type=volume,src={volume_name(context, agent.name)},dst={WORKSPACE_MOUNT}",
         "--cap-drop", "ALL",
-        *[arg for cap in CAPABILITIES for arg in ("--cap-add", cap)],
+        *[arg for cap in capabilities(agent) for arg in ("--cap-add", cap)],
         "--security-opt", "no-new-privileges",
         "--memory", f"{agent.resources.memory_mib}m",
         "--cpus", f"{agent.resources.cpus:g}",
@@ -127,3 +133,30 @@ def missing_tools() -> list[str]:
     if shutil.which("ssh-keyscan") is None:
         return ["ssh-keyscan (install openssh-client)"]
     return []
+
+
+def port_conflicts(agents: list[AgentSpec], context: MachineContext) -> list[str]:
+    """Agents whose SSH port is held by something other than their own container on this host."""
+    problems = []
+    for agent in agents:
+        holders = subprocess.run(
+            ["docker", "ps", "-a", "--filter", f"publish={agent.ssh_port}", "--format", "{{.Names}}"],
+            capture_output=True, text=True,
+        ).stdout.split()
+        others = [name for name in holders if name != context.machine_name(agent.name)]
+        if others or (not holders and not _port_free(agent.bind_address, agent.ssh_port)):
+            holder = f"container {others[0]}" if others else "another process"
+            problems.append(
+                f'stack "{context.stack}", agent "{agent.name}": port {agent.ssh_port} is taken on this '
+                f"host by {holder}; set `ssh_port` for this agent to a free port"
+            )
+    return problems
+
+
+def _port_free(address: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, port))
+            return True
+        except OSError:
+            return False

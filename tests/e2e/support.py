@@ -38,13 +38,19 @@ class GitServer:
     network: str
 
     @property
+    def address(self) -> str:
+        """Its IP on the test network: agents reach it there, and the host can check it resolves."""
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        return docker("inspect", "-f", template, self.name)
+
+    @property
     def url(self) -> str:
-        return f"ssh://git@{self.name}/srv/git/app.git"
+        return f"ssh://git@{self.address}/srv/git/app.git"
 
     @property
     def known_hosts_line(self) -> str:
         key = docker("exec", self.name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()
-        return f"{self.name} {key[0]} {key[1]}"
+        return f"{self.address} {key[0]} {key[1]}"
 
     def authorize(self, public_key: str) -> None:
         docker("exec", "-i", self.name, "sh", "-c", "cat >> /home/git/.ssh/authorized_keys",
