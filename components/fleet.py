@@ -30,15 +30,15 @@ class Fleet(pulumi.ComponentResource):
         super().__init__("agentfleet:index:Fleet", name, None, opts)
         spec = args.spec
         context = MachineContext(spec.stack, spec.attach_networks)
-        agent_opts = pulumi.ResourceOptions(parent=self)
-        if "docker" in spec.backends():
+        # Docker agents join the stack's network, so they wait for it; VM agents do not.
+        depends_on = {backend: [] for backend in spec.backends()}
+        if "docker" in depends_on:
             create, delete = docker.network_commands(context)
-            network = LocalCommand(f"{name}-network", create=create, delete=delete,
-                                   opts=pulumi.ResourceOptions(parent=self))
-            agent_opts = pulumi.ResourceOptions(parent=self, depends_on=[network])
-
+            depends_on["docker"] = [LocalCommand(f"{name}-network", create=create, delete=delete,
+                                                 opts=pulumi.ResourceOptions(parent=self))]
         agents = {
-            agent.name: Agent(agent.name, AgentArgs(agent, context), agent_opts)
+            agent.name: Agent(agent.name, AgentArgs(agent, context),
+                              pulumi.ResourceOptions(parent=self, depends_on=depends_on[agent.backend]))
             for agent in spec.agents
         }
         self.agents = pulumi.Output.all(**{n: a.endpoint for n, a in agents.items()})

@@ -64,3 +64,23 @@ def test_agent_without_remote_has_no_credential_files():
     document = yaml.safe_load(render_cloud_config(spec(), keys()))
     assert REMOTE_KEY_PATH not in files(document)
     assert "/home/agent/.git-credentials" not in files(document)
+
+
+def test_restricted_egress_ships_the_policy_and_the_per_boot_script():
+    agent = spec(remote="ssh://git@gitserver:2222/app.git", known_hosts=[KNOWN], allow=["pypi.org:443"])
+    written = files(yaml.safe_load(render_cloud_config(agent, keys())))
+    assert written["/etc/agentfleet/egress.conf"]["content"] == "gitserver 2222\npypi.org 443\n"
+    script = written["/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"]
+    assert script["owner"] == "root:root" and script["permissions"] == "0700"
+    assert "defer" not in script  # root's file, written before the agent user exists
+
+
+def test_open_egress_ships_no_policy():
+    written = files(yaml.safe_load(render_cloud_config(spec(egress="open"), keys())))
+    assert "/etc/agentfleet/egress.conf" not in written
+    assert not any(path.startswith("/var/lib/cloud/scripts/per-boot/") for path in written)
+
+
+def test_every_git_process_traces_to_the_audit_directory():
+    written = files(yaml.safe_load(render_cloud_config(spec(), keys())))
+    assert "eventTarget = /var/log/agentfleet/git-trace2" in written["/etc/gitconfig"]["content"]

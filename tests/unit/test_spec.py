@@ -63,6 +63,9 @@ def test_defaults_apply_and_agents_override_them():
         ({"agents": [agent(remote="ssh://git@git.example.com:2222/app.git")]}, 'field "known_hosts": no host key for the remote\'s host [git.example.com]:2222'),
         ({"agents": [agent(name="Agent_1")]}, 'field "agents[0].name": \'Agent_1\' is not a valid agent name'),
         ({"agents": [agent()], "defualts": {}}, 'stack "test", field "defualts": unknown field; did you mean "defaults"?'),
+        ({"agents": [agent(allow=["pypi.org"])]}, 'field "allow[0]": \'pypi.org\' is not host:port'),
+        ({"agents": [agent(allow=["pypi.org:99999"])]}, 'field "allow[0]": \'pypi.org:99999\' is not host:port'),
+        ({"agents": [agent(egress="closed")]}, 'field "egress": \'closed\' is not an egress mode'),
     ],
 )
 def test_each_invalid_field_is_named_with_what_would_be_valid(raw, expected):
@@ -118,3 +121,9 @@ def test_remote_forms(url, scheme, host, port):
 @pytest.mark.parametrize(("text", "mib"), [("512m", 512), ("2g", 2048), ("1GiB", 1024), (256, 256), ("0m", None), ("x", None)])
 def test_memory_sizes(text, mib):
     assert parse_memory_mib(text) == mib
+
+
+def test_egress_defaults_to_restricted_and_allow_entries_parse():
+    (spec,) = load({"agents": [agent(allow=["pypi.org:443", "[::1]:8080"])]}).agents
+    assert spec.egress == "restricted"
+    assert spec.allow == (("pypi.org", 443), ("::1", 8080))

@@ -1,0 +1,61 @@
+"""Bad input and an unready machine are refused by the real engine before anything exists:
+`pulumi preview` and `pulumi up` fail with a message naming stack, agent and field."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from pulumi import automation as auto
+
+from tests.e2e.support import FleetStack, docker_objects
+
+IDENTITY = {"name": "A", "email": "a@example.com"}
+
+
+def refused(stack: FleetStack, fleet: dict) -> str:
+    """Both preview and up fail; returns up's message after checking nothing was created."""
+    stack.set_fleet(fleet)
+    with pytest.raises(auto.CommandError):
+        stack.stack.preview(on_output=lambda _: None)
+    with pytest.raises(auto.CommandError) as failed:
+        stack.stack.up(on_output=lambda _: None)
+    resources = stack.stack.export_stack().deployment.get("resources") or []
+    assert [r["type"] for r in resources if r["type"] != "pulumi:pulumi:Stack"] == []
+    for kind in ("container", "volume", "network"):
+        assert docker_objects(kind, f"agentfleet.stack={stack.name}") == []
+    return str(failed.value)
+
+
+@pytest.fixture
+def stack(make_stack) -> FleetStack:
+    return make_stack("refused")
+
+
+def test_invalid_config_names_stack_agent_and_field(stack):
+    message = refused(stack, {"agents": [
+        {"name": "agent-1", "identity": {"name": "A", "email": "nope"}, "backend": "dokcer"},
+        {"name": "agent-1", "identity": IDENTITY},
+    ]})
+    assert f'stack "{stack.name}", agent "agent-1", field "identity.email"' in message
+    assert "unknown backend 'dokcer'; use one of docker, lima, multipass" in message
+    assert 'field "name": duplicate agent name' in message
+
+
+def test_empty_fleet_is_refused(stack):
+    assert "the fleet is empty" in refused(stack, {"agents": []})
+
+
+def test_a_host_port_already_taken_is_refused(stack):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        message = refused(stack, {"agents": [{"name": "agent-1", "identity": IDENTITY, "ssh_port": port}]})
+    assert f'agent "agent-1": port {port} is taken on this host by another process' in message
+
+
+def test_an_unresolvable_remote_is_refused_under_a_restricted_policy(stack):
+    message = refused(stack, {"agents": [{"name": "agent-1", "identity": IDENTITY,
+                                          "remote": "https://no-such-host.invalid/app.git"}]})
+    assert 'agent "agent-1": host no-such-host.invalid (remote or allow) cannot be resolved' in message
