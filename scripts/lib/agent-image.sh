@@ -77,7 +77,7 @@ ensure_agent_image() {
     # Full output to the log; the build steps to stderr as progress (legacy builder
     # "Step n/m :", BuildKit "#n [i/m]"). Safe under the caller's set -e / pipefail.
     rm -f "$log.status"
-    { docker build --build-arg "BASE=$base" -t "$tag" "$root/images" 2>&1 || echo "$?" >"$log.status"; } |
+    { docker build --force-rm --build-arg "BASE=$base" -t "$tag" "$root/images" 2>&1 || echo "$?" >"$log.status"; } |
         tee "$log" |
         grep --line-buffered -E '^(Step [0-9]+/[0-9]+ :|#[0-9]+ \[[^]]*[0-9]+/[0-9]+\])' |
         sed -u -E 's/^(.{0,100}).*/    \1/' >&2 || true
