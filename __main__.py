@@ -1,4 +1,8 @@
-"""Read the stack's fleet config, check it and this machine, declare the Fleet, export endpoints."""
+"""Read the stack's fleet config, check it and this machine, declare the Fleet, export endpoints.
+
+An invalid config fails preview and up alike; what this machine lacks (tools, free ports, name
+resolution) fails `up` before anything is created and is a warning in preview.
+"""
 
 import pulumi
 
@@ -17,7 +21,11 @@ try:
 except FleetConfigError as error:
     raise pulumi.RunError(str(error)) from None
 problems = preflight_problems(spec)
-if problems:
+if problems and pulumi.runtime.is_dry_run():
+    # A preview still shows the plan (e.g. for a fleet meant for another machine), with what `up` would refuse.
+    for problem in problems:
+        pulumi.log.warn(f"`pulumi up` will refuse this: {problem}")
+elif problems:
     raise pulumi.RunError("this machine cannot run the fleet yet:\n" + "\n".join(f"  - {p}" for p in problems))
 
 fleet = Fleet("fleet", FleetArgs(spec))

@@ -90,7 +90,10 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys) -> str:
         "ed25519_private": keys.host_private_key.rstrip("\n") + "\n",
         "ed25519_public": keys.host_public_key,
     }
-    document["packages"] = list(dict.fromkeys([*document["packages"], *agent.packages]))
+    if agent.packages:
+        document["packages"] = list(agent.packages)
+    else:
+        del document["packages"]  # no package module run, so no `apt-get update`
     document["write_files"] = [
         *_egress_files(agent),
         _root_file("/etc/gitconfig", SYSTEM_GITCONFIG, "0644"),

@@ -33,7 +33,8 @@ def test_document_is_cloud_config_with_agent_user_and_pinned_host_key():
     assert user["name"] == "agent" and user["ssh_authorized_keys"] == [material.operator_public_key]
     assert document["ssh_keys"]["ed25519_private"].strip() == material.host_private_key.strip()
     assert document["ssh_pwauth"] is False and document["disable_root"] is True
-    assert "git" in document["packages"]
+    assert "packages" not in document  # no extra packages: no apt-get update at boot
+    assert "command -v git" in document["bootcmd"][0][2]  # git where the image lacks it
 
 
 def test_git_identity_and_remote_settings_are_in_the_agents_gitconfig():
@@ -47,7 +48,7 @@ def test_git_identity_and_remote_settings_are_in_the_agents_gitconfig():
     assert f"sshCommand = ssh -i {REMOTE_KEY_PATH}" in gitconfig["content"]
     assert files(document)[REMOTE_KEY_PATH]["permissions"] == "0600"
     assert files(document)["/home/agent/.ssh/known_hosts"]["content"].strip() == KNOWN
-    assert document["packages"] == ["git", "jq"]
+    assert document["packages"] == ["jq"]
 
 
 def test_https_token_goes_to_a_private_credential_store_only():
