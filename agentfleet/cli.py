@@ -197,9 +197,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[st
     if args.command and args.subcommand != "exec":
         raise UsageError(f"`agentfleet {args.subcommand}` takes no command after --")
     source = resolve_source(args.stack, args.outputs, args.cwd, environ)
-    fleet = Fleet.from_outputs(
-        source.read(), source.name, described=source.describe(), connect_timeout=args.connect_timeout
-    )
+    fleet = Fleet.from_source(source, environ, connect_timeout=args.connect_timeout)
     start = Path(args.cwd).absolute() if args.cwd else Path.cwd()
     command: Command = args.run
     with fleet:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import paramiko
 
+from agentfleet.audit import AuditLog
 from agentfleet.endpoint import AgentEndpoint
 from agentfleet.errors import (
     AgentfleetError,
@@ -50,11 +51,17 @@ def describe_key(key: paramiko.PKey) -> str:
 
 
 class Connection:
-    """The orchestrator's SSH session with one agent; `close()` is safe to call twice."""
+    """The orchestrator's SSH session with one agent; `close()` is safe to call twice.
 
-    def __init__(self, endpoint: AgentEndpoint, connect_timeout: float = 10.0) -> None:
+    With an audit log, every command run is recorded there.
+    """
+
+    def __init__(
+        self, endpoint: AgentEndpoint, connect_timeout: float = 10.0, audit: AuditLog | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
+        self.audit = audit
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
@@ -93,6 +100,11 @@ class Connection:
         the login directory when the outputs name no workspace).
         """
         line = command_line(command, cwd or self.endpoint.workspace)
+        if self.audit is None:
+            return self._execute(line, timeout, stream)
+        return self.audit.run(self.name, line, lambda: self._execute(line, timeout, stream))
+
+    def _execute(self, line: str, timeout: float | None, stream: Stream | None) -> Result:
         channel = self._session()
         output = _Output(stream)
         deadline = None if timeout is None else time.monotonic() + timeout

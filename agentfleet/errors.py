@@ -7,6 +7,7 @@ only line a user sees.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class AgentfleetError(Exception):
@@ -94,3 +95,11 @@ class CommandTimeout(AgentfleetError):
         self.output_tail = output_tail
         tail = f"; last output: {output_tail}" if output_tail else ""
         super().__init__(f"{agent}: `{command}` timed out after {timeout:g} s{tail}")
+
+
+class AuditLogError(AgentfleetError):
+    """The operator's audit log cannot be opened, appended to or read."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        self.path = path
+        super().__init__(message)

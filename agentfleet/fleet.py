@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from agentfleet.audit import AuditLog, audit_log_for
 from agentfleet.connection import Connection
 from agentfleet.endpoint import AgentEndpoint
 from agentfleet.errors import AgentfleetError, UnknownAgent
 from agentfleet.outputs import parse_outputs
 from agentfleet.parallel import for_each
 from agentfleet.result import Result
-from agentfleet.source import resolve_source
+from agentfleet.source import Source, resolve_source
 
 FleetStream = Callable[[str, str, str], None]
 """Receives (agent name, "stdout" | "stderr", text) as each agent prints it."""
@@ -25,11 +26,13 @@ class Fleet:
     """The agents of one stack (immutable) plus a cache of their open connections.
 
     Use it as a context manager, or call close(): connections open lazily on first use.
+    With an audit log, every command run in an agent is recorded there.
     """
 
     name: str
     agents: Mapping[str, AgentEndpoint]
     connect_timeout: float = 10.0
+    audit: AuditLog | None = None
     _connections: dict[str, Connection] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -43,9 +46,20 @@ class Fleet:
         connect_timeout: float = 10.0,
     ) -> Fleet:
         """Read a stack's outputs (or an outputs JSON file); see `resolve_source` for defaults."""
-        source = resolve_source(stack, outputs, project_dir)
+        return cls.from_source(resolve_source(stack, outputs, project_dir), connect_timeout=connect_timeout)
+
+    @classmethod
+    def from_source(
+        cls, source: Source, environ: Mapping[str, str] | None = None, *, connect_timeout: float = 10.0
+    ) -> Fleet:
+        """The source's fleet, its commands recorded in the log `audit_log_for` picks."""
+        audit = audit_log_for(source, os.environ if environ is None else environ)
         return cls.from_outputs(
-            source.read(), source.name, described=source.describe(), connect_timeout=connect_timeout
+            source.read(),
+            source.name,
+            described=source.describe(),
+            connect_timeout=connect_timeout,
+            audit=audit,
         )
 
     @classmethod
@@ -56,10 +70,11 @@ class Fleet:
         *,
         described: str | None = None,
         connect_timeout: float = 10.0,
+        audit: AuditLog | None = None,
     ) -> Fleet:
         """Build a fleet from decoded `pulumi stack output --json --show-secrets`."""
         agents = parse_outputs(raw, described or name)
-        return cls(name, MappingProxyType(agents), connect_timeout)
+        return cls(name, MappingProxyType(agents), connect_timeout, audit)
 
     def __enter__(self) -> Fleet:
         return self
@@ -82,7 +97,7 @@ class Fleet:
         endpoint = self.endpoint(name)
         with self._lock:
             if name not in self._connections:
-                self._connections[name] = Connection(endpoint, self.connect_timeout)
+                self._connections[name] = Connection(endpoint, self.connect_timeout, self.audit)
             return self._connections[name]
 
     def run_all(
