@@ -11,8 +11,13 @@ Every backend module offers the same two functions, so the Agent component treat
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TypedDict
+
+import pulumi
+
+from components.command import LocalCommand
 
 
 class Endpoint(TypedDict):
@@ -34,3 +39,25 @@ class MachineContext:
     def labels(self, agent: str | None = None) -> list[str]:
         labels = ["--label", f"agentfleet.stack={self.stack}"]
         return labels + (["--label", f"agentfleet.agent={agent}"] if agent else [])
+
+
+def machine(
+    resource_name: str,
+    commands: pulumi.Output[tuple[list[str], list[str]]],
+    user_data: pulumi.Output[str],
+    opts: pulumi.ResourceOptions,
+) -> pulumi.Output[Endpoint]:
+    """The one LocalCommand that makes an agent's machine from its (create, delete) argv, with
+    the cloud-config on stdin; its create command's last line is the endpoint JSON."""
+    made = LocalCommand(
+        resource_name,
+        create=commands.apply(lambda pair: pair[0]),
+        delete=commands.apply(lambda pair: pair[1]),
+        stdin=user_data,
+        opts=opts,
+    )
+    return made.stdout.apply(parse_endpoint)
+
+
+def parse_endpoint(stdout: str) -> Endpoint:
+    return json.loads(stdout.strip().splitlines()[-1])

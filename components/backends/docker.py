@@ -8,7 +8,6 @@ cloud-init need; the workspace is a named volume that outlives the container.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pulumi
 
-from components.backends import Endpoint, MachineContext
+from components.backends import Endpoint, MachineContext, machine
 from components.command import LocalCommand
 from components.image import agent_image_tag
 from components.spec import AgentSpec
@@ -107,22 +106,12 @@ def provision(
             opts, pulumi.ResourceOptions(retain_on_delete=agent.retain_workspace)
         ),
     )
-    create_and_delete = host_public_key.apply(
-        lambda key: container_commands(context, agent, key)
-    )
-    container = LocalCommand(
+    return machine(
         f"{agent.name}-container",
-        create=create_and_delete.apply(lambda commands: commands[0]),
-        delete=create_and_delete.apply(lambda commands: commands[1]),
-        stdin=user_data,
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])),
+        host_public_key.apply(lambda key: container_commands(context, agent, key)),
+        user_data,
+        pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])),
     )
-    return container.stdout.apply(parse_endpoint)
-
-
-def parse_endpoint(stdout: str) -> Endpoint:
-    """The create script's last line is the endpoint JSON."""
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def missing_tools() -> list[str]:

@@ -15,14 +15,13 @@ cannot be installed on the machines this is built on.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pulumi
 
-from components.backends import Endpoint, MachineContext
+from components.backends import Endpoint, MachineContext, machine
 from components.backends.multipass_cli import (  # noqa: F401  (the contract, re-exported)
     GUEST_SSH_PORT,
     LAUNCH_TIMEOUT_S,
@@ -34,7 +33,6 @@ from components.backends.multipass_cli import (  # noqa: F401  (the contract, re
     launch_argv,
     parse_info,
 )
-from components.command import LocalCommand
 from components.spec import AgentSpec
 
 PROGRAM = Path(__file__).resolve().parent / "multipass_cli.py"
@@ -78,22 +76,12 @@ def provision(
     problem = instance_name_problem(context.machine_name(agent.name))
     if problem:
         raise pulumi.RunError(f'stack "{context.stack}", agent "{agent.name}": {problem}')
-    create_and_delete = host_public_key.apply(
-        lambda key: machine_commands(context, agent, key)
-    )
-    vm = LocalCommand(
+    return machine(
         f"{agent.name}-vm",
-        create=create_and_delete.apply(lambda commands: commands[0]),
-        delete=create_and_delete.apply(lambda commands: commands[1]),
-        stdin=user_data,
-        opts=opts,
+        host_public_key.apply(lambda key: machine_commands(context, agent, key)),
+        user_data,
+        opts,
     )
-    return vm.stdout.apply(parse_endpoint)
-
-
-def parse_endpoint(stdout: str) -> Endpoint:
-    """The create program's last line is the endpoint JSON."""
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def missing_tools() -> list[str]:

@@ -5,29 +5,8 @@ from __future__ import annotations
 import json
 
 import pulumi
-import pytest
 
-from components.keys import generate_ed25519
-
-
-class FleetMocks(pulumi.runtime.Mocks):
-    """Answers keys and machine creation the way the real providers would; records everything."""
-
-    def __init__(self) -> None:
-        self.resources: dict[str, pulumi.runtime.MockResourceArgs] = {}
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        self.resources[args.name] = args
-        outputs = dict(args.inputs)
-        if args.typ.endswith(":SshKeyPair"):
-            outputs["private_key"], outputs["public_key"] = generate_ed25519(args.inputs["comment"])
-        if args.name.endswith("-container"):
-            port = args.inputs["create"][7]
-            outputs["stdout"] = json.dumps({"host": "127.0.0.1", "port": int(port)})
-        return f"{args.name}-id", outputs
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        return {}
+from tests.unit.fleet_mocks import FleetMocks
 
 
 MOCKS = FleetMocks()

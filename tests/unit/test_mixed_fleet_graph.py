@@ -7,7 +7,6 @@ the real program prints, and the preflight runs against a FAKE `multipass` on PA
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pulumi
@@ -15,34 +14,10 @@ import pytest
 import yaml
 
 from components.backends.registry import preflight_problems
-from components.keys import generate_ed25519
 from components.spec import load_fleet
+from tests.unit.fleet_mocks import VM_ADDRESS, FleetMocks
 
-VM_ADDRESS = "10.108.7.23"
-
-
-class MixedFleetMocks(pulumi.runtime.Mocks):
-    """Answers keys, containers and VMs the way the real providers would; records everything."""
-
-    def __init__(self) -> None:
-        self.resources: dict[str, pulumi.runtime.MockResourceArgs] = {}
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        self.resources[args.name] = args
-        outputs = dict(args.inputs)
-        if args.typ.endswith(":SshKeyPair"):
-            outputs["private_key"], outputs["public_key"] = generate_ed25519(args.inputs["comment"])
-        if args.name.endswith("-container"):
-            outputs["stdout"] = json.dumps({"host": "127.0.0.1", "port": int(args.inputs["create"][7])})
-        if args.name.endswith("-vm"):
-            outputs["stdout"] = f"{json.dumps({'host': VM_ADDRESS, 'port': 22})}\n"
-        return f"{args.name}-id", outputs
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        return {}
-
-
-MOCKS = MixedFleetMocks()
+MOCKS = FleetMocks()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.backends import MachineContext
+from components.backends import MachineContext, parse_endpoint
 from components.backends import multipass
 from components.backends.multipass_cli import (
     MultipassError,
@@ -262,7 +262,7 @@ def test_contract_create_launches_with_the_spec_and_cloud_config_on_stdin_then_w
 
     stdout = run_command("creating agent-3-vm", create, cloud_config)
 
-    assert multipass.parse_endpoint(stdout) == {"host": "127.0.0.1", "port": port}
+    assert parse_endpoint(stdout) == {"host": "127.0.0.1", "port": port}
     assert fake_multipass.commands() == [["launch", "--name"], ["info", INSTANCE]]
     launch, info = fake_multipass.calls()
     assert launch["stdin"] == cloud_config and info["stdin"] == ""

@@ -1,0 +1,33 @@
+"""Pulumi mocks that answer the fleet's resources the way the real providers would."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+
+from components.keys import generate_ed25519
+
+VM_ADDRESS = "10.108.7.23"
+
+
+class FleetMocks(pulumi.runtime.Mocks):
+    """Keys get real key pairs; containers and VMs print the endpoint line their create commands
+    print; every resource is recorded by name for the assertions."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, pulumi.runtime.MockResourceArgs] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources[args.name] = args
+        outputs = dict(args.inputs)
+        if args.typ.endswith(":SshKeyPair"):
+            outputs["private_key"], outputs["public_key"] = generate_ed25519(args.inputs["comment"])
+        if args.name.endswith("-container"):
+            outputs["stdout"] = json.dumps({"host": "127.0.0.1", "port": int(args.inputs["create"][7])})
+        if args.name.endswith("-vm"):
+            outputs["stdout"] = f"{json.dumps({'host': VM_ADDRESS, 'port': 22})}\n"
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
