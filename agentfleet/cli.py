@@ -11,11 +11,13 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import TextIO
 
-from agentfleet.commands import Context, cmd_doctor, cmd_exec, cmd_ls, cmd_ssh_config
+from agentfleet.audit import LOG_ENV
+from agentfleet.commands import Context, cmd_audit, cmd_doctor, cmd_exec, cmd_ls, cmd_ssh_config
 from agentfleet.errors import (
     AgentfleetError,
     AuthenticationFailed,
@@ -29,6 +31,7 @@ from agentfleet.errors import (
 )
 from agentfleet.fleet import Fleet
 from agentfleet.source import OUTPUTS_ENV, STACK_ENV, resolve_source
+from agentfleet.timeline import parse_since
 
 
 class ExitStatus(IntEnum):
@@ -97,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     _source_options(parser, None)
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
-    def add(name: str, command: Command, help: str, usage: str | None = None) -> argparse.ArgumentParser:
-        child = sub.add_parser(name, help=help, description=help, usage=usage)
+    def add(
+        name: str, command: Command, help: str, usage: str | None = None, epilog: str | None = None
+    ) -> argparse.ArgumentParser:
+        child = sub.add_parser(name, help=help, description=help, usage=usage, epilog=epilog)
         _source_options(child, argparse.SUPPRESS)
         child.set_defaults(run=command, connect_timeout=CONNECT_TIMEOUT)
         return child
@@ -141,6 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = add("doctor", cmd_doctor, "check each agent: reachable, cloud-init, git identity, remote")
     doctor.add_argument("name", nargs="?", metavar="NAME")
     doctor.add_argument("--parallel", type=_positive, default=4, metavar="N")
+
+    audit = add(
+        "audit",
+        cmd_audit,
+        "show the commands run in the agents: the operator's log and git's own trace, merged by time",
+        epilog=f"the operator's log: ${LOG_ENV}, else .agentfleet/<stack>/audit.jsonl in the project",
+    )
+    audit.add_argument("name", nargs="?", metavar="NAME", help="only this agent")
+    audit.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only from WHEN on: an ISO time (local unless it has an offset) or an age: 10m, 2h, 1d",
+    )
+    audit.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    audit.add_argument("--parallel", type=_positive, default=8, metavar="N")
     return parser
 
 
@@ -156,6 +177,13 @@ def _seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+def _since(text: str) -> datetime:
+    try:
+        return parse_since(text, datetime.now(UTC))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:

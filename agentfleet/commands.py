@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from agentfleet.audit import LOG_ENV, AuditRecord
 from agentfleet.doctor import diagnose
 from agentfleet.errors import AgentfleetError, UsageError
 from agentfleet.fleet import Fleet
@@ -16,6 +17,8 @@ from agentfleet.render import (
     PrefixedLines,
     ls_record,
     outcome_line,
+    render_audit_json,
+    render_audit_table,
     render_diagnosis,
     render_ls_json,
     render_ls_table,
@@ -23,6 +26,8 @@ from agentfleet.render import (
 )
 from agentfleet.source import Source
 from agentfleet.sshconfig import SshFiles, write_ssh_files
+from agentfleet.timeline import timeline
+from agentfleet.trace2 import AgentTrace, read_trace
 
 
 @dataclass(frozen=True)
@@ -123,3 +128,32 @@ def cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
     else:
         ctx.out.write(f"all {len(names)} agents healthy\n")
     return 1 if failed else 0
+
+
+def cmd_audit(args: argparse.Namespace, ctx: Context) -> int:
+    """The operator's log and each agent's git trace, merged by time; fails if any part is missing."""
+    fleet = ctx.fleet
+    names = [fleet.endpoint(args.name).name] if args.name else list(fleet.names)
+    outcomes = for_each(names, lambda name: read_trace(fleet.agent(name)), args.parallel)
+    traces = [outcome for outcome in outcomes.values() if isinstance(outcome, AgentTrace)]
+    problems = [
+        outcome_line(name, outcome)
+        for name, outcome in outcomes.items()
+        if not isinstance(outcome, AgentTrace)
+    ]
+    problems += [f"{trace.agent}: {trace.problem}" for trace in traces if trace.problem]
+    records: list[AuditRecord] = []
+    if fleet.audit is None:
+        ctx.err.write(
+            f"no operator log for {ctx.source.describe()}: only a stack's commands are logged, "
+            f"unless {LOG_ENV} names a log\n"
+        )
+    else:
+        records, bad = fleet.audit.records()  # read after the traces: those reads are on record too
+        if bad:
+            problems.append(f"{fleet.audit.path}: {bad} lines are not audit records, skipped")
+    entries = timeline(records, traces, fleet.name, names, args.since)
+    ctx.out.write(render_audit_json(entries) if args.json else render_audit_table(entries))
+    for problem in problems:
+        ctx.err.write(f"{problem}\n")
+    return 1 if problems else 0

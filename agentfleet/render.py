@@ -11,6 +11,7 @@ from agentfleet.doctor import Diagnosis, Verdict
 from agentfleet.endpoint import AgentEndpoint
 from agentfleet.errors import AgentfleetError
 from agentfleet.result import Result
+from agentfleet.timeline import Entry
 
 
 def ls_record(agent: AgentEndpoint, error: AgentfleetError | None) -> dict[str, object]:
@@ -107,3 +108,24 @@ def render_diagnosis(diagnosis: Diagnosis) -> str:
         if check.verdict is Verdict.FAIL and check.hint:
             lines.append(f"  {'':<4}  {'':<{width}}  hint: {check.hint}")
     return "\n".join(lines) + "\n"
+
+
+def render_audit_table(entries: Sequence[Entry]) -> str:
+    """One line per command; a git process started by another git process is indented under it."""
+    rows = [
+        [
+            entry.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            entry.agent,
+            entry.source,
+            "-" if entry.exit_status is None else str(entry.exit_status),
+            "-" if entry.duration_s is None else f"{entry.duration_s:.2f}",
+            "  " * entry.depth + entry.command + (f"  ({entry.error})" if entry.error else ""),
+        ]
+        for entry in entries
+    ]
+    return render_table(["TIME (UTC)", "AGENT", "SOURCE", "EXIT", "SECONDS", "COMMAND"], rows)
+
+
+def render_audit_json(entries: Sequence[Entry]) -> str:
+    """JSON lines, one entry each, for tools that read the trail."""
+    return "".join(json.dumps(entry.to_json(), ensure_ascii=False) + "\n" for entry in entries)
