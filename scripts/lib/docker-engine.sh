@@ -32,7 +32,7 @@ ensure_docker_engine() {
     fi
 
     if [[ $(id -u) -ne 0 ]]; then
-        if [[ $err == *"permission denied"* ]]; then
+        if [[ $err == *"permission denied while trying to connect"* ]]; then
             printf 'error: the Docker daemon runs but %s may not use it: add yourself to the docker group (sudo usermod -aG docker %s, then log in again) or run this as root\n' \
                 "$(id -un)" "$(id -un)" >&2
         else

@@ -25,6 +25,8 @@ ensure_pulumi_toolchain() {
     else
         rm -rf "$dir" "$dir.partial"
         mkdir -p "$dir.partial/bin"
+        # A failed install leaves nothing behind that a later run could take for complete.
+        trap "rm -rf '$dir.partial'" EXIT
         if curl -fsS --max-time 5 https://get.pulumi.com/ >/dev/null 2>&1; then
             install_official_pulumi "$dir.partial"
         else
@@ -32,6 +34,7 @@ ensure_pulumi_toolchain() {
         fi
         touch "$dir.partial/.complete"
         mv "$dir.partial" "$dir"
+        trap - EXIT
     fi
     ln -sfn "$id" "$root/current"
 }
