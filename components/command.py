@@ -42,9 +42,7 @@ class LocalCommandProvider(ResourceProvider):
         return CreateResult(id_=props["resource_name"], outs={**props, "stdout": stdout})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [key for key in REPLACING_INPUTS if olds.get(key) != news.get(key)]
-        if olds.get("delete") != news.get("delete"):
-            changed.append("delete")
+        changed = [key for key in (*REPLACING_INPUTS, "delete") if olds.get(key) != news.get(key)]
         return DiffResult(
             changes=bool(changed),
             replaces=[key for key in changed if key in REPLACING_INPUTS],

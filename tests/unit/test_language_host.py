@@ -1,0 +1,46 @@
+"""The stand-in Python language host hands the program what the upstream host would."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from pulumi.runtime.proto import language_pb2
+
+HOST_FILE = Path(__file__).resolve().parents[2] / "scripts" / "toolchain" / "pulumi_language_python.py"
+spec = importlib.util.spec_from_file_location("pulumi_language_python", HOST_FILE)
+host = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(host)
+
+
+def request(**fields) -> language_pb2.RunRequest:
+    message = language_pb2.RunRequest(
+        project="agentfleet", stack="dev", pwd="/work/project", monitor_address="127.0.0.1:4000",
+        dryRun=True, parallel=8, organization="organization", args=["extra"], **fields,
+    )
+    message.info.root_directory = "/work/project"
+    message.info.entry_point = "."
+    message.config["agentfleet:fleet"] = '{"agents": []}'
+    message.configSecretKeys.append("agentfleet:key1")
+    return message
+
+
+def test_launcher_gets_the_upstream_flags_then_the_program_and_its_args():
+    argv = host.launcher_argv(request(), "127.0.0.1:5000")
+    assert argv[2].endswith("pulumi-language-python-exec")
+    flags = dict(zip(argv[3:-2:2], argv[4:-2:2]))
+    assert flags == {
+        "--monitor": "127.0.0.1:4000", "--engine": "127.0.0.1:5000", "--project": "agentfleet",
+        "--root_directory": "/work/project", "--stack": "dev", "--pwd": "/work/project",
+        "--dry_run": "true", "--parallel": "8", "--organization": "organization",
+    }
+    assert argv[-2:] == [".", "extra"]
+
+
+def test_config_travels_in_the_environment_not_in_argv():
+    message = request()
+    env = host.launcher_env(message)
+    assert json.loads(env["PULUMI_CONFIG"]) == {"agentfleet:fleet": '{"agents": []}'}
+    assert json.loads(env["PULUMI_CONFIG_SECRET_KEYS"]) == ["agentfleet:key1"]
+    assert not any("agents" in arg for arg in host.launcher_argv(message, "e"))
