@@ -104,14 +104,12 @@ def test_git_traces_read_over_ssh_merge_with_the_log(local_sshd, log_path, tmp_p
     after = datetime.now(UTC)
     assert trace.problem is None
     entries = timeline(log.records()[0], [trace], "local", ["agent-1"])
-    commit = [entry for entry in entries if entry.source == GIT and entry.depth == 0]
-    assert [(entry.command, entry.exit_status) for entry in commit] == [
-        ("git status --short --branch", 0)
-    ]
-    assert before <= commit[0].time <= after
+    traced = [entry for entry in entries if entry.source == GIT and entry.depth == 0]
+    assert [(entry.command, entry.exit_status) for entry in traced] == [("git status --short --branch", 0)]
+    assert before <= traced[0].time <= after
     operator = [entry for entry in entries if entry.source == OPERATOR]
     assert operator[0].command.endswith(f"GIT_TRACE2_EVENT={traces} git status --short --branch")
-    assert operator[0].time <= commit[0].time  # the client started it; git ran inside it
+    assert operator[0].time <= traced[0].time  # the client started it; git ran inside it
     assert entries == sorted(entries, key=lambda entry: entry.time)
 
 
