@@ -43,6 +43,7 @@ class ExitStatus(IntEnum):
     OUTPUTS = 3  # no project or stack, pulumi failed, outputs break the contract
     TIMEOUT = 124  # a command outlived --timeout (as timeout(1))
     INTERRUPTED = 130  # Ctrl-C
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: the output's reader went away
     CONNECTION = 255  # unreachable, host key changed, key refused (as ssh(1))
 
 
@@ -219,6 +220,11 @@ def main(
     except KeyboardInterrupt:
         err.write("agentfleet: interrupted\n")
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`agentfleet exec --all -- … | head`): stop quietly, as Unix tools do.
+        if out is sys.stdout:  # so the interpreter's final flush does not raise again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitStatus.BROKEN_PIPE
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[str, str]) -> int:

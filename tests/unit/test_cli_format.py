@@ -250,3 +250,22 @@ def test_outputs_from_the_environment(outputs_path, tmp_path):
 def test_argparse_errors_go_to_the_injected_stream():
     status, out, err = run_cli("frobnicate")
     assert status == ExitStatus.USAGE and out == "" and "invalid choice: 'frobnicate'" in err
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError
+
+
+def test_a_reader_that_goes_away_ends_the_cli_quietly(tmp_path):
+    """`agentfleet ls | head -0`: no traceback, the exit status of a process killed by SIGPIPE."""
+    from components.keys import generate_ed25519
+
+    recorded = json.loads((Path(__file__).parent / "fixtures" / "outputs" / "try-without-secrets.json").read_text())
+    recorded["agent_private_keys"] = {name: generate_ed25519(name)[0] for name in recorded["agents"]}
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps(recorded))
+    err = io.StringIO()
+    status = main(["--outputs", str(outputs), "ls", "--json"], stdout=_ClosedPipe(), stderr=err, environ={})
+    assert status == ExitStatus.BROKEN_PIPE
+    assert err.getvalue() == ""
