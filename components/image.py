@@ -19,14 +19,23 @@ IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 REPOSITORY = "agentfleet/agent"
 
 
+def ignored_prefixes(images_dir: Path) -> tuple[str, ...]:
+    """Directory prefixes in images/.dockerignore: outside the build context, outside the tag."""
+    ignore = images_dir / ".dockerignore"
+    lines = ignore.read_text().splitlines() if ignore.exists() else []
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
 def agent_image_tag(images_dir: Path = IMAGES_DIR) -> str:
     """`agentfleet/agent:<12 hex>`: sha256 over the sorted relative paths and contents of every
-    file under `images_dir` (each length-prefixed, so no two file sets hash alike)."""
+    file of the build context under `images_dir` (each length-prefixed, so no two file sets
+    hash alike)."""
     images_dir = Path(images_dir)
+    ignored = ignored_prefixes(images_dir)
     files = sorted(
         (path.relative_to(images_dir).as_posix(), path)
         for path in images_dir.rglob("*")
-        if path.is_file()
+        if path.is_file() and not path.relative_to(images_dir).as_posix().startswith(ignored)
     )
     if not files:
         raise FileNotFoundError(f"no image recipe under {images_dir}")
