@@ -7,6 +7,8 @@ The forbidden server is a container on the same test network at another address,
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from agentfleet import Fleet
@@ -83,6 +85,29 @@ def test_agent_user_cannot_lift_the_restriction(fleet, forbidden_address):
     assert not direct.ok
     assert run(client, "locked", "grep -E '^(CapEff|CapBnd)' /proc/self/status").stdout.split() == [
         "CapEff:", "0000000000000000", "CapBnd:", run(client, "locked", "grep CapBnd /proc/1/status").stdout.split()[1]]
+
+
+def test_the_policy_comes_back_after_a_container_restart(fleet, forbidden_address):
+    stack, client = fleet
+    client.close()
+    docker("restart", f"agentfleet-{stack.name}-locked")
+    with Fleet.from_outputs(stack.outputs(), stack.name) as fresh:
+        assert wait_until_ok(fresh, "locked", "git ls-remote -q origin")  # same endpoint, same pinned key
+        assert not run(fresh, "locked", tcp_connect(forbidden_address, 8080)).ok
+
+
+def wait_until_ok(client: Fleet, agent: str, command: str, attempts: int = 60) -> bool:
+    """sshd comes back a moment after the restart (cloud-init's per-boot stages run first)."""
+    from agentfleet import Unreachable
+
+    for _ in range(attempts):
+        try:
+            if run(client, agent, command).ok:
+                return True
+        except Unreachable:
+            client.agent(agent).close()
+        time.sleep(0.5)
+    return False
 
 
 def test_preview_says_which_agent_has_open_egress(fleet):
