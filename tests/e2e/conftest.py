@@ -7,7 +7,6 @@ touch the clone. Fixtures clean up what they made, also when a test fails.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -16,10 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from components.image import agent_image_tag
-from tests.e2e.support import GIT_SERVER_SCRIPT, REMOVE, FleetStack, GitServer, docker, docker_objects
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "cloud-init", "images")
+from tests.e2e.support import REMOVE, FleetStack, GitServer, copy_project, docker, docker_objects, start_git_server
 
 
 @pytest.fixture(scope="session")
@@ -32,36 +28,16 @@ def agent_image() -> str:
 
 @pytest.fixture(scope="session")
 def git_server(agent_image: str) -> Iterator[GitServer]:
-    suffix = uuid.uuid4().hex[:6]
-    server = GitServer(name=f"gitserver-{suffix}", network=f"agentfleet-e2e-git-{suffix}")
-    docker("network", "create", "--label", "agentfleet.test=e2e", server.network)
-    docker("run", "-d", "--name", server.name, "--network", server.network, "--label", "agentfleet.test=e2e",
-           "--entrypoint", "/bin/sh", agent_image, "-c", GIT_SERVER_SCRIPT)
+    server = start_git_server(agent_image)
     try:
-        for _ in range(200):
-            if subprocess.run(["docker", "exec", server.name, "test", "-e", "/run/gitserver-ready"]).returncode == 0:
-                break
-            subprocess.run(["sleep", "0.1"])
-        else:
-            pytest.fail(f"git server did not start: {docker('logs', server.name, check=False)}")
         yield server
     finally:
-        docker("rm", "-f", server.name, check=False)
-        docker("network", "rm", server.network, check=False)
+        server.remove()
 
 
 @pytest.fixture(scope="session")
 def project_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    copy = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, copy / name)
-    (copy / "stacks").mkdir()
-    (copy / "state").mkdir()
-    return copy
+    return copy_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="session")

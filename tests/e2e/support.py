@@ -4,7 +4,10 @@ Automation API. Fixtures that use them are in conftest.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,9 @@ import yaml
 from pulumi import automation as auto
 
 PASSPHRASE = "e2e-passphrase"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What a Pulumi project of agentfleet is made of; copies get their own stacks/ and state/.
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "cloud-init", "images")
 REMOVE = {"container": ["rm", "-f"], "volume": ["volume", "rm", "-f"], "network": ["network", "rm"]}
 
 def docker(*args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -63,6 +69,45 @@ class GitServer:
         refs = self.git("for-each-ref", "--format=%(refname:short) %(authoremail)", "refs/heads")
         return dict(line.split(" ", 1) for line in refs.splitlines())
 
+    def remove(self) -> None:
+        docker("rm", "-f", self.name, check=False)
+        docker("network", "rm", self.network, check=False)
+
+
+def copy_project(copy: Path) -> Path:
+    """A copy of the project in `copy` (created), with empty stacks/ and state/: stacks and
+    state made by tests and benchmarks never touch the clone."""
+    copy.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, copy / name)
+    (copy / "stacks").mkdir()
+    (copy / "state").mkdir()
+    return copy
+
+
+def start_git_server(image: str, label: str = "agentfleet.test=e2e", timeout_s: float = 20.0) -> GitServer:
+    """The git server container on a network of its own; removed again if it does not start."""
+    suffix = uuid.uuid4().hex[:6]
+    server = GitServer(name=f"gitserver-{suffix}", network=f"agentfleet-e2e-git-{suffix}")
+    docker("network", "create", "--label", label, server.network)
+    try:
+        docker("run", "-d", "--name", server.name, "--network", server.network, "--label", label,
+               "--entrypoint", "/bin/sh", image, "-c", GIT_SERVER_SCRIPT)
+        deadline = time.monotonic() + timeout_s
+        ready = ["docker", "exec", server.name, "test", "-e", "/run/gitserver-ready"]
+        while subprocess.run(ready, capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"git server did not start in {timeout_s:g} s: {docker('logs', server.name, check=False)}")
+            time.sleep(0.1)
+    except BaseException:
+        server.remove()
+        raise
+    return server
+
 
 GIT_SERVER_SCRIPT = """set -e
 useradd -m -s /usr/bin/git-shell git
@@ -74,7 +119,9 @@ echo "shared project" > README && git add README
 git -c user.name=Seed -c user.email=seed@example.com commit -q -m "initial commit"
 git push -q origin HEAD:main && cd / && rm -rf /tmp/seed && chown -R git:git /srv/git
 ssh-keygen -A -q && mkdir -p /run/sshd && touch /run/gitserver-ready
-exec /usr/sbin/sshd -D -e
+# Like a hosted git service, it takes a fleet's worth of simultaneous clones (sshd's default
+# MaxStartups drops connections from the 11th unauthenticated one on).
+exec /usr/sbin/sshd -D -e -o MaxStartups=256
 """
 
 
