@@ -13,7 +13,7 @@ import pulumi
 
 from components.backends import MachineContext
 from components.backends.registry import backend_module
-from components.cloudinit import WORKSPACE, AgentKeys, render_cloud_config
+from components.cloudinit import SHARED_OBJECTS, WORKSPACE, AgentKeys, render_cloud_config
 from components.keys import SshKeyPair
 from components.spec import AgentSpec, known_hosts_pattern
 
@@ -63,13 +63,14 @@ class Agent(pulumi.ComponentResource):
         )
         given_secret = pulumi.Output.secret(spec.credential.secret) if spec.credential.secret else None
 
+        reference = SHARED_OBJECTS if spec.name in args.context.shared_objects else None
         user_data = pulumi.Output.all(
             operator_key.public_key,
             host_key.private_key,
             host_key.public_key,
             remote_key.private_key if remote_key else given_secret if spec.credential.kind == "ssh_key" else None,
             given_secret if spec.credential.kind == "https_token" else None,
-        ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys)))
+        ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference))
 
         address = backend_module(spec.backend).provision(
             spec, args.context, pulumi.Output.secret(user_data), host_key.public_key, child

@@ -20,6 +20,9 @@ from components.spec import AgentSpec
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 HOME = "/home/agent"
 WORKSPACE = f"{HOME}/workspace"
+# Where a backend mounts the fleet's shared, read-only mirror (FleetSpec.shared_objects); the
+# first clone borrows its objects through git alternates (`git clone --reference`).
+SHARED_OBJECTS = "/var/lib/agentfleet/shared.git"
 REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
 TRACE2_DIR = "/var/log/agentfleet/git-trace2"
 # Every git process on the machine, whoever runs it, writes its trace2 events here.
@@ -37,7 +40,7 @@ class AgentKeys:
     https_token: Optional[str] = None
 
 
-def _gitconfig(agent: AgentSpec, keys: AgentKeys) -> str:
+def _gitconfig(agent: AgentSpec, keys: AgentKeys, reference: Optional[str]) -> str:
     lines = ["[user]", f"\tname = {agent.identity.name}", f"\temail = {agent.identity.email}"]
     if keys.remote_private_key:
         lines += [
@@ -49,6 +52,8 @@ def _gitconfig(agent: AgentSpec, keys: AgentKeys) -> str:
     lines += ["[agentfleet]", f"\tbranch = {agent.branch}", f"\tworkspace = {WORKSPACE}"]
     if agent.remote:
         lines.append(f"\tremote = {agent.remote.url}")
+    if reference:
+        lines.append(f"\treference = {reference}")
     return "\n".join(lines) + "\n"
 
 
@@ -82,8 +87,9 @@ def _credential_files(agent: AgentSpec, keys: AgentKeys) -> list[dict[str, Any]]
     return files
 
 
-def render_cloud_config(agent: AgentSpec, keys: AgentKeys) -> str:
-    """The complete `#cloud-config` user-data for one agent."""
+def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[str] = None) -> str:
+    """The complete `#cloud-config` user-data for one agent; `reference` is the path of a
+    repository whose objects the first clone borrows (SHARED_OBJECTS where the backend mounts it)."""
     document = yaml.safe_load((TEMPLATES / "agent.yaml").read_text())
     document["users"][0]["ssh_authorized_keys"] = [keys.operator_public_key]
     document["ssh_keys"] = {
@@ -97,7 +103,7 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys) -> str:
     document["write_files"] = [
         *_egress_files(agent),
         _root_file("/etc/gitconfig", SYSTEM_GITCONFIG, "0644"),
-        _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys), "0644"),
+        _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys, reference), "0644"),
         _file(f"{HOME}/.ssh/known_hosts", "\n".join(agent.known_hosts) + "\n", "0644"),
         *_credential_files(agent, keys),
         _file(

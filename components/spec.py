@@ -36,9 +36,9 @@ AGENT_FIELDS = {
     "egress", "allow",
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
-FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base"}
+FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects"}
 RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
-CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")
+CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")  # SharedObjects also knows "none"
 EGRESS_MODES = ("restricted", "open")
 HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 
@@ -104,10 +104,27 @@ class AgentSpec:
 
 
 @dataclass(frozen=True)
+class SharedObjects:
+    """One read-only mirror of the fleet's remote whose objects every Docker agent on that remote
+    borrows (git alternates) instead of keeping its own copy. `credential` reads the remote when
+    `pulumi up` makes the mirror (kind "none": a public https remote)."""
+
+    remote: Remote
+    credential: Credential
+    known_hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class FleetSpec:
     stack: str
     agents: tuple[AgentSpec, ...]
     attach_networks: tuple[str, ...] = ()
+    shared_objects: Optional[SharedObjects] = None
+
+    def shares_objects(self, agent: AgentSpec) -> bool:
+        """Whether this agent's first clone borrows the fleet's shared objects."""
+        return (self.shared_objects is not None and agent.backend == "docker"
+                and agent.remote is not None and agent.remote.url == self.shared_objects.remote.url)
 
     def backends(self) -> set[str]:
         return {agent.backend for agent in self.agents}
@@ -274,9 +291,59 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
         if agent is not None:
             agents.append(agent)
 
+    shared = _load_shared_objects(raw.get("shared_objects", False), agents, problems, read_secret)
     if problems.items:
         raise FleetConfigError(problems.items)
-    return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks))
+    return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared)
+
+
+def _load_shared_objects(raw: Any, agents: list[AgentSpec], problems: _Problems,
+                         read_secret: SecretReader) -> Optional[SharedObjects]:
+    """`shared_objects: true`, or `{credential: {ssh_key: KEY} | {https_token: KEY}}`.
+
+    The mirror is made at `pulumi up`, so it needs a credential that can read the remote then:
+    the one given in the mapping, else the first key or token given to an agent on that remote
+    (a key the fleet generates is not registered anywhere yet)."""
+    if raw is False or raw is None:
+        return None
+    if raw is not True and not (isinstance(raw, Mapping) and set(raw) <= {"credential"}):
+        problems.add(None, "shared_objects", "use true, or `{credential: {ssh_key: <config key>}}` "
+                     "(or https_token) naming a secret that can read the agents' remote")
+        return None
+    remotes = {agent.remote.url: agent for agent in agents if agent.remote is not None and agent.backend == "docker"}
+    if not remotes:
+        if agents:
+            problems.add(None, "shared_objects", "no Docker agent has a `remote`; there is nothing to share")
+        return None
+    if len(remotes) > 1:
+        problems.add(None, "shared_objects", f"mirrors one repository, but the agents use {len(remotes)}: "
+                     f"{', '.join(sorted(remotes))}; give them one `remote` or turn shared_objects off")
+        return None
+    url, first = next(iter(remotes.items()))
+    assert first.remote is not None
+    on_remote = [agent for agent in agents if agent.remote is not None and agent.remote.url == url]
+    if isinstance(raw, Mapping):
+        sub = _Problems(problems.stack)
+        credential = _load_credential(raw.get("credential"), first.remote, "-", sub, read_secret)
+        for problem in sub.items:
+            problems.items.append(problem.replace(', agent "-", field "', ', field "shared_objects.'))
+        if credential is None:
+            return None
+        if credential.kind == "generate":
+            problems.add(None, "shared_objects.credential", "must be a key or token that can read the remote "
+                         "now: `{ssh_key: <config key>}` or `{https_token: <config key>}`")
+            return None
+    else:
+        given = [agent.credential for agent in on_remote if agent.credential.kind != "generate"]
+        if given:
+            credential = given[0]
+        elif first.remote.scheme == "https":
+            credential = Credential(kind="none")
+        else:
+            problems.add(None, "shared_objects", f"no credential can read {url} at `pulumi up` (the agents' keys "
+                         "are generated and not registered yet); set `shared_objects: {credential: {ssh_key: <config key>}}`")
+            return None
+    return SharedObjects(remote=first.remote, credential=credential, known_hosts=first.known_hosts)
 
 
 def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_secret: SecretReader) -> Optional[AgentSpec]:

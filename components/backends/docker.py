@@ -17,10 +17,12 @@ import pulumi
 
 from components.backends import Endpoint, MachineContext, machine
 from components.command import LocalCommand
+from components.cloudinit import SHARED_OBJECTS
 from components.image import agent_image_tag
-from components.spec import AgentSpec
+from components.spec import AgentSpec, SharedObjects
 
 CREATE_SCRIPT = (Path(__file__).resolve().parent / "docker-create.sh").read_text()
+MIRROR_SCRIPT = (Path(__file__).resolve().parent / "docker-mirror.sh").read_text()
 WORKSPACE_MOUNT = "/home/agent/workspace"
 READY_TIMEOUT_S = 180
 # What cloud-init and sshd need, measured: sshd privilege separation and chroot, user creation,
@@ -51,6 +53,32 @@ def network_commands(context: MachineContext) -> tuple[list[str], list[str]]:
     return create, ["docker", "network", "rm", network_name(context)]
 
 
+def shared_objects_volume(context: MachineContext) -> str:
+    return f"agentfleet-{context.stack}-shared-objects"
+
+
+def shared_objects_commands(context: MachineContext, shared: SharedObjects,
+                            image: str | None = None) -> tuple[list[str], list[str]]:
+    """Create (the credential on stdin) and delete argv of the fleet's shared objects: a volume
+    holding `git clone --mirror` of the remote, made once by a throwaway container of the
+    agents' image (default: the agent image)."""
+    volume = shared_objects_volume(context)
+    create = [
+        "sh", "-c", MIRROR_SCRIPT, "docker-mirror", volume, f"{volume}-clone", shared.credential.kind,
+        shared.remote.url, "\n".join(shared.known_hosts),
+        " ".join((network_name(context), *context.attach_networks)), image or agent_image_tag(), *context.labels(),
+    ]
+    return create, ["docker", "volume", "rm", "--force", volume]
+
+
+def shared_objects_stdin(shared: SharedObjects) -> str | None:
+    """What the mirror's create command reads: the key (OpenSSH wants its final newline) or token."""
+    secret = shared.credential.secret
+    if not secret:
+        return None
+    return secret.rstrip("\n") + "\n" if shared.credential.kind == "ssh_key" else secret
+
+
 def volume_commands(context: MachineContext, agent: AgentSpec) -> tuple[list[str], list[str]]:
     volume = volume_name(context, agent.name)
     create = ["docker", "volume", "create", *context.labels(agent.name), volume]
@@ -65,6 +93,8 @@ def create_options(context: MachineContext, agent: AgentSpec) -> list[str]:
         "--restart", "unless-stopped",
         "--publish", f"{agent.bind_address}:{agent.ssh_port}:22",
         "--mount", f"type=volume,src={volume_name(context, agent.name)},dst={WORKSPACE_MOUNT}",
+        *(["--mount", f"type=volume,src={shared_objects_volume(context)},dst={SHARED_OBJECTS},readonly"]
+          if agent.name in context.shared_objects else []),
         "--cap-drop", "ALL",
         *[arg for cap in capabilities(agent) for arg in ("--cap-add", cap)],
         "--security-opt", "no-new-privileges",
