@@ -18,19 +18,26 @@ for network in $extra_networks; do
     docker network connect "$network" "$name" || fail "could not join network $network"
 done
 docker start "$name" >/dev/null || fail "could not start"
-docker exec -i "$name" agentfleet-seed "$instance" "$name" || fail "could not deliver the cloud-config seed"
 deadline=$(( $(date +%s) + timeout ))
-# One exec waits inside the container until cloud-init's last stage has written its result:
-# polling there costs a `sleep`, polling from here would cost a `docker exec` (runc) each time.
-if ! result=$(docker exec "$name" sh -c '
-        until [ -e /run/cloud-init/result.json ]; do
-            [ "$(date +%s)" -lt "$1" ] || exit 124
-            sleep 0.05
-        done
-        cat /run/cloud-init/result.json' wait-for-cloud-init "$deadline" 2>&1); then
-    [ "$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" = true ] || fail "stopped during cloud-init"
-    fail "cloud-init did not finish within ${timeout}s"
-fi
+# One exec delivers the seed, then waits inside the container until cloud-init's last stage has
+# written its result and sshd listens (its pid file): polling there costs a `sleep`, polling from
+# here would cost a `docker exec` (runc) each time, and an ssh-keyscan at sshd's door would fail.
+status=0
+result=$(docker exec -i "$name" sh -c '
+    agentfleet-seed "$1" "$2" || exit
+    until [ -e /run/cloud-init/result.json ] && [ -e /run/sshd.pid ]; do
+        [ "$(date +%s)" -lt "$3" ] || exit 124
+        sleep 0.05
+    done
+    cat /run/cloud-init/result.json' seed-and-wait "$instance" "$name" "$deadline") || status=$?
+case $status in
+    0) ;;
+    124) fail "cloud-init and sshd did not finish starting within ${timeout}s" ;;
+    *)
+        [ "$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" = true ] || fail "stopped during cloud-init"
+        fail "could not deliver the cloud-config seed (exit $status)"
+        ;;
+esac
 case $result in
     *'"errors": []'*) ;;
     *)
