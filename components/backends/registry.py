@@ -12,6 +12,7 @@ from components.spec import FleetSpec
 
 MODULES = {
     "docker": "components.backends.docker",
+    "lima": "components.backends.lima",
     "multipass": "components.backends.multipass",
 }
 

@@ -1,0 +1,310 @@
+"""The program behind a Lima agent's create and delete commands (standard library only).
+
+create: `limactl create` from the instance config, `limactl start`, read the SSH port Lima
+forwards (`limactl list --json`), hand the agent's cloud-config (stdin) to cloud-init inside the
+VM over Lima's own SSH session, and wait until sshd offers the pinned host key; print the endpoint
+JSON. On any failure after `limactl create` the half-made instance is deleted, and the message
+names the agent, what failed and what to do.
+delete: `limactl delete --force`; an instance that is already gone counts as deleted.
+
+Why the cloud-config travels this way: Lima writes its own cloud-init user-data (its user, its
+key, its boot script) and takes no other. So the VM boots with Lima's, and the agent's document
+is then applied by cloud-init itself, every module the document uses in one `cloud-init modules`
+run (see components/backends/lima.py for which). The document goes from this program's stdin
+through `limactl shell` (ssh) to a root-only file on the guest's tmpfs, removed once applied: it
+is never in argv, in the environment, or in a file on the host.
+
+    python3 lima_cli.py create AGENT INSTANCE LIMACTL HOST_PUBLIC_KEY START_TIMEOUT READY_TIMEOUT \
+        CONFIG STEPS [PER_BOOT_SCRIPT ...]   < cloud-config
+    python3 lima_cli.py delete AGENT INSTANCE LIMACTL
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+LIST_TIMEOUT_S = 60
+DELETE_TIMEOUT_S = 120
+# Slack on top of `limactl start --timeout` for Lima to give up and report by itself.
+START_GRACE_S = 60
+APPLY_TIMEOUT_S = 600
+KEYSCAN_TIMEOUT_S = 5
+POLL_S = 0.5
+TAIL_LINES = 15
+# AF_UNIX socket paths (Lima's ha.sock, ssh.sock in the instance directory) are at most 107 bytes.
+MAX_SOCKET_PATH = 107
+LONGEST_SOCKET = "ha.sock"
+
+# Run as root in the guest (`sudo sh -c`): $1 the module list (a cloud-config fragment), then
+# the per-boot scripts the document installs; the document itself on stdin.
+APPLY_SCRIPT = r"""set -eu
+# An egress policy the document installs rejects what leaves the VM on connections netfilter did
+# not see begin, and netfilter tracks connections only once a rule asks for it. Ask now, so the
+# SSH connection carrying this very session (Lima's, opened at boot) is tracked before then.
+if command -v iptables >/dev/null 2>&1; then
+    iptables -C OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT 2>/dev/null ||
+        iptables -A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+fi
+dir=/run/agentfleet
+install -d -m 0700 "$dir"
+trap 'rm -f "$dir/cloud-config.yaml"' EXIT
+(umask 077 && cat >"$dir/cloud-config.yaml")
+printf '%s\n' "$1" >"$dir/steps.yaml"
+shift
+umask 022
+if ! cloud-init --file "$dir/cloud-config.yaml" --file "$dir/steps.yaml" modules --mode final \
+        >"$dir/apply.log" 2>&1; then
+    tail -n 25 "$dir/apply.log" >&2
+    echo "cloud-init could not apply the cloud-config (full log: $dir/apply.log in the VM)" >&2
+    exit 1
+fi
+for script in "$@"; do
+    "$script" >>"$dir/apply.log" 2>&1 || { tail -n 10 "$dir/apply.log" >&2; echo "$script failed" >&2; exit 1; }
+done
+"""
+
+
+class LimaError(Exception):
+    """One line for the operator: agent, what failed, what to do; optional detail lines below."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions: reading Lima's outputs
+
+
+def parse_list(stdout: str) -> list[dict[str, Any]]:
+    """`limactl list --json`: one JSON object per line, one line per instance (none: no output)."""
+    instances = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        value = json.loads(line)
+        if isinstance(value, list):  # tolerate a JSON array, as some versions print
+            instances.extend(value)
+        else:
+            instances.append(value)
+    return instances
+
+
+def find_instance(stdout: str, name: str) -> Optional[dict[str, Any]]:
+    return next((i for i in parse_list(stdout) if i.get("name") == name), None)
+
+
+def ssh_endpoint(instance: dict[str, Any]) -> dict[str, Any]:
+    """Where Lima forwards the guest's sshd: its sshAddress (127.0.0.1) and sshLocalPort."""
+    status = instance.get("status")
+    port = instance.get("sshLocalPort") or 0
+    if status != "Running" or not isinstance(port, int) or port <= 0:
+        raise LimaError(f"instance {instance.get('name')} is {status} with SSH port {port!r}, not running with a forwarded port")
+    return {"host": instance.get("sshAddress") or "127.0.0.1", "port": port}
+
+
+def socket_path_problem(lima_home: str, instance: str) -> Optional[str]:
+    """Lima keeps sockets in the instance directory; too long a path fails late and obscurely."""
+    path = os.path.join(lima_home, instance, LONGEST_SOCKET)
+    if len(path.encode()) > MAX_SOCKET_PATH:
+        return (f"the Lima instance path {path} is {len(path.encode())} bytes, over the {MAX_SOCKET_PATH} "
+                "a socket path may have: use a shorter stack or agent name, or a shorter AGENTFLEET_LIMA_DIR")
+    return None
+
+
+HINTS = (
+    ("must not run as the root user",
+     "limactl refuses root: call it through the wrapper scripts/setup installs (it runs Lima as agentfleet-lima)"),
+    ('exec: "qemu-system-x86_64": executable file not found',
+     "qemu is missing: apt-get install qemu-system-x86 qemu-utils (or run scripts/setup)"),
+    ("Could not access KVM kernel module",
+     "qemu cannot use KVM here: set AGENTFLEET_LIMA_ACCEL=tcg (or run scripts/setup, which probes KVM)"),
+    ("failed to set MSR",
+     "KVM does not work on this machine: set AGENTFLEET_LIMA_ACCEL=tcg (or delete the accel file and run scripts/setup)"),
+    ("Could not set up host forwarding rule",
+     "the agent's SSH port is taken on 127.0.0.1: free it or give the agent another ssh_port"),
+    ("did not receive an event with the",
+     "the VM did not boot to SSH in time; under software emulation (TCG) give it more time or more cpus"),
+    ("already exists",
+     "an instance of that name exists: remove it with `limactl delete --force` and its name"),
+    ("guest agent binary could not be found",
+     "Lima's guest agent is missing: run scripts/setup (it builds limactl with its guest agent)"),
+)
+
+
+def explain(output: str) -> Optional[str]:
+    """What to do about a recorded limactl failure, when its output says."""
+    return next((hint for marker, hint in HINTS if marker in output), None)
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def readable_log(text: str) -> str:
+    """Lima's host agent log (ha.stderr.log) is JSON lines: keep level and message (and error)."""
+    lines = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            lines.append(line)
+            continue
+        if isinstance(entry, dict) and "msg" in entry:
+            error = f" ({entry['error']})" if entry.get("error") else ""
+            lines.append(f"{entry.get('level', '?')}: {entry['msg']}{error}")
+    return "\n".join(lines)
+
+
+def steps_document(modules: Sequence[str]) -> str:
+    """The cloud-config fragment that makes `cloud-init modules --mode final` run exactly
+    these modules, each whatever it ran before (JSON is YAML)."""
+    return json.dumps({"cloud_final_modules": [[module, "always"] for module in modules]})
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+class Lima:
+    """limactl for one agent's instance; every failure becomes a LimaError naming the agent."""
+
+    def __init__(self, limactl: str, agent: str, instance: str) -> None:
+        self.limactl = limactl
+        self.agent = agent
+        self.instance = instance
+
+    def run(self, *args: str, stdin: Optional[str] = None, timeout: float = LIST_TIMEOUT_S,
+            what: str = "") -> str:
+        argv = [self.limactl, "--tty=false", *args]
+        try:
+            done = subprocess.run(argv, input=stdin or "", capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as expired:
+            output = _text(expired.stderr) or _text(expired.stdout)
+            raise LimaError(f"`limactl {args[0]}` did not finish within {timeout:.0f}s" +
+                            (f"; {what}" if what else ""), tail(output)) from None
+        except OSError as error:
+            raise LimaError(f"cannot run {self.limactl}: {error.strerror}; run scripts/setup") from None
+        if done.returncode != 0:
+            output = done.stderr or done.stdout
+            hint = explain(output)
+            raise LimaError(f"`limactl {args[0]}` exited {done.returncode}" + (f": {hint}" if hint else ""),
+                            tail(output))
+        return done.stdout
+
+    def instance_info(self) -> Optional[dict[str, Any]]:
+        return find_instance(self.run("list", "--json"), self.instance)
+
+    def delete(self) -> None:
+        try:
+            self.run("delete", "--force", self.instance, timeout=DELETE_TIMEOUT_S)
+        except LimaError:
+            if self.instance_info() is not None:
+                raise
+
+    def diagnostics(self) -> tuple[str, Optional[str]]:
+        """The ends of Lima's host agent log and the guest's console, when there are any, and
+        what to do when the host agent's log says (it often knows more than `limactl start`)."""
+        try:
+            info = self.instance_info()
+        except (LimaError, ValueError):
+            return "", None
+        parts, hint = [], None
+        for log in ("ha.stderr.log", "serial.log"):
+            path = Path(str((info or {}).get("dir", ""))) / log
+            try:
+                text = readable_log(path.read_text(errors="replace"))
+            except OSError:
+                continue
+            hint = hint or explain(text)
+            parts.append(f"--- {path} (last lines)\n{tail(text, 12)}")
+        return "\n".join(parts), hint
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+def offers_pinned_key(host: str, port: int, host_public_key: str) -> bool:
+    key_type, key_body = host_public_key.split()[:2]
+    try:
+        scan = subprocess.run(
+            ["ssh-keyscan", "-T", str(KEYSCAN_TIMEOUT_S), "-t", key_type.removeprefix("ssh-"), "-p", str(port), host],
+            capture_output=True, text=True, timeout=KEYSCAN_TIMEOUT_S + 5, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return any(line.split()[1:3] == [key_type, key_body] for line in scan.stdout.splitlines() if line.strip())
+
+
+def create(args: Sequence[str], document: str) -> dict[str, Any]:
+    agent, instance, limactl, host_public_key, start_timeout, ready_timeout, config, steps, *scripts = args
+    lima = Lima(limactl, agent, instance)
+    if not os.access(limactl, os.X_OK):
+        raise LimaError(f"limactl is missing ({limactl}): run scripts/setup, which builds Lima from Go modules")
+    if shutil.which("qemu-system-x86_64") is None:
+        raise LimaError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86 qemu-utils (or run scripts/setup)")
+    if lima.instance_info() is not None:
+        raise LimaError(f"a Lima instance {instance} exists already, unknown to this stack (left by an "
+                        f"interrupted run?): remove it with `{limactl} delete --force {instance}`")
+    lima.run("create", "--name", instance, "-", stdin=config, what="creating the instance")
+    try:
+        start_s = int(start_timeout)
+        lima.run("start", "--timeout", f"{start_s}s", instance, timeout=start_s + START_GRACE_S,
+                 what="the VM did not boot to SSH in time")
+        info = lima.instance_info()
+        if info is None:
+            raise LimaError("the instance vanished after `limactl start`")
+        endpoint = ssh_endpoint(info)
+        lima.run("shell", "--workdir", "/", instance, "sudo", "sh", "-c", APPLY_SCRIPT, "agentfleet-apply",
+                 steps, *scripts, stdin=document, timeout=APPLY_TIMEOUT_S,
+                 what="applying the cloud-config took too long")
+        deadline = time.monotonic() + int(ready_timeout)
+        while not offers_pinned_key(endpoint["host"], endpoint["port"], host_public_key):
+            if time.monotonic() > deadline:
+                raise LimaError(f"sshd on {endpoint['host']}:{endpoint['port']} did not offer the pinned "
+                                f"host key within {ready_timeout}s")
+            time.sleep(POLL_S)
+        return endpoint
+    except (LimaError, ValueError) as error:
+        message = error.args[0]
+        detail = error.args[1] if len(error.args) > 1 else ""
+        diagnostics, hint = lima.diagnostics()
+        if hint and hint not in message:
+            message = f"{message}: {hint}"
+        try:
+            lima.delete()
+            cleanup = "the half-made VM was deleted"
+        except LimaError as delete_error:
+            cleanup = f"deleting the half-made VM failed too ({delete_error.args[0]}): `{limactl} delete --force {instance}`"
+        raise LimaError(f"{message}; {cleanup}", "\n".join(p for p in (detail, diagnostics) if p)) from None
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) < 4 or argv[0] not in ("create", "delete"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, agent, instance = argv[0], argv[1], argv[2]
+    try:
+        if command == "create":
+            endpoint = create(argv[1:], sys.stdin.read())
+            print(json.dumps(endpoint))
+        else:
+            Lima(argv[3], agent, instance).delete()
+        return 0
+    except (LimaError, ValueError) as error:
+        detail = error.args[1] if len(error.args) > 1 else ""
+        if detail:
+            print(detail, file=sys.stderr)
+        # Last, so the tail Pulumi shows always ends with it.
+        print(f"agent {agent} (Lima VM {instance}): {error.args[0]}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

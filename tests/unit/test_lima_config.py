@@ -1,0 +1,155 @@
+"""Lima backend, the pure parts: instance config from the spec, which cloud-init modules apply an
+agent's document, the create/delete argv, where Lima is installed. No VM, no limactl."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from components.backends import MachineContext
+from components.backends import lima
+from components.backends.lima_cli import socket_path_problem
+from components.cloudinit import AgentKeys, render_cloud_config
+from components.keys import generate_ed25519
+from components.spec import load_fleet
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = lima.VmImage(disk="/img/disk.qcow2", kernel="/img/vmlinuz", initrd="/img/initrd.img",
+                     cmdline="root=/dev/vda1 ro console=ttyS0")
+CONTEXT = MachineContext("lab")
+REMOTE_KEY = generate_ed25519("remote")
+
+
+def spec(**agent: object):
+    entry = {"name": "agent-1", "backend": "lima", "identity": {"name": "One", "email": "one@fleet.test"},
+             "ssh_port": 22700, **agent}
+    return load_fleet("lab", {"agents": [entry]}, {"remoteKey": REMOTE_KEY[0]}.get).agents[0]
+
+
+def document(agent) -> dict:
+    keys = AgentKeys(
+        operator_public_key=generate_ed25519("operator")[1],
+        host_private_key=(host := generate_ed25519("host"))[0],
+        host_public_key=host[1],
+        remote_private_key=REMOTE_KEY[0] if agent.credential.kind == "ssh_key" else None,
+    )
+    return yaml.safe_load(render_cloud_config(agent, keys))
+
+
+def test_instance_config_carries_the_spec_and_boots_the_built_image_with_its_kernel():
+    agent = spec(resources={"cpus": 1.5, "memory": "1536m", "disk": 12})
+    config = lima.instance_config(agent, IMAGE)
+    assert config["cpus"] == 2 and config["memory"] == "1536MiB" and config["disk"] == "12GiB"
+    assert config["images"] == [{
+        "location": "/img/disk.qcow2", "arch": "x86_64",
+        "kernel": {"location": "/img/vmlinuz", "cmdline": "root=/dev/vda1 ro console=ttyS0"},
+        "initrd": {"location": "/img/initrd.img"},
+    }]
+    assert config["firmware"] == {"legacyBIOS": True}
+    # Reached over SSH only, on the agent's own port; no mounts, no guest agent forwarding ports.
+    assert config["ssh"]["localPort"] == 22700 and config["plain"] is True and config["mounts"] == []
+    # A CPU type that runs under TCG as well as KVM; Lima's user does not take the agent's uid.
+    assert config["cpuType"] == {"x86_64": "max"}
+    assert config["user"]["uid"] != 1000
+    # What Lima reads back is what was meant (YAML round trip of the rendered text).
+    assert yaml.safe_load(lima.render_instance_config(config)) == config
+
+
+def test_an_agent_image_is_taken_as_lima_image_location_without_kernel_or_firmware_override():
+    config = lima.instance_config(spec(image="https://example.com/debian-12-genericcloud-amd64.qcow2"), IMAGE)
+    assert config["images"] == [{"location": "https://example.com/debian-12-genericcloud-amd64.qcow2", "arch": "x86_64"}]
+    assert "firmware" not in config
+
+
+def test_no_image_at_all_is_an_error_saying_what_to_run():
+    with pytest.raises(ValueError, match="run scripts/setup"):
+        lima.instance_config(spec(), None)
+
+
+def test_a_half_cpu_still_gets_one_whole_cpu():
+    assert lima.instance_config(spec(resources={"cpus": 0.5}), IMAGE)["cpus"] == 1
+
+
+def test_steps_for_the_default_document_follow_cloud_inits_boot_order():
+    modules, scripts = lima.apply_steps(document(spec()))
+    assert modules == ["bootcmd", "write_files", "users_groups", "ssh", "set_passwords", "runcmd",
+                       "write_files_deferred", "scripts_user"]
+    # The restricted egress policy is applied by its per-boot script, run once after the modules.
+    assert scripts == ["/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"]
+
+
+def test_packages_add_the_package_module_and_open_egress_has_no_per_boot_script():
+    modules, scripts = lima.apply_steps(document(spec(packages=["ripgrep"], egress="open")))
+    assert modules.index("package_update_upgrade_install") == modules.index("runcmd") + 1
+    assert scripts == []
+
+
+def test_every_key_of_every_rendered_document_is_applied_by_some_module():
+    variants = [spec(), spec(packages=["jq"], egress="open"),
+                spec(remote="git@github.com:org/app.git", credential={"ssh_key": "remoteKey"})]
+    for agent in variants:
+        modules, _ = lima.apply_steps(document(agent))
+        assert modules  # apply_steps raises on a key no module claims
+
+
+def test_a_key_no_module_claims_is_refused_naming_where_to_add_it():
+    with pytest.raises(ValueError, match="timezone.*MODULE_KEYS"):
+        lima.apply_steps({"users": [], "timezone": "UTC"})
+
+
+def test_commands_carry_no_secret_and_delete_works_from_the_state_alone():
+    agent = spec()
+    doc = document(agent)
+    modules, scripts = lima.apply_steps(doc)
+    config = lima.render_instance_config(lima.instance_config(agent, IMAGE))
+    create, delete = lima.machine_commands(CONTEXT, agent, "ssh-ed25519 AAAAhost", "/opt/lima/bin/limactl",
+                                           config, modules, scripts)
+    assert create[:7] == ["python3", "components/backends/lima_cli.py", "create", "agent-1",
+                          "agentfleet-lab-agent-1", "/opt/lima/bin/limactl", "ssh-ed25519 AAAAhost"]
+    assert create[9] == config and create[-1] == scripts[-1]
+    assert yaml.safe_load(create[10]) == {"cloud_final_modules": [[m, "always"] for m in modules]}
+    assert not any("PRIVATE KEY" in arg or "#cloud-config" in arg for arg in create + delete)
+    assert delete[:2] == ["python3", "-c"] and delete[3:] == ["delete", "agent-1", "agentfleet-lab-agent-1",
+                                                              "/opt/lima/bin/limactl"]
+    assert delete[2] == (ROOT / "components/backends/lima_cli.py").read_text()
+
+
+def test_lima_forwards_ssh_on_loopback_only_so_another_bind_address_is_refused():
+    with pytest.raises(pulumi.RunError, match='agent "agent-1": Lima forwards SSH on 127.0.0.1 only'):
+        lima.provision(spec(bind_address="0.0.0.0"), CONTEXT, None, None, None)
+
+
+def test_socket_paths_too_long_for_lima_are_caught_before_anything_runs():
+    assert socket_path_problem("/var/lib/agentfleet/lima/instances", "agentfleet-lab-agent-1") is None
+    assert "shorter stack or agent name" in socket_path_problem("/x" * 40, "agentfleet-lab-agent-1")
+
+
+def test_image_id_is_the_hash_setup_computes(tmp_path):
+    recipe = tmp_path / "build-vm-image"
+    recipe.write_text("#!/bin/sh\necho image\n")
+    shell = subprocess.run(["sh", "-c", f"sha256sum {recipe} | cut -c1-16"], capture_output=True, text=True)
+    assert lima.image_id(recipe) == shell.stdout.strip()
+    assert lima.image_id() == lima.image_id(ROOT / "images/lima/build-vm-image")
+
+
+def test_lima_is_found_where_setup_installs_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENTFLEET_LIMA_DIR", str(tmp_path))
+    assert lima.lima_dir() == tmp_path
+    assert lima.local_image() is None
+    image = tmp_path / "images" / lima.image_id()
+    image.mkdir(parents=True)
+    (image / "cmdline").write_text("root=/dev/vda1 ro\n")
+    assert lima.local_image() is None  # not complete yet
+    (image / ".complete").touch()
+    assert lima.local_image() == lima.VmImage(str(image / "disk.qcow2"), str(image / "vmlinuz"),
+                                              str(image / "initrd.img"), "root=/dev/vda1 ro")
+    wrapper = tmp_path / "bin" / "limactl"
+    wrapper.parent.mkdir()
+    wrapper.write_text("#!/bin/sh\n")
+    wrapper.chmod(0o755)
+    assert lima.limactl_command() == str(wrapper)
+    assert lima.lima_home(str(wrapper)) == str(tmp_path / "instances")
