@@ -11,8 +11,9 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agentfleet import Fleet
 from agentfleet.sshconfig import SshFiles, write_ssh_files

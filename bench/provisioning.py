@@ -1,0 +1,164 @@
+"""Provisioning: a fresh fleet of N agents until every agent answers a git command over SSH.
+
+Three ways, alternated in every round so that other load on the machine hits all alike:
+
+- `pulumi up`: `pulumi up --yes --skip-preview` of a new stack, then the git command over SSH;
+- `docker script`: the same work scripted directly with the Docker CLI, every agent in parallel:
+  the same `docker create` options (taken from the product), the same cloud-config (rendered by
+  the product, fresh keys) delivered with `agentfleet-seed`, a wait in the container for
+  cloud-init's result and sshd (as the backend waits), then the git command over SSH;
+- `docker run + git clone`: a plain container per agent that clones the repository, with no SSH
+  and no cloud-init: the lower bound of what a fleet of clones costs.
+
+Every agent clones the git server's repository on first boot; "ready" is `git log -1` in the
+workspace succeeding (over SSH where there is SSH).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from typing import Any
+
+from bench.common import (
+    READY_COMMAND,
+    SSH_OPTIONS,
+    Workbench,
+    load,
+    median,
+    remove_labelled,
+    seconds,
+    stack_endpoints,
+    timed,
+    wait_until_answers,
+)
+from components.backends import MachineContext
+from components.backends.docker import create_options, volume_name
+from components.cloudinit import AgentKeys, render_cloud_config
+from components.keys import generate_ed25519
+from components.spec import load_fleet
+
+WAYS = ("pulumi up", "docker script", "docker run + git clone")
+READY_TIMEOUT_S = 180
+
+AGENT_SCRIPT = """
+agent() {  # NAME PORT USER_DATA KEY KNOWN_HOSTS VOLUME NETWORK [docker create options...]
+    name=$1 port=$2 user_data=$3 key=$4 known=$5 volume=$6 extra=$7; shift 7
+    docker volume create --label "$LABEL" "$volume" >/dev/null &&
+    docker create --name "$name" "$@" >/dev/null &&
+    docker network connect "$extra" "$name" &&
+    docker start "$name" >/dev/null || return 1
+    # Seed, then wait in the container for cloud-init's result and sshd (as the backend does).
+    timeout "$TIMEOUT" docker exec -i "$name" sh -c 'agentfleet-seed "$1" "$1" 2>/dev/null || exit
+        until [ -e /run/cloud-init/result.json ] && [ -e /run/sshd.pid ]; do sleep 0.05; done' seed "$name" \\
+        <"$user_data" || return 1
+    deadline=$(( $(date +%s) + TIMEOUT ))
+    until ssh $SSH_OPTIONS -i "$key" -o UserKnownHostsFile="$known" -p "$port" agent@127.0.0.1 "$READY" >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 0.05
+    done
+}
+"""
+
+CLONE_SCRIPT = """
+agent() {  # NAME
+    docker run -d --name "$1" --label "$LABEL" --network "$NETWORK" --entrypoint sleep "$IMAGE" infinity >/dev/null &&
+    docker exec -i "$1" sh -c 'umask 077; cat >/tmp/key
+        GIT_SSH_COMMAND="ssh -i /tmp/key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR" \\
+            git clone -q "$0" /tmp/workspace && git -C /tmp/workspace log -1 --format=%h' "$URL" <"$KEY" >/dev/null
+}
+"""
+
+
+def run_jobs(prelude: str, calls: list[list[str]], env: dict[str, str]) -> None:
+    """Run `agent ARGS…` for every call in parallel (background jobs); fail if any failed."""
+    lines = [f"{shlex.quote(k)}={shlex.quote(v)}" for k, v in env.items()] + [prelude, "pids="]
+    lines += [" ".join(shlex.quote(a) for a in ["agent", *call]) + " & pids=\"$pids $!\"" for call in calls]
+    lines += ["failed=0", "for pid in $pids; do wait $pid || failed=$((failed + 1)); done",
+              '[ "$failed" -eq 0 ] || { echo "$failed agents failed" >&2; exit 1; }']
+    completed = subprocess.run(["sh", "-c", "\n".join(lines)], check=False, capture_output=True, text=True,
+                               timeout=READY_TIMEOUT_S + 60)
+    if completed.returncode:
+        raise RuntimeError(f"the script failed: {completed.stderr.strip()[-500:]}")
+
+
+def via_pulumi(bench: Workbench, size: int) -> dict[str, float]:
+    stack = bench.stack("prov")
+    try:
+        stack.set_fleet(bench.fleet(size))
+        up_s, _ = timed(lambda: stack.pulumi("up", "--yes", "--skip-preview"))
+        endpoints = stack_endpoints(bench, stack.outputs(), stack.name)
+        check_s = wait_until_answers(endpoints, 60)
+        destroy_s, _ = timed(lambda: stack.pulumi("destroy", "--yes", "--skip-preview"))
+        return {"seconds": up_s + check_s, "up_s": up_s, "destroy_s": destroy_s}
+    finally:
+        bench.discard_stack(stack)
+
+
+def via_script(bench: Workbench, size: int) -> dict[str, float]:
+    assert bench.git is not None
+    name = f"script-{bench.run_id}-{size}"
+    context = MachineContext(name, (bench.git.network,))
+    spec = load_fleet(name, bench.fleet(size), lambda key: bench.deploy_key_private)
+    label = f"agentfleet.stack={name}"
+    started = time.perf_counter()
+    try:
+        calls = []
+        for agent in spec.agents:
+            operator_private, operator_public = generate_ed25519(f"operator@{agent.name}")
+            host_private, host_public = generate_ed25519(f"{agent.name}@host")
+            user_data = render_cloud_config(agent, AgentKeys(operator_public, host_private, host_public,
+                                                             remote_private_key=bench.deploy_key_private))
+            files = [bench.write_file(f"{name}/{agent.name}.{kind}", text) for kind, text in (
+                ("user-data", user_data), ("key", operator_private),
+                ("known_hosts", f"[127.0.0.1]:{agent.ssh_port} {' '.join(host_public.split()[:2])}\n"))]
+            calls.append([context.machine_name(agent.name), str(agent.ssh_port), *map(str, files),
+                          volume_name(context, agent.name), bench.git.network, *create_options(context, agent)])
+        subprocess.run(["docker", "network", "create", "--label", label, f"agentfleet-{name}"],
+                       check=True, capture_output=True)
+        run_jobs(AGENT_SCRIPT, calls, {"LABEL": label, "TIMEOUT": str(READY_TIMEOUT_S),
+                                       "SSH_OPTIONS": " ".join(SSH_OPTIONS), "READY": READY_COMMAND})
+        elapsed = time.perf_counter() - started
+    finally:
+        teardown_s, _ = timed(lambda: remove_labelled(label))
+    return {"seconds": elapsed, "destroy_s": teardown_s}
+
+
+def via_clone(bench: Workbench, size: int) -> dict[str, float]:
+    assert bench.git is not None
+    label = f"{bench.label}-clone"
+    started = time.perf_counter()
+    try:
+        run_jobs(CLONE_SCRIPT, [[f"clone-{bench.run_id}-{i}"] for i in range(1, size + 1)],
+                 {"LABEL": label, "NETWORK": bench.git.network, "IMAGE": bench.image,
+                  "URL": bench.git.url, "KEY": str(bench.deploy_key_file)})
+        elapsed = time.perf_counter() - started
+    finally:
+        teardown_s, _ = timed(lambda: remove_labelled(label))
+    return {"seconds": elapsed, "destroy_s": teardown_s}
+
+
+def run(bench: Workbench, sizes: list[int], rounds: int) -> dict[str, Any]:
+    measure = {"pulumi up": via_pulumi, "docker script": via_script, "docker run + git clone": via_clone}
+    samples: dict[tuple[int, str], list[dict[str, float]]] = {(s, w): [] for s in sizes for w in WAYS}
+    loads = []
+    for round_ in range(rounds):
+        for size in sizes:
+            order = WAYS[round_ % 3:] + WAYS[:round_ % 3]  # each way goes first in some round
+            for way in order:
+                loads.append(load())
+                samples[(size, way)].append(measure[way](bench, size))
+                print(f"  provisioning round {round_ + 1}/{rounds}, {size} agents, {way}: "
+                      f"{samples[(size, way)][-1]['seconds']:.1f} s", flush=True)
+    rows = []
+    for size in sizes:
+        script = median(s["seconds"] for s in samples[(size, "docker script")])
+        for way in WAYS:
+            values = [s["seconds"] for s in samples[(size, way)]]
+            rows.append({"agents": size, "way": way, "median_s": seconds(median(values)),
+                         "min_s": seconds(min(values)), "max_s": seconds(max(values)),
+                         "ratio_to_script": round(median(values) / script, 2),
+                         "teardown_s": seconds(median(s["destroy_s"] for s in samples[(size, way)]))})
+    return {"benchmark": "provisioning", "rounds": rounds, "load_1min_median": round(median(loads), 2),
+            "ready": f"`{READY_COMMAND}` over SSH (plain clone: in the container)", "results": rows}

@@ -1,0 +1,73 @@
+"""Scale: the largest fleet this machine holds with every agent answering, and how `pulumi up`
+time grows with the fleet.
+
+A bounded search: fleets of the given sizes in increasing order (e.g. 20, 40, 80, 160), each a
+fresh stack brought up, checked (every agent answers a git command over SSH), measured and
+destroyed. It stops at the first size that fails (`pulumi up` fails or an agent does not answer
+in time), or when the next size would not fit in the time budget (estimated from the last one,
+growing linearly). Memory is what the host's MemAvailable lost while the fleet was up.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    Workbench,
+    load,
+    seconds,
+    stack_endpoints,
+    timed,
+    wait_until_answers,
+)
+
+
+def mem_available_mib() -> float:
+    for text in Path("/proc/meminfo").read_text().splitlines():
+        if text.startswith("MemAvailable:"):
+            return int(text.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def one_size(bench: Workbench, size: int) -> dict[str, Any]:
+    stack = bench.stack("scale")
+    try:
+        stack.set_fleet(bench.fleet(size))
+        before, load_before = mem_available_mib(), load()
+        up_s, _ = timed(lambda: stack.pulumi("up", "--yes", "--skip-preview"))
+        check_s = wait_until_answers(stack_endpoints(bench, stack.outputs(), stack.name), 120)
+        used = before - mem_available_mib()
+        destroy_s, _ = timed(lambda: stack.pulumi("destroy", "--yes", "--skip-preview"))
+        return {"agents": size, "ok": True, "up_s": seconds(up_s + check_s),
+                "per_agent_s": round((up_s + check_s) / size, 3), "destroy_s": seconds(destroy_s),
+                "host_memory_mib": round(used), "load_1min_before": load_before}
+    except (subprocess.CalledProcessError, TimeoutError) as error:
+        detail = getattr(error, "stderr", None) or str(error)
+        return {"agents": size, "ok": False, "error": str(detail).strip().splitlines()[-1][:300]}
+    finally:
+        bench.discard_stack(stack)
+
+
+def run(bench: Workbench, sizes: list[int], budget_s: float) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    stopped = "every size done"
+    for size in sorted(sizes):
+        if rows:
+            last = rows[-1]
+            estimate = (last["up_s"] + last["destroy_s"]) * size / last["agents"]
+            if time.perf_counter() - started + estimate > budget_s:
+                stopped = f"{size} agents would not fit in the {budget_s:g} s budget (about {estimate:.0f} s)"
+                break
+        rows.append(one_size(bench, size))
+        print(f"  scale {size} agents: " + (f"{rows[-1]['up_s']:.1f} s" if rows[-1]["ok"] else rows[-1]["error"]),
+              flush=True)
+        if not rows[-1]["ok"]:
+            stopped = f"{size} agents failed"
+            break
+    largest = max((r["agents"] for r in rows if r["ok"]), default=0)
+    return {"benchmark": "scale", "largest_ok": largest, "stopped": stopped, "budget_s": budget_s,
+            "results": rows}
