@@ -45,13 +45,16 @@ LONGEST_SOCKET = "ha.sock"
 # Run as root in the guest (`sudo sh -c`): $1 the module list (a cloud-config fragment), then
 # the per-boot scripts the document installs; the document itself on stdin.
 APPLY_SCRIPT = r"""set -eu
-# An egress policy the document installs rejects what leaves the VM on connections netfilter did
-# not see begin, and netfilter tracks connections only once a rule asks for it. Ask now, so the
-# SSH connection carrying this very session (Lima's, opened at boot) is tracked before then.
+# An egress policy the document installs rejects what leaves the VM on connections netfilter has
+# not seen as established, and netfilter tracks connections only once a rule asks for it. Lima's
+# SSH connection, which carries this session, was opened at boot: have it tracked now, and send a
+# line over it, whose acknowledgement makes it established long before the policy applies.
+# (Without this the session's last packets are rejected and it ends minutes later.)
 if command -v iptables >/dev/null 2>&1; then
     iptables -C OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT 2>/dev/null ||
         iptables -A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 fi
+echo "agentfleet: applying the cloud-config" >&2
 dir=/run/agentfleet
 install -d -m 0700 "$dir"
 trap 'rm -f "$dir/cloud-config.yaml"' EXIT
