@@ -27,9 +27,10 @@ import hashlib
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import pulumi
 import yaml
@@ -96,7 +97,7 @@ def image_id(recipe: Path = RECIPE) -> str:
     return hashlib.sha256(recipe.read_bytes()).hexdigest()[:16]
 
 
-def local_image(directory: Optional[Path] = None) -> Optional[VmImage]:
+def local_image(directory: Path | None = None) -> VmImage | None:
     """The built image for the current recipe, when scripts/setup has finished building it."""
     image = (directory or lima_dir()) / "images" / image_id()
     if not (image / ".complete").exists():
@@ -105,14 +106,14 @@ def local_image(directory: Optional[Path] = None) -> Optional[VmImage]:
                    initrd=str(image / "initrd.img"), cmdline=(image / "cmdline").read_text().strip())
 
 
-def limactl_command(directory: Optional[Path] = None) -> Optional[str]:
+def limactl_command(directory: Path | None = None) -> str | None:
     wrapper = (directory or lima_dir()) / "bin" / "limactl"
     if os.access(wrapper, os.X_OK):
         return str(wrapper)
     return shutil.which("limactl")
 
 
-def lima_home(limactl: str, directory: Optional[Path] = None) -> str:
+def lima_home(limactl: str, directory: Path | None = None) -> str:
     """The LIMA_HOME the instances live in: the wrapper's, else Lima's own default."""
     base = directory or lima_dir()
     if limactl == str(base / "bin" / "limactl"):
@@ -120,7 +121,7 @@ def lima_home(limactl: str, directory: Optional[Path] = None) -> str:
     return os.environ.get("LIMA_HOME") or str(Path.home() / ".lima")
 
 
-def instance_config(agent: AgentSpec, image: Optional[VmImage]) -> dict[str, Any]:
+def instance_config(agent: AgentSpec, image: VmImage | None) -> dict[str, Any]:
     """Lima's instance config (lima.yaml) for one agent."""
     if agent.image:
         images: list[dict[str, Any]] = [{"location": agent.image, "arch": "x86_64"}]

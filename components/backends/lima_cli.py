@@ -27,8 +27,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 LIST_TIMEOUT_S = 60
 DELETE_TIMEOUT_S = 120
@@ -97,7 +98,7 @@ def parse_list(stdout: str) -> list[dict[str, Any]]:
     return instances
 
 
-def find_instance(stdout: str, name: str) -> Optional[dict[str, Any]]:
+def find_instance(stdout: str, name: str) -> dict[str, Any] | None:
     return next((i for i in parse_list(stdout) if i.get("name") == name), None)
 
 
@@ -110,7 +111,7 @@ def ssh_endpoint(instance: dict[str, Any]) -> dict[str, Any]:
     return {"host": instance.get("sshAddress") or "127.0.0.1", "port": port}
 
 
-def socket_path_problem(lima_home: str, instance: str) -> Optional[str]:
+def socket_path_problem(lima_home: str, instance: str) -> str | None:
     """Lima keeps sockets in the instance directory; too long a path fails late and obscurely."""
     path = os.path.join(lima_home, instance, LONGEST_SOCKET)
     if len(path.encode()) > MAX_SOCKET_PATH:
@@ -139,7 +140,7 @@ HINTS = (
 )
 
 
-def explain(output: str) -> Optional[str]:
+def explain(output: str) -> str | None:
     """What to do about a recorded limactl failure, when its output says."""
     return next((hint for marker, hint in HINTS if marker in output), None)
 
@@ -181,7 +182,7 @@ class Lima:
         self.agent = agent
         self.instance = instance
 
-    def run(self, *args: str, stdin: Optional[str] = None, timeout: float = LIST_TIMEOUT_S,
+    def run(self, *args: str, stdin: str | None = None, timeout: float = LIST_TIMEOUT_S,
             what: str = "") -> str:
         argv = [self.limactl, "--tty=false", *args]
         try:
@@ -200,7 +201,7 @@ class Lima:
                             tail(output))
         return done.stdout
 
-    def instance_info(self) -> Optional[dict[str, Any]]:
+    def instance_info(self) -> dict[str, Any] | None:
         return find_instance(self.run("list", "--json"), self.instance)
 
     def delete(self) -> None:
@@ -210,7 +211,7 @@ class Lima:
             if self.instance_info() is not None:
                 raise
 
-    def diagnostics(self) -> tuple[str, Optional[str]]:
+    def diagnostics(self) -> tuple[str, str | None]:
         """The ends of Lima's host agent log and the guest's console, when there are any, and
         what to do when the host agent's log says (it often knows more than `limactl start`)."""
         try:

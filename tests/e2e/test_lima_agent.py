@@ -76,7 +76,7 @@ def fleet(git_server: GitServer, make_stack):
         for leftover in lima_instances(command):
             if leftover["name"].startswith(f"agentfleet-{stack.name}-"):
                 subprocess.run([command, "--tty=false", "delete", "--force", leftover["name"]],
-                               capture_output=True, timeout=120)
+                               capture_output=True, timeout=120, check=False)
 
 
 def run_ok(client: Fleet, command: str) -> str:
@@ -87,7 +87,7 @@ def run_ok(client: Fleet, command: str) -> str:
 
 
 def test_the_lima_agent_has_the_outputs_of_any_agent(fleet):
-    stack, outputs, _, command, instance, _ = fleet
+    _, outputs, _, command, instance, _ = fleet
     agent = outputs["agents"]["agent-1"]
     assert agent["backend"] == "lima" and agent["host"] == "127.0.0.1" and agent["user"] == "agent"
     assert agent["known_hosts"].startswith(f"[127.0.0.1]:{agent['port']} ssh-ed25519 ")
@@ -122,7 +122,7 @@ def test_the_cloud_config_is_in_no_host_file_argv_or_lima_config(fleet):
     # The first body line is the same for every OpenSSH ed25519 key; the rest is the key.
     secret_lines = remote_private.strip().splitlines()[2:-1]
     (listed,) = [i for i in lima_instances(command) if i["name"] == instance]
-    texts = {"ps": subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout,
+    texts = {"ps": subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout,
              "pulumi stack export": stack.export()}
     for name in ("lima.yaml", "ha.stderr.log", "serial.log"):
         texts[name] = (Path(listed["dir"]) / name).read_text(errors="replace")

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.backends import MachineContext, parse_endpoint
-from components.backends import lima
+from components.backends import MachineContext, lima, parse_endpoint
 from components.backends.lima_cli import (
     LimaError,
     explain,
@@ -278,3 +277,16 @@ def test_delete_removes_the_instance_and_tolerates_one_already_gone(fake_limactl
     assert fake_limactl.instances() == {}
     run_command("deleting agent-1-vm", delete, None)
     assert fake_limactl.commands() == ["delete", "delete"]
+
+
+def test_missing_qemu_says_what_to_install_before_anything_starts(fake_limactl, cloud_config, tmp_path, monkeypatch):
+    only_python = tmp_path / "bin"
+    only_python.mkdir()
+    (only_python / "python3").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", str(only_python))
+    create, _ = commands(fake_limactl, "ssh-ed25519 AAAAunused", cloud_config)
+
+    with pytest.raises(CommandFailed, match=r"agent agent-1 .*qemu-system-x86_64 is missing: apt-get install "
+                                            r"qemu-system-x86 qemu-utils \(or run scripts/setup\)"):
+        run_command("creating agent-1-vm", create, cloud_config)
+    assert fake_limactl.commands() == []

@@ -4,14 +4,14 @@ agent's document, the create/delete argv, where Lima is installed. No VM, no lim
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pulumi
 import pytest
 import yaml
 
-from components.backends import MachineContext
-from components.backends import lima
+from components.backends import MachineContext, lima
 from components.backends.lima_cli import socket_path_problem
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
@@ -131,7 +131,7 @@ def test_socket_paths_too_long_for_lima_are_caught_before_anything_runs():
 def test_image_id_is_the_hash_setup_computes(tmp_path):
     recipe = tmp_path / "build-vm-image"
     recipe.write_text("#!/bin/sh\necho image\n")
-    shell = subprocess.run(["sh", "-c", f"sha256sum {recipe} | cut -c1-16"], capture_output=True, text=True)
+    shell = subprocess.run(["sh", "-c", f"sha256sum {recipe} | cut -c1-16"], capture_output=True, text=True, check=True)
     assert lima.image_id(recipe) == shell.stdout.strip()
     assert lima.image_id() == lima.image_id(ROOT / "images/lima/build-vm-image")
 
@@ -153,3 +153,20 @@ def test_lima_is_found_where_setup_installs_it(tmp_path, monkeypatch):
     wrapper.chmod(0o755)
     assert lima.limactl_command() == str(wrapper)
     assert lima.lima_home(str(wrapper)) == str(tmp_path / "instances")
+
+
+def test_a_machine_without_lima_fails_preflight_naming_the_agent_and_setup(tmp_path, monkeypatch):
+    from components.backends.registry import preflight_problems
+
+    only_python = tmp_path / "bin"
+    only_python.mkdir()
+    (only_python / "python3").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", str(only_python))
+    monkeypatch.setenv("AGENTFLEET_LIMA_DIR", str(tmp_path / "lima"))
+    fleet = load_fleet("lab", {"agents": [{"name": "agent-1", "backend": "lima",
+                                           "identity": {"name": "One", "email": "one@fleet.test"}}]}, {}.get)
+
+    (problem,) = preflight_problems(fleet)
+
+    assert problem.startswith('stack "lab": backend lima (agents agent-1) needs limactl (run scripts/setup')
+    assert "qemu-system-x86_64 (apt-get install qemu-system-x86 qemu-utils, or run scripts/setup)" in problem
