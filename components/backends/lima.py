@@ -231,7 +231,11 @@ def provision(
     if agent.retain_workspace:
         pulumi.log.warn(f"{where}: retain_workspace is not supported by the lima backend; "
                         "the VM's disk (its workspace) is deleted with the VM")
-    config = render_instance_config(instance_config(agent, None if agent.image else local_image()))
+    image = None if agent.image else local_image()
+    if image is None and not agent.image:
+        raise pulumi.RunError(f"{where}: the Lima VM image {image_id()} is not built; run scripts/setup "
+                              "(or give the agent an `image`)")
+    config = render_instance_config(instance_config(agent, image))
     # Module names and script paths only: nothing secret, so the create command stays readable.
     steps = pulumi.Output.unsecret(user_data.apply(_steps_of))
     commands = pulumi.Output.all(host_public_key, steps).apply(
