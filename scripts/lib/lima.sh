@@ -87,8 +87,8 @@ _lima_runner() {
 }
 
 _lima_limactl() {
-    local dir=$1 target=$1/v$LIMA_VERSION work ldflags
-    if [ -f "$target/.complete" ]; then
+    local dir=$1 target=$1/v$LIMA_VERSION work ldflags module
+    if [ -f "$target/.complete" ] && [ -f "$target/share/lima/templates/default.yaml" ]; then
         log_info "limactl $LIMA_VERSION present ($target)"
         return 0
     fi
@@ -117,6 +117,12 @@ _lima_limactl() {
         github.com/lima-vm/lima/cmd/lima-guestagent 2>"$work/build.log") \
         || die "building lima-guestagent failed: $(tail -5 "$work/build.log")"
     chmod 0644 "$target.partial/share/lima/lima-guestagent.Linux-x86_64"
+    # Lima's own templates, as `make install` places them: `limactl info`, and `limactl create
+    # template://…` for users who can download Lima's images, read them there.
+    module=$(cd "$work" && go list -m -f '{{.Dir}}' github.com/lima-vm/lima) \
+        || die "the Lima module is missing from the module cache"
+    cp -R "$module/templates" "$target.partial/share/lima/templates"
+    chmod -R u+w,go+rX "$target.partial/share/lima/templates"
     "$target.partial/bin/limactl" --version >/dev/null 2>&1 || [ "$(id -u)" -eq 0 ] \
         || die "the built limactl does not run"
     touch "$target.partial/.complete"
