@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pulumi
@@ -155,15 +156,23 @@ def missing_tools() -> list[str]:
 
 
 def port_conflicts(agents: list[AgentSpec], context: MachineContext) -> list[str]:
-    """Agents whose SSH port is held by something other than their own container on this host."""
-    problems = []
-    for agent in agents:
-        holders = subprocess.run(
+    """Agents whose SSH port is held by something other than their own container on this host.
+
+    One `docker ps` per agent, run side by side: in series they cost a fleet of 20 about a
+    second of every preview and up."""
+
+    def holders(agent: AgentSpec) -> list[str]:
+        return subprocess.run(
             ["docker", "ps", "-a", "--filter", f"publish={agent.ssh_port}", "--format", "{{.Names}}"],
             capture_output=True, text=True,
         ).stdout.split()
-        others = [name for name in holders if name != context.machine_name(agent.name)]
-        if others or (not holders and not _port_free(agent.bind_address, agent.ssh_port)):
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(holders, agents))
+    problems = []
+    for agent, names in zip(agents, found):
+        others = [name for name in names if name != context.machine_name(agent.name)]
+        if others or (not names and not _port_free(agent.bind_address, agent.ssh_port)):
             holder = f"container {others[0]}" if others else "another process"
             problems.append(
                 f'stack "{context.stack}", agent "{agent.name}": port {agent.ssh_port} is taken on this '
