@@ -5,14 +5,13 @@ A bounded search: fleets of the given sizes in increasing order (e.g. 20, 40, 80
 fresh stack brought up, checked (every agent answers a git command over SSH), measured and
 destroyed. It stops at the first size that fails (`pulumi up` fails or an agent does not answer
 in time), or when the next size would not fit in the time budget (estimated from the last one,
-growing linearly). Memory is what the host's MemAvailable lost while the fleet was up.
+growing linearly). Memory is the sum of the agents' cgroup memory once every agent answers.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -23,27 +22,22 @@ from bench.common import (
     timed,
     wait_until_answers,
 )
-
-
-def mem_available_mib() -> float:
-    for text in Path("/proc/meminfo").read_text().splitlines():
-        if text.startswith("MemAvailable:"):
-            return int(text.split()[1]) / 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
+from bench.footprint import memory
 
 
 def one_size(bench: Workbench, size: int) -> dict[str, Any]:
     stack = bench.stack("scale")
     try:
         stack.set_fleet(bench.fleet(size))
-        before, load_before = mem_available_mib(), load()
+        load_before = load()
         up_s, _ = timed(lambda: stack.pulumi("up", "--yes", "--skip-preview"))
-        check_s = wait_until_answers(stack_endpoints(bench, stack.outputs(), stack.name), 120)
-        used = before - mem_available_mib()
+        outputs = stack.outputs()
+        check_s = wait_until_answers(stack_endpoints(bench, outputs, stack.name), 120)
+        agents_memory = sum(memory(f"agentfleet-{stack.name}-{name}")[0] for name in outputs["agents"])
         destroy_s, _ = timed(lambda: stack.pulumi("destroy", "--yes", "--skip-preview"))
         return {"agents": size, "ok": True, "up_s": seconds(up_s + check_s),
                 "per_agent_s": round((up_s + check_s) / size, 3), "destroy_s": seconds(destroy_s),
-                "host_memory_mib": round(used), "load_1min_before": load_before}
+                "agents_memory_mib": round(agents_memory / 2**20), "load_1min_before": load_before}
     except (subprocess.CalledProcessError, TimeoutError) as error:
         detail = getattr(error, "stderr", None) or str(error)
         return {"agents": size, "ok": False, "error": str(detail).strip().splitlines()[-1][:300]}
