@@ -27,10 +27,8 @@ def sizes(text: str) -> list[int]:
 
 
 def exec_latency_run(bench: Workbench, rounds: int) -> dict[str, Any]:
-    stack = bench.stack("exec")
+    stack, _ = bench.up("exec", bench.fleet(1))
     try:
-        stack.set_fleet(bench.fleet(1))
-        stack.pulumi("up", "--yes", "--skip-preview")
         return exec_latency.run(stack.outputs(), stack.name, rounds)
     finally:
         bench.discard_stack(stack)

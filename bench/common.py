@@ -120,6 +120,21 @@ class Workbench:
             fleet["attach_networks"] = [self.git.network]
         return fleet
 
+    def up(self, prefix: str, fleet: dict[str, Any], attempts: int = 3) -> tuple[FleetStack, float]:
+        """A new stack of `fleet`, brought up; returns it and the seconds `pulumi up` took. A port
+        that another process on this machine holds (preflight refuses) means another stack name,
+        so other ports: up to `attempts` times."""
+        for attempt in range(1, attempts + 1):
+            stack = self.stack(prefix)
+            stack.set_fleet(fleet)
+            try:
+                return stack, timed(lambda stack=stack: stack.pulumi("up", "--yes", "--skip-preview"))[0]
+            except subprocess.CalledProcessError as error:
+                self.discard_stack(stack)  # also what a failed create left behind
+                if "is taken on this host" not in (error.stdout or "") or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
     def discard_stack(self, stack: FleetStack) -> None:
         """Destroy a stack and remove whatever it left (a failed create can leave a container)."""
         try:

@@ -98,11 +98,9 @@ def memory(container: str) -> tuple[int, int]:
 
 
 def fleet_footprint(bench: Workbench, agents: int, remote: str, shared: bool) -> dict[str, Any]:
-    stack = bench.stack("foot")
+    fields = {"shared_objects": True} if shared else {}
+    stack, _ = bench.up("foot", bench.fleet(agents, remote=remote, **fields))
     try:
-        fields = {"shared_objects": True} if shared else {}
-        stack.set_fleet(bench.fleet(agents, remote=remote, **fields))
-        stack.pulumi("up", "--yes", "--skip-preview")
         outputs = stack.outputs()
         wait_until_answers(stack_endpoints(bench, outputs, stack.name), 120)
         time.sleep(SETTLE_S)

@@ -84,10 +84,8 @@ def run_jobs(prelude: str, calls: list[list[str]], env: dict[str, str]) -> None:
 
 
 def via_pulumi(bench: Workbench, size: int) -> dict[str, float]:
-    stack = bench.stack("prov")
+    stack, up_s = bench.up("prov", bench.fleet(size))
     try:
-        stack.set_fleet(bench.fleet(size))
-        up_s, _ = timed(lambda: stack.pulumi("up", "--yes", "--skip-preview"))
         endpoints = stack_endpoints(bench, stack.outputs(), stack.name)
         check_s = wait_until_answers(endpoints, 60)
         destroy_s, _ = timed(lambda: stack.pulumi("destroy", "--yes", "--skip-preview"))

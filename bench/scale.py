@@ -26,11 +26,13 @@ from bench.footprint import memory
 
 
 def one_size(bench: Workbench, size: int) -> dict[str, Any]:
-    stack = bench.stack("scale")
+    load_before = load()
     try:
-        stack.set_fleet(bench.fleet(size))
-        load_before = load()
-        up_s, _ = timed(lambda: stack.pulumi("up", "--yes", "--skip-preview"))
+        stack, up_s = bench.up("scale", bench.fleet(size))
+    except subprocess.CalledProcessError as error:
+        lines = [line for line in (error.stdout or "").splitlines() if "error:" in line]
+        return {"agents": size, "ok": False, "error": (lines[-1] if lines else str(error)).strip()[:300]}
+    try:
         outputs = stack.outputs()
         check_s = wait_until_answers(stack_endpoints(bench, outputs, stack.name), 120)
         agents_memory = sum(memory(f"agentfleet-{stack.name}-{name}")[0] for name in outputs["agents"])
@@ -38,9 +40,8 @@ def one_size(bench: Workbench, size: int) -> dict[str, Any]:
         return {"agents": size, "ok": True, "up_s": seconds(up_s + check_s),
                 "per_agent_s": round((up_s + check_s) / size, 3), "destroy_s": seconds(destroy_s),
                 "agents_memory_mib": round(agents_memory / 2**20), "load_1min_before": load_before}
-    except (subprocess.CalledProcessError, TimeoutError) as error:
-        detail = getattr(error, "stderr", None) or str(error)
-        return {"agents": size, "ok": False, "error": str(detail).strip().splitlines()[-1][:300]}
+    except TimeoutError as error:
+        return {"agents": size, "ok": False, "error": str(error)[:300]}
     finally:
         bench.discard_stack(stack)
 

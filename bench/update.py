@@ -19,10 +19,8 @@ COMMANDS = {
 
 
 def run(bench: Workbench, size: int, rounds: int) -> dict[str, Any]:
-    stack = bench.stack("update")
+    stack, up_s = bench.up("update", bench.fleet(size))
     try:
-        stack.set_fleet(bench.fleet(size))
-        up_s, _ = timed(lambda: stack.pulumi("up", "--yes", "--skip-preview"))
         samples: dict[str, list[float]] = {name: [] for name in COMMANDS}
         loads = []
         for round_ in range(rounds):
