@@ -182,7 +182,10 @@ def port_conflicts(agents: list[AgentSpec], context: MachineContext) -> list[str
 
 
 def _port_free(address: str, port: int) -> bool:
+    """Whether a listener could bind address:port. SO_REUSEADDR, as Docker's proxy binds: a port
+    whose only sockets are closed connections in TIME_WAIT (a fleet just destroyed) is free."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, port))
             return True
