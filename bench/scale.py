@@ -24,14 +24,24 @@ from bench.common import (
 )
 from bench.footprint import memory
 
+GENERIC = ("an unhandled error occurred", "update failed", "Resource monitor has terminated")
+
+
+def first_error(output: str) -> str:
+    """The first specific error of `pulumi up` output (its diagnostics), not the generic last ones."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "error:" in line and not any(generic in line for generic in GENERIC):
+            return " ".join(lines[index:index + 3])[:400]
+    return ""
+
 
 def one_size(bench: Workbench, size: int) -> dict[str, Any]:
     load_before = load()
     try:
         stack, up_s = bench.up("scale", bench.fleet(size))
     except subprocess.CalledProcessError as error:
-        lines = [line for line in (error.stdout or "").splitlines() if "error:" in line]
-        return {"agents": size, "ok": False, "error": (lines[-1] if lines else str(error)).strip()[:300]}
+        return {"agents": size, "ok": False, "error": first_error(error.stdout or "") or str(error)}
     try:
         outputs = stack.outputs()
         check_s = wait_until_answers(stack_endpoints(bench, outputs, stack.name), 120)
