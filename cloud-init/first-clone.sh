@@ -1,11 +1,16 @@
 #!/bin/sh
-# Clone the agent's remote into its workspace on first boot, never over existing work.
+# Prepare the agent's workspace on first boot, never over existing work: clone its remote, or,
+# with no remote, start a repository on its branch whose first commit is the agent's own.
 # The remote, branch, workspace and shared objects come from the agent's git config (cloud-init).
 set -u
-remote=$(git config --global agentfleet.remote) || exit 0
 branch=$(git config --global agentfleet.branch)
 workspace=$(git config --global agentfleet.workspace)
 [ -d "$workspace/.git" ] && exit 0
+if ! remote=$(git config --global agentfleet.remote); then
+    git init --quiet --initial-branch "$branch" "$workspace" &&
+        git -C "$workspace" commit --quiet --allow-empty --message "Start $branch"
+    exit
+fi
 # A fleet with shared objects mounts a read-only mirror: borrow its objects (git alternates)
 # instead of copying them; without the mirror the clone is a full one.
 reference=$(git config --global agentfleet.reference) && set -- --reference-if-able "$reference"
