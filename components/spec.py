@@ -387,6 +387,8 @@ def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_sec
     bind_address = raw.get("bind_address", "127.0.0.1")
     if not isinstance(bind_address, str) or not re.match(r"^\d{1,3}(\.\d{1,3}){3}$", bind_address):
         problems.add(name, "bind_address", f"{bind_address!r} is not an IPv4 address; the default 127.0.0.1 keeps the endpoint private")
+    elif backend == "lima" and bind_address != "127.0.0.1":
+        problems.add(name, "bind_address", "Lima forwards SSH on 127.0.0.1 only; remove bind_address or use the docker backend")
 
     packages = raw.get("packages") or []
     if not isinstance(packages, list) or not all(isinstance(p, str) and re.match(r"^[a-z0-9][a-z0-9+.-]*$", p) for p in packages):

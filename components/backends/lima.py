@@ -35,9 +35,8 @@ from typing import Any
 import pulumi
 import yaml
 
-from components.backends import Endpoint, MachineContext
+from components.backends import Endpoint, MachineContext, machine
 from components.backends.lima_cli import parse_list, socket_path_problem, steps_document  # noqa: F401
-from components.command import LocalCommand
 from components.spec import AgentSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -219,12 +218,8 @@ def provision(
 ) -> pulumi.Output[Endpoint]:
     """The VM (its disk holds the workspace); returns the address its sshd answers on."""
     where = f'stack "{context.stack}", agent "{agent.name}"'
-    if agent.bind_address != "127.0.0.1":
-        raise pulumi.RunError(f"{where}: Lima forwards SSH on 127.0.0.1 only; remove bind_address "
-                              f"({agent.bind_address}) or use the docker backend")
-    limactl = limactl_command()
-    if limactl is None:
-        raise pulumi.RunError(f"{where}: limactl is missing; run scripts/setup")
+    # Where limactl is missing, preview still shows the plan; the preflight refuses `up`.
+    limactl = limactl_command() or "limactl"
     problem = socket_path_problem(lima_home(limactl), context.machine_name(agent.name))
     if problem:
         raise pulumi.RunError(f"{where}: {problem}")
@@ -241,21 +236,7 @@ def provision(
     commands = pulumi.Output.all(host_public_key, steps).apply(
         lambda values: machine_commands(context, agent, values[0], limactl, config, *values[1])
     )
-    vm = LocalCommand(
-        f"{agent.name}-vm",
-        create=commands.apply(lambda pair: pair[0]),
-        delete=commands.apply(lambda pair: pair[1]),
-        stdin=user_data,
-        opts=opts,
-    )
-    return vm.stdout.apply(parse_endpoint)
-
-
-def parse_endpoint(stdout: str) -> Endpoint:
-    """The create program's last line is the endpoint JSON."""
-    import json
-
-    return json.loads(stdout.strip().splitlines()[-1])
+    return machine(f"{agent.name}-vm", commands, user_data, opts)
 
 
 def missing_tools() -> list[str]:

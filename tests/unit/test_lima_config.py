@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pulumi
 import pytest
 import yaml
 
@@ -15,7 +14,7 @@ from components.backends import MachineContext, lima
 from components.backends.lima_cli import socket_path_problem
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
-from components.spec import load_fleet
+from components.spec import FleetConfigError, load_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = lima.VmImage(disk="/img/disk.qcow2", kernel="/img/vmlinuz", initrd="/img/initrd.img",
@@ -119,8 +118,9 @@ def test_commands_carry_no_secret_and_delete_works_from_the_state_alone():
 
 
 def test_lima_forwards_ssh_on_loopback_only_so_another_bind_address_is_refused():
-    with pytest.raises(pulumi.RunError, match='agent "agent-1": Lima forwards SSH on 127.0.0.1 only'):
-        lima.provision(spec(bind_address="0.0.0.0"), CONTEXT, None, None, None)
+    # Refused by the spec, so before any resource of any agent exists.
+    with pytest.raises(FleetConfigError, match='agent "agent-1", field "bind_address": Lima forwards SSH on 127.0.0.1 only'):
+        spec(bind_address="0.0.0.0")
 
 
 def test_socket_paths_too_long_for_lima_are_caught_before_anything_runs():
