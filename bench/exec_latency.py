@@ -27,11 +27,12 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def run(outputs: dict[str, Any], stack: str, rounds: int) -> dict[str, Any]:
+def run(outputs: dict[str, Any], stack: str, rounds: int, directory: Path | None = None) -> dict[str, Any]:
+    """`directory` receives the SSH files (keys of the fleet): the caller's scratch, removed after."""
     fleet = Fleet.from_outputs(outputs, stack)
     agent = fleet.names[0]
     container = f"agentfleet-{stack}-{agent}"
-    files = SshFiles(Path(tempfile.mkdtemp(prefix="agentfleet-bench-")))
+    files = SshFiles(directory or Path(tempfile.mkdtemp(prefix="agentfleet-bench-")))
     write_ssh_files(fleet.agents.values(), files, stack)
     config = files.config
     client = fleet.agent(agent)
