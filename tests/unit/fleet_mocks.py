@@ -31,3 +31,17 @@ class FleetMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}
+
+
+def mocks_for_module(mocks: FleetMocks, stack: str):
+    """Set these mocks for one test module; whatever mocks were set before come back afterwards.
+    Use as the body of a module-scoped autouse fixture: `yield from mocks_for_module(...)`."""
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import get_monitor
+
+    before = get_monitor()
+    project, previous_stack = pulumi.get_project(), pulumi.get_stack()
+    pulumi.runtime.set_mocks(mocks, project="agentfleet", stack=stack)
+    yield mocks
+    if isinstance(before, MockMonitor):
+        pulumi.runtime.set_mocks(before.mocks, project=project, stack=previous_stack, monitor=before)

@@ -15,7 +15,7 @@ import yaml
 
 from components.backends.registry import preflight_problems
 from components.spec import load_fleet
-from tests.unit.fleet_mocks import VM_ADDRESS, FleetMocks
+from tests.unit.fleet_mocks import VM_ADDRESS, FleetMocks, mocks_for_module
 
 MOCKS = FleetMocks()
 
@@ -23,15 +23,7 @@ MOCKS = FleetMocks()
 @pytest.fixture(scope="module", autouse=True)
 def mixed_fleet_mocks():
     """These mocks for this module only; whatever mocks were set before come back afterwards."""
-    from pulumi.runtime.mocks import MockMonitor
-    from pulumi.runtime.settings import get_monitor
-
-    before = get_monitor()
-    project, stack = pulumi.get_project(), pulumi.get_stack()
-    pulumi.runtime.set_mocks(MOCKS, project="agentfleet", stack="mixed")
-    yield MOCKS
-    if isinstance(before, MockMonitor):
-        pulumi.runtime.set_mocks(before.mocks, project=project, stack=stack, monitor=before)
+    yield from mocks_for_module(MOCKS, "mixed")
 
 
 SPEC = load_fleet("mixed", {

@@ -9,26 +9,15 @@ import yaml
 
 from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
-from components.spec import FleetConfigError, load_fleet
-from tests.unit.fleet_mocks import FleetMocks
+from components.spec import load_fleet
+from tests.unit.fleet_mocks import FleetMocks, mocks_for_module
+from tests.unit.spec_helpers import agent, load, problems
 
 REMOTE = "git@github.com:org/app.git"
 KEY, _ = generate_ed25519("deploy")
 MOCKS = FleetMocks()
 
 
-def agent(name: str, **fields):
-    return {"name": name, "identity": {"name": name.title(), "email": f"{name}@example.com"}, **fields}
-
-
-def load(raw, secrets=None):
-    return load_fleet("test", raw, (secrets or {}).get)
-
-
-def problems(raw, secrets=None) -> list[str]:
-    with pytest.raises(FleetConfigError) as caught:
-        load(raw, secrets)
-    return caught.value.problems
 
 
 def test_off_by_default():
@@ -93,15 +82,7 @@ def test_the_first_clone_is_told_where_the_shared_objects_are():
 @pytest.fixture(scope="module", autouse=True)
 def shared_objects_mocks():
     """These mocks for this module only; whatever mocks were set before come back afterwards."""
-    from pulumi.runtime.mocks import MockMonitor
-    from pulumi.runtime.settings import get_monitor
-
-    before = get_monitor()
-    project, stack = pulumi.get_project(), pulumi.get_stack()
-    pulumi.runtime.set_mocks(MOCKS, project="agentfleet", stack="shared")
-    yield MOCKS
-    if isinstance(before, MockMonitor):
-        pulumi.runtime.set_mocks(before.mocks, project=project, stack=stack, monitor=before)
+    yield from mocks_for_module(MOCKS, "shared")
 
 
 @pulumi.runtime.test

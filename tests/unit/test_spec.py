@@ -2,29 +2,14 @@
 
 import pytest
 
+from components.keys import generate_ed25519
 from components.spec import (
     DEFAULT_PORT_BASE,
     PORT_SPAN,
-    FleetConfigError,
-    load_fleet,
     parse_memory_mib,
     parse_remote,
 )
-from components.keys import generate_ed25519
-
-
-def agent(name="agent-1", **fields):
-    return {"name": name, "identity": {"name": name.title(), "email": f"{name}@example.com"}, **fields}
-
-
-def load(raw, secrets=None):
-    return load_fleet("test", raw, (secrets or {}).get)
-
-
-def problems(raw, secrets=None) -> list[str]:
-    with pytest.raises(FleetConfigError) as caught:
-        load(raw, secrets)
-    return caught.value.problems
+from tests.unit.spec_helpers import agent, load, problems
 
 
 def test_minimal_fleet_takes_documented_defaults():
