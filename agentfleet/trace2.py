@@ -16,9 +16,9 @@ from datetime import datetime
 
 from agentfleet.audit import parse_time
 from agentfleet.connection import Connection
+from agentfleet.contract import TRACE2_DIR as TRACE_DIR
 from agentfleet.result import Result, tail
 
-TRACE_DIR = "/var/log/agentfleet/git-trace2"
 NO_TRACE_DIR = 3  # what read_command exits with when the directory is missing
 READ_TIMEOUT = 60.0
 _EVENTS = ("start", "exit", "atexit", "signal")  # all a process's entry needs; regions etc. stay behind

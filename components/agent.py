@@ -7,17 +7,16 @@ changing or removing one agent touches that agent's resources and nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import pulumi
 
-from components.backends import MachineContext
-from components.backends.registry import backend_module
-from components.cloudinit import SHARED_OBJECTS, WORKSPACE, AgentKeys, render_cloud_config
+from agentfleet.contract import LOGIN_USER, WORKSPACE, AgentOutput, host_key_name, ssh_config_block
+from components.backends import Endpoint, MachineContext
+from components.backends.registry import backend
+from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config
 from components.keys import SshKeyPair
-from components.spec import AgentSpec, known_hosts_pattern
-
-LOGIN_USER = "agent"
+from components.spec import AgentSpec
 
 
 @dataclass
@@ -26,25 +25,10 @@ class AgentArgs:
     context: MachineContext
 
 
-def ssh_config_block(name: str, host: str, port: int, stack: str) -> str:
-    """An OpenSSH Host block; key and known_hosts paths are where `agentfleet ssh-config` writes them."""
-    directory = f".agentfleet/{stack}"
-    return "\n".join([
-        f"Host {name}",
-        f"  HostName {host}",
-        f"  Port {port}",
-        f"  User {LOGIN_USER}",
-        f"  IdentityFile {directory}/keys/{name}",
-        "  IdentitiesOnly yes",
-        f"  UserKnownHostsFile {directory}/known_hosts",
-        "  StrictHostKeyChecking yes",
-    ]) + "\n"
-
-
 class Agent(pulumi.ComponentResource):
     """Outputs: `endpoint` (plain, what the client needs) and `private_key` (secret)."""
 
-    endpoint: pulumi.Output[dict[str, Any]]
+    endpoint: pulumi.Output[AgentOutput]
     private_key: pulumi.Output[str]
 
     def __init__(self, name: str, args: AgentArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
@@ -72,31 +56,31 @@ class Agent(pulumi.ComponentResource):
             given_secret if spec.credential.kind == "https_token" else None,
         ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference))
 
-        address = backend_module(spec.backend).provision(
+        address = backend(spec.backend).provision(
             spec, args.context, pulumi.Output.secret(user_data), host_key.public_key, child
         )
 
         self.private_key = pulumi.Output.secret(operator_key.private_key)
         self.endpoint = pulumi.Output.all(
             address, host_key.public_key, remote_key.public_key if remote_key else None
-        ).apply(lambda values: self._endpoint(spec, args.context.stack, *values))
+        ).apply(lambda values: agent_output(spec, args.context.stack, *values))
         self.register_outputs({"endpoint": self.endpoint, "private_key": self.private_key})
 
-    @staticmethod
-    def _endpoint(spec: AgentSpec, stack: str, address: dict[str, Any], host_public_key: str,
-                  remote_public_key: Optional[str]) -> dict[str, Any]:
-        host, port = address["host"], int(address["port"])
-        key_type, key_body = host_public_key.split()[:2]
-        return {
-            "backend": spec.backend,
-            "host": host,
-            "port": port,
-            "user": LOGIN_USER,
-            "known_hosts": f"{known_hosts_pattern(host, port)} {key_type} {key_body}",
-            "identity": {"name": spec.identity.name, "email": spec.identity.email},
-            "remote": spec.remote.url if spec.remote else None,
-            "branch": spec.branch,
-            "workspace": WORKSPACE,
-            "remote_public_key": remote_public_key,
-            "ssh_config": ssh_config_block(spec.name, host, port, stack),
-        }
+
+def agent_output(spec: AgentSpec, stack: str, address: Endpoint, host_public_key: str,
+                 remote_public_key: Optional[str]) -> AgentOutput:
+    host, port = address["host"], int(address["port"])
+    key_type, key_body = host_public_key.split()[:2]
+    return AgentOutput(
+        backend=spec.backend,
+        host=host,
+        port=port,
+        user=LOGIN_USER,
+        known_hosts=f"{host_key_name(host, port)} {key_type} {key_body}",
+        identity={"name": spec.identity.name, "email": spec.identity.email},
+        remote=spec.remote.url if spec.remote else None,
+        branch=spec.branch,
+        workspace=WORKSPACE,
+        remote_public_key=remote_public_key,
+        ssh_config=ssh_config_block(spec.name, host, port, stack),
+    )

@@ -14,17 +14,15 @@ from typing import Any, Optional
 
 import yaml
 
+from agentfleet.contract import HOME, TRACE2_DIR, WORKSPACE
 from components.egress import policy_document
 from components.spec import AgentSpec
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
-HOME = "/home/agent"
-WORKSPACE = f"{HOME}/workspace"
 # Where a backend mounts the fleet's shared, read-only mirror (FleetSpec.shared_objects); the
 # first clone borrows its objects through git alternates (`git clone --reference`).
 SHARED_OBJECTS = "/var/lib/agentfleet/shared.git"
 REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
-TRACE2_DIR = "/var/log/agentfleet/git-trace2"
 # Every git process on the machine, whoever runs it, writes its trace2 events here.
 SYSTEM_GITCONFIG = f"[trace2]\n\teventTarget = {TRACE2_DIR}\n"
 

@@ -1,4 +1,4 @@
-"""Fleet: every agent of one stack, plus what they share (the Docker network).
+"""Fleet: every agent of one stack, plus what each backend's agents share.
 
 Why outputs are split: `agents` holds what anyone may read (endpoints, pinned host keys,
 identities); `agent_private_keys` holds the operator keys and is a Pulumi secret as a whole.
@@ -7,13 +7,14 @@ identities); `agent_private_keys` holds the operator keys and is a Pulumi secret
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import pulumi
 
+from agentfleet.contract import AgentOutput
 from components.agent import Agent, AgentArgs
-from components.backends import MachineContext, docker
-from components.command import LocalCommand
+from components.backends import MachineContext
+from components.backends.registry import backend
 from components.spec import FleetSpec
 
 
@@ -23,34 +24,21 @@ class FleetArgs:
 
 
 class Fleet(pulumi.ComponentResource):
-    agents: pulumi.Output[dict[str, Any]]
+    agents: pulumi.Output[dict[str, AgentOutput]]
     agent_private_keys: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: FleetArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("agentfleet:index:Fleet", name, None, opts)
         spec = args.spec
-        sharing = [agent for agent in spec.agents if spec.shares_objects(agent)]
-        context = MachineContext(spec.stack, spec.attach_networks, frozenset(a.name for a in sharing))
-        # Docker agents join the stack's network, so they wait for it; VM agents do not.
-        depends_on = {backend: [] for backend in spec.backends()}
-        if "docker" in depends_on:
-            create, delete = docker.network_commands(context)
-            depends_on["docker"] = [LocalCommand(f"{name}-network", create=create, delete=delete,
-                                                 opts=pulumi.ResourceOptions(parent=self))]
-        shared_objects = []
-        if spec.shared_objects is not None and sharing:
-            # Made once, before the agents that mount it; kept while a kept workspace borrows from it.
-            create, delete = docker.shared_objects_commands(context, spec.shared_objects, sharing[0].image)
-            secret = docker.shared_objects_stdin(spec.shared_objects)
-            shared_objects = [LocalCommand(
-                f"{name}-shared-objects", create=create, delete=delete,
-                stdin=pulumi.Output.secret(secret) if secret else None,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on["docker"],
-                                            retain_on_delete=any(a.retain_workspace for a in sharing)))]
+        sharing = frozenset(agent.name for agent in spec.agents if spec.shares_objects(agent))
+        context = MachineContext(spec.stack, spec.attach_networks, sharing)
+        child = pulumi.ResourceOptions(parent=self)
+        needs: dict[str, list[pulumi.Resource]] = {}
+        for kind in sorted(spec.backends()):
+            needs.update(backend(kind).fleet_resources(spec, context, child))
         agents = {
-            agent.name: Agent(agent.name, AgentArgs(agent, context), pulumi.ResourceOptions(
-                parent=self,
-                depends_on=depends_on[agent.backend] + (shared_objects if agent.name in context.shared_objects else [])))
+            agent.name: Agent(agent.name, AgentArgs(agent, context),
+                              pulumi.ResourceOptions(parent=self, depends_on=needs.get(agent.name, [])))
             for agent in spec.agents
         }
         self.agents = pulumi.Output.all(**{n: a.endpoint for n, a in agents.items()})

@@ -31,6 +31,8 @@ def generate_ed25519(comment: str) -> tuple[str, str]:
 
 
 class SshKeyPairProvider(ResourceProvider):
+    serialize_as_secret_always = False  # pickled by reference: a module path, nothing secret
+
     def create(self, props: dict[str, Any]) -> CreateResult:
         private, public = generate_ed25519(props["comment"])
         return CreateResult(

@@ -1,23 +1,19 @@
-"""Backends: how one agent's machine is created, reached and destroyed.
+"""Backends: how one agent's machine is created, read, changed and destroyed, behind one interface.
 
-Every backend module offers the same two functions, so the Agent component treats them alike:
-
-- `provision(agent, context, user_data, host_public_key, opts) -> Output[Endpoint]` declares the
-  machine (LocalCommand resources, children of the agent) and returns where its sshd answers;
-  `user_data` is the agent's cloud-config (a secret, delivered on stdin);
-- `missing_tools() -> list[str]` names what this machine lacks to run the backend, with what to
-  install, so a stack fails before anything is touched.
+Every backend module offers a `BACKEND` object with the shape of `Backend`, so the Fleet and
+Agent components treat Docker, Lima and Multipass alike: what this machine lacks to drive it,
+what it checks before anything is created, the fleet-level resources its agents need, and each
+agent's machine (a `Reconciled` resource whose `host` and `port` outputs are the SSH endpoint).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Protocol, TypedDict
 
 import pulumi
 
-from components.command import LocalCommand
+from components.spec import AgentSpec, FleetSpec
 
 
 class Endpoint(TypedDict):
@@ -38,28 +34,22 @@ class MachineContext:
         """The name of an agent's container or VM: unique per stack, the same in create and delete."""
         return f"agentfleet-{self.stack}-{agent}"
 
-    def labels(self, agent: str | None = None) -> list[str]:
-        labels = ["--label", f"agentfleet.stack={self.stack}"]
-        return labels + (["--label", f"agentfleet.agent={agent}"] if agent else [])
+    def labels(self, agent: str | None = None) -> dict[str, str]:
+        labels = {"agentfleet.stack": self.stack}
+        return {**labels, "agentfleet.agent": agent} if agent else labels
 
 
-def machine(
-    resource_name: str,
-    commands: pulumi.Output[tuple[list[str], list[str]]],
-    user_data: pulumi.Output[str],
-    opts: pulumi.ResourceOptions,
-) -> pulumi.Output[Endpoint]:
-    """The one LocalCommand that makes an agent's machine from its (create, delete) argv, with
-    the cloud-config on stdin; its create command's last line is the endpoint JSON."""
-    made = LocalCommand(
-        resource_name,
-        create=commands.apply(lambda pair: pair[0]),
-        delete=commands.apply(lambda pair: pair[1]),
-        stdin=user_data,
-        opts=opts,
-    )
-    return made.stdout.apply(parse_endpoint)
+class Backend(Protocol):
+    def missing_tools(self) -> list[str]:
+        """What this machine lacks to drive the backend, each with what to install."""
 
+    def preflight(self, fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
+        """Problems `up` would hit with these agents (ports taken, ...), each naming the agent."""
 
-def parse_endpoint(stdout: str) -> Endpoint:
-    return json.loads(stdout.strip().splitlines()[-1])
+    def fleet_resources(self, fleet: FleetSpec, context: MachineContext,
+                        opts: pulumi.ResourceOptions) -> dict[str, list[pulumi.Resource]]:
+        """Resources the backend's agents share, as what each agent (by name) must wait for."""
+
+    def provision(self, agent: AgentSpec, context: MachineContext, user_data: pulumi.Output[str],
+                  host_public_key: pulumi.Output[str], opts: pulumi.ResourceOptions) -> pulumi.Output[Endpoint]:
+        """The agent's machine (children of the Agent); returns where its sshd answers."""

@@ -1,34 +1,52 @@
-"""How one agent becomes a Docker container: the commands that create, wait for and remove it.
+"""How one agent becomes a Docker container, and what a Docker fleet shares (its network, the
+shared objects).
 
-Why these choices (see DESIGN.md): the cloud-config reaches the container on stdin through
-`docker exec -i`, never in argv, environment or labels; the SSH port is fixed for the container's
-life and bound to 127.0.0.1 unless configured; capabilities are dropped to what sshd and
-cloud-init need; the workspace is a named volume that outlives the container.
+Why these choices (see DESIGN.md): the cloud-config reaches the container as a NoCloud seed in
+the API's request body, never in argv, environment or labels; the SSH port is fixed for the
+container's life and bound to 127.0.0.1 unless configured; capabilities are dropped to what sshd
+and cloud-init need; the workspace is a named volume that outlives the container. Every piece is
+a `Reconciled` resource driven by docker_engine.py, so refresh sees it and up heals it.
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from typing import Any
 
 import pulumi
 
-from components.backends import Endpoint, MachineContext, machine
-from components.command import LocalCommand
+from agentfleet.contract import WORKSPACE
+from components.backends import Endpoint, MachineContext
 from components.cloudinit import SHARED_OBJECTS
 from components.image import agent_image_tag
-from components.spec import AgentSpec, SharedObjects
+from components.reconciled import Reconciled
+from components.spec import AgentSpec, FleetSpec
 
-CREATE_SCRIPT = (Path(__file__).resolve().parent / "docker-create.sh").read_text()
-MIRROR_SCRIPT = (Path(__file__).resolve().parent / "docker-mirror.sh").read_text()
-WORKSPACE_MOUNT = "/home/agent/workspace"
-READY_TIMEOUT_S = 180
+ENGINE = "components.backends.docker_engine"
 # What cloud-init and sshd need, measured: sshd privilege separation and chroot, user creation,
 # file ownership. Everything else is dropped.
 CAPABILITIES = ("CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE", "DAC_OVERRIDE", "FOWNER")
+RESTART_POLICY = "unless-stopped"
+
+
+class DockerContainer(Reconciled, module="agentfleet", name="DockerContainer"):
+    DRIVER = f"{ENGINE}:ContainerDriver"
+    OUTPUTS = frozenset({"host"})
+    host: pulumi.Output[str]
+    port: pulumi.Output[int]
+
+
+class DockerVolume(Reconciled, module="agentfleet", name="DockerVolume"):
+    DRIVER = f"{ENGINE}:VolumeDriver"
+
+
+class DockerNetwork(Reconciled, module="agentfleet", name="DockerNetwork"):
+    DRIVER = f"{ENGINE}:NetworkDriver"
+
+
+class SharedObjectsVolume(Reconciled, module="agentfleet", name="SharedObjects"):
+    DRIVER = f"{ENGINE}:MirrorDriver"
 
 
 def capabilities(agent: AgentSpec) -> tuple[str, ...]:
@@ -44,128 +62,110 @@ def volume_name(context: MachineContext, agent: str) -> str:
     return f"{context.machine_name(agent)}-workspace"
 
 
+def shared_objects_volume(context: MachineContext) -> str:
+    return f"agentfleet-{context.stack}-shared-objects"
+
+
 def endpoint_host(agent: AgentSpec) -> str:
     """The address a client dials: the bound address, or loopback when bound to all."""
     return "127.0.0.1" if agent.bind_address == "0.0.0.0" else agent.bind_address
 
 
-def network_commands(context: MachineContext) -> tuple[list[str], list[str]]:
-    create = ["docker", "network", "create", *context.labels(), network_name(context)]
-    return create, ["docker", "network", "rm", network_name(context)]
+def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any]:
+    """Everything that defines one agent's container, as the resource's inputs."""
+    return {
+        "name": context.machine_name(agent.name),
+        "image": agent.image or agent_image_tag(),
+        "hostname": agent.name,
+        "network": network_name(context),
+        "extra_networks": list(context.attach_networks),
+        "bind_address": agent.bind_address,
+        "port": agent.ssh_port,
+        "endpoint_host": endpoint_host(agent),
+        "workspace_volume": volume_name(context, agent.name),
+        "workspace_mount": WORKSPACE,
+        "shared_objects_volume": shared_objects_volume(context) if agent.name in context.shared_objects else None,
+        "shared_objects_mount": SHARED_OBJECTS,
+        "capabilities": sorted(capabilities(agent)),
+        "memory_mib": agent.resources.memory_mib,
+        "cpus": agent.resources.cpus,
+        "pids": agent.resources.pids,
+        "restart": RESTART_POLICY,
+        "labels": context.labels(agent.name),
+        "state": "running",
+    }
 
 
-def shared_objects_volume(context: MachineContext) -> str:
-    return f"agentfleet-{context.stack}-shared-objects"
+class DockerBackend:
+    def missing_tools(self) -> list[str]:
+        from components.backends.docker_engine import engine
+
+        try:
+            engine().ping()
+        except Exception:  # noqa: BLE001 - any failure means the same thing here
+            return ["a running Docker daemon (start dockerd, or run scripts/setup)"]
+        return []
+
+    def preflight(self, fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
+        return port_conflicts(agents, MachineContext(fleet.stack, fleet.attach_networks))
+
+    def fleet_resources(self, fleet: FleetSpec, context: MachineContext,
+                        opts: pulumi.ResourceOptions) -> dict[str, list[pulumi.Resource]]:
+        """The stack's network; the shared objects before the agents that mount them."""
+        name = network_name(context)
+        network = DockerNetwork(f"fleet-network", {"name": name, "labels": context.labels(), "state": "present"},
+                                opts=opts)
+        needs: dict[str, list[pulumi.Resource]] = {a.name: [network] for a in fleet.agents if a.backend == "docker"}
+        sharing = [a for a in fleet.agents if a.name in context.shared_objects]
+        if fleet.shared_objects is not None and sharing:
+            shared = fleet.shared_objects
+            secret = shared.credential.secret
+            mirror = SharedObjectsVolume("fleet-shared-objects", {
+                "name": shared_objects_volume(context),
+                "remote": shared.remote.url,
+                "kind": shared.credential.kind,
+                "known_hosts": list(shared.known_hosts),
+                "networks": [name, *context.attach_networks],
+                "image": sharing[0].image or agent_image_tag(),
+                "labels": context.labels(),
+                "state": "present",
+            }, secret=secret, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=[network],
+                # Kept while a kept workspace borrows from it.
+                retain_on_delete=any(a.retain_workspace for a in sharing))))
+            for agent in sharing:
+                needs[agent.name].append(mirror)
+        return needs
+
+    def provision(self, agent: AgentSpec, context: MachineContext, user_data: pulumi.Output[str],
+                  host_public_key: pulumi.Output[str], opts: pulumi.ResourceOptions) -> pulumi.Output[Endpoint]:
+        """The workspace volume and the container; returns the endpoint the container answers on."""
+        volume = DockerVolume(
+            f"{agent.name}-workspace",
+            {"name": volume_name(context, agent.name), "labels": context.labels(agent.name), "state": "present"},
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=agent.retain_workspace)),
+        )
+        container = DockerContainer(
+            f"{agent.name}-container",
+            {**container_fields(context, agent), "host_public_key": host_public_key},
+            secret=user_data,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])),
+        )
+        return pulumi.Output.all(container.host, container.port).apply(
+            lambda values: Endpoint(host=values[0], port=int(values[1])))
 
 
-def shared_objects_commands(context: MachineContext, shared: SharedObjects,
-                            image: str | None = None) -> tuple[list[str], list[str]]:
-    """Create (the credential on stdin) and delete argv of the fleet's shared objects: a volume
-    holding `git clone --mirror` of the remote, made once by a throwaway container of the
-    agents' image (default: the agent image)."""
-    volume = shared_objects_volume(context)
-    create = [
-        "sh", "-c", MIRROR_SCRIPT, "docker-mirror", volume, f"{volume}-clone", shared.credential.kind,
-        shared.remote.url, "\n".join(shared.known_hosts),
-        " ".join((network_name(context), *context.attach_networks)), image or agent_image_tag(), *context.labels(),
-    ]
-    return create, ["docker", "volume", "rm", "--force", volume]
-
-
-def shared_objects_stdin(shared: SharedObjects) -> str | None:
-    """What the mirror's create command reads: the key (OpenSSH wants its final newline) or token."""
-    secret = shared.credential.secret
-    if not secret:
-        return None
-    return secret.rstrip("\n") + "\n" if shared.credential.kind == "ssh_key" else secret
-
-
-def volume_commands(context: MachineContext, agent: AgentSpec) -> tuple[list[str], list[str]]:
-    volume = volume_name(context, agent.name)
-    create = ["docker", "volume", "create", *context.labels(agent.name), volume]
-    return create, ["docker", "volume", "rm", "--force", volume]
-
-
-def create_options(context: MachineContext, agent: AgentSpec) -> list[str]:
-    """`docker create` options for one agent: identity, endpoint, workspace, limits, privileges."""
-    options = [
-        "--hostname", agent.name,
-        "--network", network_name(context),
-        "--restart", "unless-stopped",
-        "--publish", f"{agent.bind_address}:{agent.ssh_port}:22",
-        "--mount", f"type=volume,src={volume_name(context, agent.name)},dst={WORKSPACE_MOUNT}",
-        *(["--mount", f"type=volume,src={shared_objects_volume(context)},dst={SHARED_OBJECTS},readonly"]
-          if agent.name in context.shared_objects else []),
-        "--cap-drop", "ALL",
-        *[arg for cap in capabilities(agent) for arg in ("--cap-add", cap)],
-        "--security-opt", "no-new-privileges",
-        "--memory", f"{agent.resources.memory_mib}m",
-        "--cpus", f"{agent.resources.cpus:g}",
-        "--pids-limit", str(agent.resources.pids),
-        *context.labels(agent.name),
-    ]
-    return [*options, agent.image or agent_image_tag()]
-
-
-def container_commands(
-    context: MachineContext, agent: AgentSpec, host_public_key: str
-) -> tuple[list[str], list[str]]:
-    """Create (reads the cloud-config on stdin, prints the endpoint JSON) and delete argv."""
-    container = context.machine_name(agent.name)
-    create = [
-        "sh", "-c", CREATE_SCRIPT, "docker-create",
-        container, container, endpoint_host(agent), str(agent.ssh_port), host_public_key,
-        str(READY_TIMEOUT_S), " ".join(context.attach_networks), *create_options(context, agent),
-    ]
-    return create, ["docker", "rm", "--force", container]
-
-
-def provision(
-    agent: AgentSpec,
-    context: MachineContext,
-    user_data: pulumi.Output[str],
-    host_public_key: pulumi.Output[str],
-    opts: pulumi.ResourceOptions,
-) -> pulumi.Output[Endpoint]:
-    """The workspace volume and the container; returns the endpoint the container answers on."""
-    volume_create, volume_delete = volume_commands(context, agent)
-    volume = LocalCommand(
-        f"{agent.name}-workspace",
-        create=volume_create,
-        delete=volume_delete,
-        opts=pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(retain_on_delete=agent.retain_workspace)
-        ),
-    )
-    return machine(
-        f"{agent.name}-container",
-        host_public_key.apply(lambda key: container_commands(context, agent, key)),
-        user_data,
-        pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])),
-    )
-
-
-def missing_tools() -> list[str]:
-    if shutil.which("docker") is None:
-        return ["docker (install Debian's docker.io, or run scripts/setup)"]
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return ["a running Docker daemon (start dockerd, or run scripts/setup)"]
-    if shutil.which("ssh-keyscan") is None:
-        return ["ssh-keyscan (install openssh-client)"]
-    return []
+BACKEND = DockerBackend()
 
 
 def port_conflicts(agents: list[AgentSpec], context: MachineContext) -> list[str]:
-    """Agents whose SSH port is held by something other than their own container on this host.
+    """Agents whose SSH port is held by something other than their own container on this host."""
+    from components.backends.docker_engine import engine
 
-    One `docker ps` per agent, run side by side: in series they cost a fleet of 20 about a
-    second of every preview and up."""
+    client = engine()
 
     def holders(agent: AgentSpec) -> list[str]:
-        return subprocess.run(
-            ["docker", "ps", "-a", "--filter", f"publish={agent.ssh_port}", "--format", "{{.Names}}"],
-            capture_output=True, text=True,
-        ).stdout.split()
+        return [c.name for c in client.containers.list(all=True, filters={"publish": str(agent.ssh_port)})]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         found = list(pool.map(holders, agents))

@@ -15,10 +15,9 @@ Why these choices (see DESIGN.md):
 - limactl is the wrapper scripts/setup writes ($AGENTFLEET_LIMA_DIR/bin/limactl): it forces
   software emulation where KVM does not work and runs Lima unprivileged when called by root.
   Without it, `limactl` on PATH (a Lima you installed) is used as it is.
-
-The create command names lima_cli.py by its path (LocalCommand runs in the project directory),
-so editing the program does not replace every VM; the delete command carries its text, so
-`pulumi destroy` works from the state alone.
+- The VM is a `Reconciled` resource driven by lima_cli.VmDriver: its inputs are the instance
+  config and the module list, so editing agentfleet's code replaces no VM; refresh reads the
+  instance's status, and `pulumi up` starts a stopped VM instead of rebuilding it.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import hashlib
 import math
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,20 +33,13 @@ from typing import Any
 import pulumi
 import yaml
 
-from components.backends import Endpoint, MachineContext, machine
-from components.backends.lima_cli import parse_list, socket_path_problem, steps_document  # noqa: F401
-from components.spec import AgentSpec
+from components.backends import Endpoint, MachineContext
+from components.backends.lima_cli import RUNNER, lima_dir, lima_home, limactl_command, socket_path_problem, steps_document
+from components.reconciled import Reconciled
+from components.spec import AgentSpec, FleetSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECIPE = PROJECT_ROOT / "images" / "lima" / "build-vm-image"
-PROGRAM = Path(__file__).resolve().parent / "lima_cli.py"
-PROGRAM_PATH = "components/backends/lima_cli.py"  # relative to the project directory
-PYTHON = "python3"
-RUNNER = "agentfleet-lima"
-# Measured here under TCG (2 host cores): boot to Lima's SSH ~65 s, applying the document ~20 s.
-# Generous, because agents of one stack boot in parallel on the same cores.
-START_TIMEOUT_S = 900
-READY_TIMEOUT_S = 120
 # Lima's own user in the guest; not uid 1000, which the document gives to `agent`.
 LIMA_USER = {"name": "lima", "uid": 1001}
 PER_BOOT_DIR = "/var/lib/cloud/scripts/per-boot/"
@@ -82,15 +73,6 @@ class VmImage:
     cmdline: str
 
 
-def lima_dir() -> Path:
-    """Where scripts/setup installs Lima (the same rule as scripts/lib/lima.sh)."""
-    if os.environ.get("AGENTFLEET_LIMA_DIR"):
-        return Path(os.environ["AGENTFLEET_LIMA_DIR"])
-    if os.geteuid() == 0:
-        return Path("/var/lib/agentfleet/lima")
-    return Path(os.environ.get("AGENTFLEET_HOME") or Path.home() / ".agentfleet") / "lima"
-
-
 def image_id(recipe: Path = RECIPE) -> str:
     """The image's cache key, as scripts/lib/lima.sh computes it (`sha256sum | cut -c1-16`)."""
     return hashlib.sha256(recipe.read_bytes()).hexdigest()[:16]
@@ -103,21 +85,6 @@ def local_image(directory: Path | None = None) -> VmImage | None:
         return None
     return VmImage(disk=str(image / "disk.qcow2"), kernel=str(image / "vmlinuz"),
                    initrd=str(image / "initrd.img"), cmdline=(image / "cmdline").read_text().strip())
-
-
-def limactl_command(directory: Path | None = None) -> str | None:
-    wrapper = (directory or lima_dir()) / "bin" / "limactl"
-    if os.access(wrapper, os.X_OK):
-        return str(wrapper)
-    return shutil.which("limactl")
-
-
-def lima_home(limactl: str, directory: Path | None = None) -> str:
-    """The LIMA_HOME the instances live in: the wrapper's, else Lima's own default."""
-    base = directory or lima_dir()
-    if limactl == str(base / "bin" / "limactl"):
-        return str(base / "instances")
-    return os.environ.get("LIMA_HOME") or str(Path.home() / ".lima")
 
 
 def instance_config(agent: AgentSpec, image: VmImage | None) -> dict[str, Any]:
@@ -186,75 +153,69 @@ def apply_steps(document: dict[str, Any]) -> tuple[list[str], list[str]]:
     return modules, scripts
 
 
-def machine_commands(
-    context: MachineContext,
-    agent: AgentSpec,
-    host_public_key: str,
-    limactl: str,
-    config: str,
-    modules: Sequence[str],
-    scripts: Sequence[str],
-) -> tuple[list[str], list[str]]:
-    """Create (cloud-config on stdin, prints the endpoint JSON) and delete argv of one agent's VM."""
-    instance = context.machine_name(agent.name)
-    create = [
-        PYTHON, PROGRAM_PATH, "create", agent.name, instance, limactl, host_public_key,
-        str(START_TIMEOUT_S), str(READY_TIMEOUT_S), config, steps_document(modules), *scripts,
-    ]
-    delete = [PYTHON, "-c", PROGRAM.read_text(), "delete", agent.name, instance, limactl]
-    return create, delete
+class LimaVm(Reconciled, module="agentfleet", name="LimaVm"):
+    DRIVER = "components.backends.lima_cli:VmDriver"
+    OUTPUTS = frozenset({"host", "port"})
+    host: pulumi.Output[str]
+    port: pulumi.Output[int]
 
 
-def _steps_of(user_data: str) -> tuple[list[str], list[str]]:
-    return apply_steps(yaml.safe_load(user_data))
+def _steps_of(user_data: str) -> dict[str, Any]:
+    modules, scripts = apply_steps(yaml.safe_load(user_data))
+    return {"steps": steps_document(modules), "scripts": scripts}
 
 
-def provision(
-    agent: AgentSpec,
-    context: MachineContext,
-    user_data: pulumi.Output[str],
-    host_public_key: pulumi.Output[str],
-    opts: pulumi.ResourceOptions,
-) -> pulumi.Output[Endpoint]:
-    """The VM (its disk holds the workspace); returns the address its sshd answers on."""
-    where = f'stack "{context.stack}", agent "{agent.name}"'
-    # Where limactl is missing, preview still shows the plan; the preflight refuses `up`.
-    limactl = limactl_command() or "limactl"
-    problem = socket_path_problem(lima_home(limactl), context.machine_name(agent.name))
-    if problem:
-        raise pulumi.RunError(f"{where}: {problem}")
-    if agent.retain_workspace:
-        pulumi.log.warn(f"{where}: retain_workspace is not supported by the lima backend; "
-                        "the VM's disk (its workspace) is deleted with the VM")
-    image = None if agent.image else local_image()
-    if image is None and not agent.image:
-        raise pulumi.RunError(f"{where}: the Lima VM image {image_id()} is not built; run scripts/setup "
-                              "(or give the agent an `image`)")
-    config = render_instance_config(instance_config(agent, image))
-    # Module names and script paths only: nothing secret, so the create command stays readable.
-    steps = pulumi.Output.unsecret(user_data.apply(_steps_of))
-    commands = pulumi.Output.all(host_public_key, steps).apply(
-        lambda values: machine_commands(context, agent, values[0], limactl, config, *values[1])
-    )
-    return machine(f"{agent.name}-vm", commands, user_data, opts)
+class LimaBackend:
+    def missing_tools(self) -> list[str]:
+        missing = []
+        limactl = limactl_command()
+        if limactl is None:
+            missing.append("limactl (run scripts/setup: it builds Lima from Go modules, with qemu and the VM image)")
+        elif limactl.startswith(str(lima_dir())) and os.geteuid() == 0 and not _user_exists(RUNNER):
+            missing.append(f"the user {RUNNER} that runs Lima for root (run scripts/setup)")
+        if shutil.which("qemu-system-x86_64") is None:
+            missing.append("qemu-system-x86_64 (apt-get install qemu-system-x86 qemu-utils, or run scripts/setup)")
+        if limactl is not None and limactl.startswith(str(lima_dir())) and local_image() is None:
+            missing.append(f"the Lima VM image {image_id()} (run scripts/setup; or give each Lima agent an `image`)")
+        return missing
+
+    def preflight(self, fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
+        return []  # Lima forwards each VM's SSH port itself and says when one is taken
+
+    def fleet_resources(self, fleet: FleetSpec, context: MachineContext,
+                        opts: pulumi.ResourceOptions) -> dict[str, list[pulumi.Resource]]:
+        return {}
+
+    def provision(self, agent: AgentSpec, context: MachineContext, user_data: pulumi.Output[str],
+                  host_public_key: pulumi.Output[str], opts: pulumi.ResourceOptions) -> pulumi.Output[Endpoint]:
+        """The VM (its disk holds the workspace); returns the address its sshd answers on."""
+        where = f'stack "{context.stack}", agent "{agent.name}"'
+        # Where limactl is missing, preview still shows the plan; the preflight refuses `up`.
+        problem = socket_path_problem(lima_home(limactl_command() or "limactl"), context.machine_name(agent.name))
+        if problem:
+            raise pulumi.RunError(f"{where}: {problem}")
+        if agent.retain_workspace:
+            pulumi.log.warn(f"{where}: retain_workspace is not supported by the lima backend; "
+                            "the VM's disk (its workspace) is deleted with the VM")
+        image = None if agent.image else local_image()
+        if image is None and not agent.image:
+            raise pulumi.RunError(f"{where}: the Lima VM image {image_id()} is not built; run scripts/setup "
+                                  "(or give the agent an `image`)")
+        # Module names and script paths only: nothing secret, so they stay readable inputs.
+        steps = pulumi.Output.unsecret(user_data.apply(_steps_of))
+        vm = LimaVm(f"{agent.name}-vm", {
+            "name": context.machine_name(agent.name),
+            "agent": agent.name,
+            "config": render_instance_config(instance_config(agent, image)),
+            "steps": steps.apply(lambda s: s["steps"]),
+            "scripts": steps.apply(lambda s: s["scripts"]),
+            "host_public_key": host_public_key,
+            "state": "running",
+        }, secret=user_data, opts=opts)
+        return pulumi.Output.all(vm.host, vm.port).apply(lambda v: Endpoint(host=v[0], port=int(v[1])))
 
 
-def missing_tools() -> list[str]:
-    missing = []
-    limactl = limactl_command()
-    if limactl is None:
-        missing.append("limactl (run scripts/setup: it builds Lima from Go modules, with qemu and the VM image)")
-    elif limactl.startswith(str(lima_dir())) and os.geteuid() == 0 and not _user_exists(RUNNER):
-        missing.append(f"the user {RUNNER} that runs Lima for root (run scripts/setup)")
-    if shutil.which("qemu-system-x86_64") is None:
-        missing.append("qemu-system-x86_64 (apt-get install qemu-system-x86 qemu-utils, or run scripts/setup)")
-    if limactl is not None and limactl.startswith(str(lima_dir())) and local_image() is None:
-        missing.append(f"the Lima VM image {image_id()} (run scripts/setup; or give each Lima agent an `image`)")
-    if shutil.which(PYTHON) is None:
-        missing.append("python3 (runs the Lima create/delete program)")
-    if shutil.which("ssh-keyscan") is None:
-        missing.append("ssh-keyscan (install openssh-client)")
-    return missing
+BACKEND = LimaBackend()
 
 
 def _user_exists(name: str) -> bool:

@@ -1,22 +1,19 @@
-"""The program behind a Lima agent's create and delete commands (standard library only).
+"""Lima VMs for agents through limactl: created, read back, started again, deleted.
 
 create: `limactl create` from the instance config, `limactl start`, read the SSH port Lima
-forwards (`limactl list --json`), hand the agent's cloud-config (stdin) to cloud-init inside the
-VM over Lima's own SSH session, and wait until sshd offers the pinned host key; print the endpoint
-JSON. On any failure after `limactl create` the half-made instance is deleted, and the message
-names the agent, what failed and what to do.
-delete: `limactl delete --force`; an instance that is already gone counts as deleted.
+forwards (`limactl list --json`), hand the agent's cloud-config to cloud-init inside the VM over
+Lima's own SSH session, and wait until sshd offers the pinned host key. On any failure after
+`limactl create` the half-made instance is deleted, and the message names the agent, what failed
+and what to do. read: the instance's status and forwarded port (a stopped VM, as after every
+host reboot, reads as stopped and `pulumi up` starts it). delete: `limactl delete --force`; an
+instance that is already gone counts as deleted.
 
 Why the cloud-config travels this way: Lima writes its own cloud-init user-data (its user, its
 key, its boot script) and takes no other. So the VM boots with Lima's, and the agent's document
 is then applied by cloud-init itself, every module the document uses in one `cloud-init modules`
-run (see components/backends/lima.py for which). The document goes from this program's stdin
-through `limactl shell` (ssh) to a root-only file on the guest's tmpfs, removed once applied: it
-is never in argv, in the environment, or in a file on the host.
-
-    python3 lima_cli.py create AGENT INSTANCE LIMACTL HOST_PUBLIC_KEY START_TIMEOUT READY_TIMEOUT \
-        CONFIG STEPS [PER_BOOT_SCRIPT ...]   < cloud-config
-    python3 lima_cli.py delete AGENT INSTANCE LIMACTL
+run (see components/backends/lima.py for which). The document goes through `limactl shell`'s
+stdin (ssh) to a root-only file on the guest's tmpfs, removed once applied: it is never in argv,
+in the environment, or in a file on the host.
 """
 
 from __future__ import annotations
@@ -24,21 +21,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from components.hostkey import HostKeyTimeout, wait_for_host_key
+from components.process import TIMED_OUT, run, tail
 
 LIST_TIMEOUT_S = 60
 DELETE_TIMEOUT_S = 120
 # Slack on top of `limactl start --timeout` for Lima to give up and report by itself.
 START_GRACE_S = 60
 APPLY_TIMEOUT_S = 600
-KEYSCAN_TIMEOUT_S = 5
-POLL_S = 0.5
-TAIL_LINES = 15
+RUNNER = "agentfleet-lima"
+# Measured here under TCG (2 host cores): boot to Lima's SSH ~65 s, applying the document ~20 s.
+# Generous, because agents of one stack boot in parallel on the same cores.
+START_TIMEOUT_S = 900
+READY_TIMEOUT_S = 120
 # AF_UNIX socket paths (Lima's ha.sock, ssh.sock in the instance directory) are at most 107 bytes.
 MAX_SOCKET_PATH = 107
 LONGEST_SOCKET = "ha.sock"
@@ -145,10 +144,6 @@ def explain(output: str) -> str | None:
     return next((hint for marker, hint in HINTS if marker in output), None)
 
 
-def tail(text: str, lines: int = TAIL_LINES) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 def readable_log(text: str) -> str:
     """Lima's host agent log (ha.stderr.log) is JSON lines: keep level and message (and error)."""
     lines = []
@@ -184,20 +179,14 @@ class Lima:
 
     def run(self, *args: str, stdin: str | None = None, timeout: float = LIST_TIMEOUT_S,
             what: str = "") -> str:
-        argv = [self.limactl, "--tty=false", *args]
-        try:
-            done = subprocess.run(argv, input=stdin or "", capture_output=True, text=True,
-                                  timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as expired:
-            output = _text(expired.stderr) or _text(expired.stdout)
+        done = run([self.limactl, "--tty=false", *args], stdin=stdin or "", timeout_s=timeout)
+        if done.status == TIMED_OUT:
             raise LimaError(f"`limactl {args[0]}` did not finish within {timeout:.0f}s" +
-                            (f"; {what}" if what else ""), tail(output)) from None
-        except OSError as error:
-            raise LimaError(f"cannot run {self.limactl}: {error.strerror}; run scripts/setup") from None
-        if done.returncode != 0:
+                            (f"; {what}" if what else ""), tail(done.stderr))
+        if not done.ok:
             output = done.stderr or done.stdout
             hint = explain(output)
-            raise LimaError(f"`limactl {args[0]}` exited {done.returncode}" + (f": {hint}" if hint else ""),
+            raise LimaError(f"`limactl {args[0]}` exited {done.status}" + (f": {hint}" if hint else ""),
                             tail(output))
         return done.stdout
 
@@ -230,52 +219,45 @@ class Lima:
         return "\n".join(parts), hint
 
 
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+def lima_dir() -> Path:
+    """Where scripts/setup installs Lima (the same rule as scripts/lib/lima.sh)."""
+    if os.environ.get("AGENTFLEET_LIMA_DIR"):
+        return Path(os.environ["AGENTFLEET_LIMA_DIR"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/agentfleet/lima")
+    return Path(os.environ.get("AGENTFLEET_HOME") or Path.home() / ".agentfleet") / "lima"
 
 
-def offers_pinned_key(host: str, port: int, host_public_key: str) -> bool:
-    key_type, key_body = host_public_key.split()[:2]
-    try:
-        scan = subprocess.run(
-            ["ssh-keyscan", "-T", str(KEYSCAN_TIMEOUT_S), "-t", key_type.removeprefix("ssh-"), "-p", str(port), host],
-            capture_output=True, text=True, timeout=KEYSCAN_TIMEOUT_S + 5, check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return any(line.split()[1:3] == [key_type, key_body] for line in scan.stdout.splitlines() if line.strip())
+def limactl_command(directory: Path | None = None) -> str | None:
+    """The wrapper scripts/setup writes (TCG where KVM fails, unprivileged for root), else PATH's."""
+    wrapper = (directory or lima_dir()) / "bin" / "limactl"
+    if os.access(wrapper, os.X_OK):
+        return str(wrapper)
+    return shutil.which("limactl")
 
 
-def create(args: Sequence[str], document: str) -> dict[str, Any]:
-    agent, instance, limactl, host_public_key, start_timeout, ready_timeout, config, steps, *scripts = args
-    lima = Lima(limactl, agent, instance)
-    if not os.access(limactl, os.X_OK):
-        raise LimaError(f"limactl is missing ({limactl}): run scripts/setup, which builds Lima from Go modules")
+def lima_home(limactl: str, directory: Path | None = None) -> str:
+    """The LIMA_HOME the instances live in: the wrapper's, else Lima's own default."""
+    base = directory or lima_dir()
+    if limactl == str(base / "bin" / "limactl"):
+        return str(base / "instances")
+    return os.environ.get("LIMA_HOME") or str(Path.home() / ".lima")
+
+
+def create(lima: Lima, host_public_key: str, config: str, steps: str, scripts: Sequence[str],
+           document: str, ready_timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+    """Make, boot and provision the VM; return its endpoint. A failure deletes the half-made VM."""
+    if not os.access(lima.limactl, os.X_OK):
+        raise LimaError(f"limactl is missing ({lima.limactl}): run scripts/setup, which builds Lima from Go modules")
     if shutil.which("qemu-system-x86_64") is None:
         raise LimaError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86 qemu-utils (or run scripts/setup)")
     if lima.instance_info() is not None:
-        raise LimaError(f"a Lima instance {instance} exists already, unknown to this stack (left by an "
-                        f"interrupted run?): remove it with `{limactl} delete --force {instance}`")
-    lima.run("create", "--name", instance, "-", stdin=config, what="creating the instance")
+        raise LimaError(f"a Lima instance {lima.instance} exists already, unknown to this stack (left by an "
+                        f"interrupted run?): remove it with `{lima.limactl} delete --force {lima.instance}`")
+    lima.run("create", "--name", lima.instance, "-", stdin=config, what="creating the instance")
     try:
-        start_s = int(start_timeout)
-        lima.run("start", "--timeout", f"{start_s}s", instance, timeout=start_s + START_GRACE_S,
-                 what="the VM did not boot to SSH in time")
-        info = lima.instance_info()
-        if info is None:
-            raise LimaError("the instance vanished after `limactl start`")
-        endpoint = ssh_endpoint(info)
-        lima.run("shell", "--workdir", "/", instance, "sudo", "sh", "-c", APPLY_SCRIPT, "agentfleet-apply",
-                 steps, *scripts, stdin=document, timeout=APPLY_TIMEOUT_S,
-                 what="applying the cloud-config took too long")
-        deadline = time.monotonic() + int(ready_timeout)
-        while not offers_pinned_key(endpoint["host"], endpoint["port"], host_public_key):
-            if time.monotonic() > deadline:
-                raise LimaError(f"sshd on {endpoint['host']}:{endpoint['port']} did not offer the pinned "
-                                f"host key within {ready_timeout}s")
-            time.sleep(POLL_S)
-        return endpoint
-    except (LimaError, ValueError) as error:
+        endpoint = start(lima, host_public_key, ready_timeout_s, apply=(steps, scripts, document))
+    except (LimaError, ValueError, HostKeyTimeout) as error:
         message = error.args[0]
         detail = error.args[1] if len(error.args) > 1 else ""
         diagnostics, hint = lima.diagnostics()
@@ -285,30 +267,75 @@ def create(args: Sequence[str], document: str) -> dict[str, Any]:
             lima.delete()
             cleanup = "the half-made VM was deleted"
         except LimaError as delete_error:
-            cleanup = f"deleting the half-made VM failed too ({delete_error.args[0]}): `{limactl} delete --force {instance}`"
+            cleanup = (f"deleting the half-made VM failed too ({delete_error.args[0]}): "
+                       f"`{lima.limactl} delete --force {lima.instance}`")
         raise LimaError(f"{message}; {cleanup}", "\n".join(p for p in (detail, diagnostics) if p)) from None
+    return endpoint
 
 
-def main(argv: Sequence[str]) -> int:
-    if len(argv) < 4 or argv[0] not in ("create", "delete"):
-        print(__doc__, file=sys.stderr)
-        return 2
-    command, agent, instance = argv[0], argv[1], argv[2]
-    try:
-        if command == "create":
-            endpoint = create(argv[1:], sys.stdin.read())
-            print(json.dumps(endpoint))
-        else:
-            Lima(argv[3], agent, instance).delete()
-        return 0
-    except (LimaError, ValueError) as error:
+def start(lima: Lima, host_public_key: str, ready_timeout_s: float,
+          apply: Optional[tuple[str, Sequence[str], str]] = None) -> dict[str, Any]:
+    """Boot the VM, apply the cloud-config on first boot (`apply`: steps, scripts, document),
+    and wait for the pinned host key; return the endpoint."""
+    lima.run("start", "--timeout", f"{START_TIMEOUT_S}s", lima.instance, timeout=START_TIMEOUT_S + START_GRACE_S,
+             what="the VM did not boot to SSH in time")
+    info = lima.instance_info()
+    if info is None:
+        raise LimaError("the instance vanished after `limactl start`")
+    endpoint = ssh_endpoint(info)
+    if apply is not None:
+        steps, scripts, document = apply
+        lima.run("shell", "--workdir", "/", lima.instance, "sudo", "sh", "-c", APPLY_SCRIPT, "agentfleet-apply",
+                 steps, *scripts, stdin=document, timeout=APPLY_TIMEOUT_S,
+                 what="applying the cloud-config took too long")
+    wait_for_host_key(endpoint["host"], endpoint["port"], host_public_key, ready_timeout_s)
+    return endpoint
+
+
+class VmDriver:
+    """An agent's Lima VM. A stopped VM is started in place; any change of its definition (the
+    instance config, the cloud-config, the pinned key) replaces it. Its disk holds the workspace."""
+
+    replacing = frozenset({"agent", "config", "steps", "scripts", "host_public_key"})
+    outputs = frozenset({"host", "port"})
+
+    @staticmethod
+    def _lima(name: str, fields: dict[str, Any]) -> Lima:
+        return Lima(limactl_command() or "limactl", fields["agent"], name)
+
+    def _failed(self, name: str, fields: dict[str, Any], error: LimaError) -> LimaError:
         detail = error.args[1] if len(error.args) > 1 else ""
-        if detail:
-            print(detail, file=sys.stderr)
-        # Last, so the tail Pulumi shows always ends with it.
-        print(f"agent {agent} (Lima VM {instance}): {error.args[0]}", file=sys.stderr)
-        return 1
+        return LimaError(f"{detail}\nagent {fields['agent']} (Lima VM {name}): {error.args[0]}".strip())
 
+    def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        try:
+            endpoint = create(self._lima(name, fields), fields["host_public_key"], fields["config"],
+                              fields["steps"], fields["scripts"], secret or "")
+        except LimaError as error:
+            raise self._failed(name, fields, error) from None
+        return {**endpoint, "state": "running"}
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
+        info = self._lima(name, fields).instance_info()
+        if info is None:
+            return None
+        status = str(info.get("status") or "unknown")
+        port = info.get("sshLocalPort") or 0
+        return {"state": "running" if status == "Running" else status.lower(),
+                "host": info.get("sshAddress") or "127.0.0.1", "port": port}
+
+    def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        lima = self._lima(name, fields)
+        if lima.instance_info() is None:
+            return self.create(name, fields, secret)
+        try:
+            endpoint = start(lima, fields["host_public_key"], READY_TIMEOUT_S)
+        except (LimaError, HostKeyTimeout) as error:
+            raise self._failed(name, fields, LimaError(*error.args)) from None
+        return {**endpoint, "state": "running"}
+
+    def delete(self, name: str, fields: dict[str, Any]) -> None:
+        try:
+            self._lima(name, fields).delete()
+        except LimaError as error:
+            raise self._failed(name, fields, error) from None

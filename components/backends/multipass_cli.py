@@ -1,11 +1,10 @@
-"""The Multipass CLI contract, and the program that creates and deletes one agent's VM.
+"""The Multipass CLI contract, and the driver that creates, reads, starts and deletes an agent's VM.
 
-Two uses, one file:
-- imported (by components.backends.multipass and the tests): the commands agentfleet issues to
-  Multipass and how their outputs read, as pure functions;
-- run by LocalCommand as `python3 components/backends/multipass_cli.py create|delete ...`:
-  launch the VM with the cloud-config on stdin, read its endpoint, wait for the pinned host key;
-  or purge it. So it uses the standard library only (the system's python3 runs it).
+- The commands agentfleet issues to Multipass and how their outputs read are pure functions,
+  tested from recorded outputs.
+- `VmDriver` launches the VM with the cloud-config on stdin, reads its endpoint, waits for the
+  pinned host key, reads the VM back on refresh (a changed address updates the outputs, a
+  missing instance reads as gone, a stopped one is started by `pulumi up`), and purges it.
 
 What Multipass does, as read from its source (canonical/multipass, v1.16.3 unless noted; the
 fixtures in tests/unit/fixtures/multipass/ are written in these formats):
@@ -34,10 +33,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import subprocess
-import sys
-import time
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
+
+from components.hostkey import HostKeyTimeout, wait_for_host_key
+from components.process import Completed, run, tail
 
 GUEST_SSH_PORT = 22
 DEFAULT_IMAGE = "lts"
@@ -45,9 +44,7 @@ DEFAULT_IMAGE = "lts"
 LAUNCH_TIMEOUT_S = 900
 # After launch returned, cloud-init is done; sshd restarting with the pinned key is quick.
 READY_TIMEOUT_S = 120
-POLL_S = 0.5
-COMMAND_TIMEOUT_S = 120  # info and delete
-CLIENT_TIMEOUT_EXIT_STATUS = 5  # multipass' exit status when its --timeout timer fires
+COMMAND_TIMEOUT_S = 120  # info, start and delete
 INSTANCE_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 DAEMON_LOG_HINT = "the daemon's log (`journalctl --unit 'snap.multipass*'` on Linux)"
 
@@ -82,6 +79,10 @@ def launch_argv(
         "--cloud-init", "-",
         image or DEFAULT_IMAGE,
     ]
+
+
+def start_argv(instance: str) -> list[str]:
+    return ["multipass", "start", instance]
 
 
 def info_argv(instance: str) -> list[str]:
@@ -195,86 +196,17 @@ def explain_error(stderr: str) -> str:
     return f"See Multipass' message above; `multipass list` and {DAEMON_LOG_HINT} tell more."
 
 
-def offers_key(keyscan_output: str, host_public_key: str) -> bool:
-    """Whether `ssh-keyscan` output contains the pinned key (type and base64 body)."""
-    wanted = host_public_key.split()[:2]
-    return any(line.split()[1:3] == wanted for line in keyscan_output.splitlines())
-
-
-# --- the program --------------------------------------------------------------------------------
-
-class Completed(NamedTuple):
-    status: int
-    stdout: str
-    stderr: str
-
-
 Runner = Callable[..., Completed]
-Probe = Callable[[str, int, str], str]
-
-
-def run(argv: Sequence[str], stdin: Optional[str] = None, timeout_s: float = COMMAND_TIMEOUT_S) -> Completed:
-    """Run argv; stdin (the cloud-config) is piped, never written anywhere."""
-    pipe = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout_s, check=False, **pipe
-        )
-    except subprocess.TimeoutExpired:
-        said = f"`{' '.join(argv[:2])}` did not return within {timeout_s:g}s"
-        return Completed(CLIENT_TIMEOUT_EXIT_STATUS, "", said + "\n")
-    except FileNotFoundError:
-        return Completed(127, "", f"{argv[0]} not found (install it: `sudo snap install multipass`)\n")
-    return Completed(done.returncode, done.stdout, done.stderr)
-
-
-def keyscan(host: str, port: int, key_type: str) -> str:
-    done = subprocess.run(
-        ["ssh-keyscan", "-T", "2", "-t", key_type.replace("ssh-", "", 1), "-p", str(port), host],
-        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
-    )
-    return done.stdout
-
-
-def wait_for_host_key(
-    host: str,
-    port: int,
-    host_public_key: str,
-    timeout_s: float,
-    probe: Probe = keyscan,
-    poll_s: float = POLL_S,
-) -> None:
-    """Wait until sshd on host:port offers the pinned host key; raise MultipassError at timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        output = probe(host, port, host_public_key.split()[0])
-        if offers_key(output, host_public_key):
-            return
-        offered = [line.split()[1] for line in output.splitlines() if len(line.split()) >= 3]
-        last = f"offered {', '.join(offered)} but not the pinned key" if offered else "no SSH answer"
-        if time.monotonic() >= deadline:
-            raise MultipassError(
-                f"sshd on {host}:{port} did not offer the pinned host key within {timeout_s:g}s "
-                f"(last: {last}); cloud-init may have failed: "
-                "run `pulumi up` again, or launch by hand and read /var/log/cloud-init-output.log"
-            )
-        time.sleep(poll_s)
-
-
-def _tail(text: str, lines: int = 10) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def create(
     agent: str,
     instance: str,
     host_public_key: str,
-    ssh_port: int,
-    ready_timeout_s: float,
     launch: Sequence[str],
     cloud_config: str,
+    ready_timeout_s: float = READY_TIMEOUT_S,
     runner: Runner = run,
-    probe: Probe = keyscan,
 ) -> dict:
     """Launch, read the endpoint, wait for the pinned key; on failure purge and raise."""
     where = f"agent {agent} (Multipass instance {instance})"
@@ -286,16 +218,15 @@ def create(
         if "already exists" in launched.stderr.lower():
             # Not made by this run: it may hold someone's work, so it is left alone.
             advice = explain_error(launched.stderr)
-            raise MultipassError(f"{_tail(launched.stderr)}\n{where}: launch failed. {advice}")
+            raise MultipassError(f"{tail(launched.stderr)}\n{where}: launch failed. {advice}")
         raise _failed(where, "launch failed", launched.stderr, instance, runner)
     info = runner(info_argv(instance))
     if info.status != 0:
         raise _failed(where, "launched, but `multipass info` failed", info.stderr, instance, runner)
     try:
         endpoint = parse_info(info.stdout, instance)
-        endpoint["port"] = ssh_port
-        wait_for_host_key(endpoint["host"], ssh_port, host_public_key, ready_timeout_s, probe)
-    except MultipassError as error:
+        wait_for_host_key(endpoint["host"], endpoint["port"], host_public_key, ready_timeout_s)
+    except (MultipassError, HostKeyTimeout) as error:
         raise _failed(where, str(error), "", instance, runner) from None
     return endpoint
 
@@ -313,11 +244,11 @@ def _failed(where: str, what: str, stderr: str, instance: str, runner: Runner) -
         )
     else:
         cleanup = (
-            f"The half-made instance could not be purged ({_tail(purged.stderr, 2)}): if "
+            f"The half-made instance could not be purged ({tail(purged.stderr, 2)}): if "
             f"`multipass list` shows {instance}, remove it with `multipass delete --purge {instance}`."
         )
     advice = f" {explain_error(stderr)}" if stderr else ""
-    shown = f"{_tail(stderr)}\n" if stderr else ""
+    shown = f"{tail(stderr)}\n" if stderr else ""
     return MultipassError(f"{shown}{where}: {what}.{advice} {cleanup}")
 
 
@@ -327,36 +258,63 @@ def delete(agent: str, instance: str, runner: Runner = run) -> None:
     if deleted.status == 0 or is_missing_instance(deleted.stderr):
         return
     raise MultipassError(
-        f"{_tail(deleted.stderr)}\nagent {agent} (Multipass instance {instance}): delete failed. "
+        f"{tail(deleted.stderr)}\nagent {agent} (Multipass instance {instance}): delete failed. "
         f"{explain_error(deleted.stderr)}"
     )
 
 
-USAGE = (
-    "usage: multipass_cli.py create AGENT INSTANCE HOST_PUBLIC_KEY SSH_PORT READY_TIMEOUT -- LAUNCH_ARGV...\n"
-    "       multipass_cli.py delete AGENT INSTANCE\n"
-    "create reads the cloud-config on stdin and prints the endpoint JSON."
-)
+class VmDriver:
+    """An agent's Multipass VM. A stopped VM is started in place; a changed definition (launch
+    flags, cloud-config, pinned key) replaces it. Its disk holds the workspace."""
+
+    replacing = frozenset({"agent", "launch", "host_public_key"})
+    outputs = frozenset({"host", "port"})
+
+    def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        endpoint = create(fields["agent"], name, fields["host_public_key"], fields["launch"], secret or "")
+        return {**endpoint, "state": "running"}
+
+    def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
+        return read(fields["agent"], name)
+
+    def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        where = f"agent {fields['agent']} (Multipass instance {name})"
+        if read(fields["agent"], name) is None:
+            return self.create(name, fields, secret)
+        started = run(start_argv(name))
+        if not started.ok:
+            raise MultipassError(f"{tail(started.stderr)}\n{where}: start failed. {explain_error(started.stderr)}")
+        current = read(fields["agent"], name) or {}
+        try:
+            wait_for_host_key(current.get("host", ""), GUEST_SSH_PORT, fields["host_public_key"], READY_TIMEOUT_S)
+        except HostKeyTimeout as error:
+            raise MultipassError(f"{where}: started, but {error}") from None
+        return current
+
+    def delete(self, name: str, fields: dict[str, Any]) -> None:
+        delete(fields["agent"], name)
 
 
-def main(argv: Sequence[str]) -> int:
+def read(agent: str, instance: str, runner: Runner = run) -> Optional[dict[str, Any]]:
+    """What Multipass says of the instance: None when it does not exist (or was deleted)."""
+    info = runner(info_argv(instance))
+    if not info.ok:
+        if is_missing_instance(info.stderr):
+            return None
+        raise MultipassError(f"{tail(info.stderr)}\nagent {agent} (Multipass instance {instance}): "
+                             f"info failed. {explain_error(info.stderr)}")
+    return parse_state(info.stdout, instance)
+
+
+def parse_state(json_text: str, name: str) -> Optional[dict[str, Any]]:
+    """state (lowercase, "running" when Running), host (first IPv4, "" when none) and port."""
     try:
-        if len(argv) >= 8 and argv[0] == "create" and argv[6] == "--":
-            endpoint = create(
-                agent=argv[1], instance=argv[2], host_public_key=argv[3], ssh_port=int(argv[4]),
-                ready_timeout_s=float(argv[5]), launch=list(argv[7:]), cloud_config=sys.stdin.read(),
-            )
-            print(json.dumps(endpoint))
-            return 0
-        if len(argv) == 3 and argv[0] == "delete":
-            delete(argv[1], argv[2])
-            return 0
-    except MultipassError as error:
-        print(error, file=sys.stderr)
-        return 1
-    print(USAGE, file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+        instance = json.loads(json_text)["info"][name]
+    except (ValueError, KeyError, TypeError):
+        raise MultipassError(f"`multipass info {name}` printed no usable JSON") from None
+    state = str(instance.get("state") or "unknown")
+    if state == "Deleted":
+        return None
+    addresses = [a for a in instance.get("ipv4") or [] if _is_ipv4(a)]
+    return {"state": "running" if state == "Running" else state.lower(),
+            "host": addresses[0] if addresses else "", "port": GUEST_SSH_PORT}

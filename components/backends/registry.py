@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import socket
 from importlib import import_module
-from types import ModuleType
 
-from components.backends import MachineContext, docker
+from components.backends import Backend
 from components.egress import allowed_destinations
 from components.spec import FleetSpec
 
@@ -17,29 +16,29 @@ MODULES = {
 }
 
 
-def backend_module(backend: str) -> ModuleType:
-    return import_module(MODULES[backend])
+def backend(name: str) -> Backend:
+    return import_module(MODULES[name]).BACKEND
 
 
 def preflight_problems(fleet: FleetSpec) -> list[str]:
     """What this machine lacks for the fleet: backends it cannot drive (naming the agents that
-    need them), host ports already taken, and hosts a restricted egress policy cannot resolve."""
+    need them), then each backend's own checks (ports taken, ...), and hosts a restricted egress
+    policy cannot resolve."""
     problems = unresolvable_hosts(fleet)
-    for backend in sorted(fleet.backends()):
-        agents = [a for a in fleet.agents if a.backend == backend]
+    for name in sorted(fleet.backends()):
+        agents = [a for a in fleet.agents if a.backend == name]
         names = ", ".join(a.name for a in agents)
-        if backend not in MODULES:
+        if name not in MODULES:
             problems.append(
-                f'stack "{fleet.stack}": backend {backend} (agents {names}) is not available in this '
+                f'stack "{fleet.stack}": backend {name} (agents {names}) is not available in this '
                 f'version of agentfleet (available: {", ".join(sorted(MODULES))})'
             )
             continue
-        missing = backend_module(backend).missing_tools()
+        missing = backend(name).missing_tools()
         if missing:
-            problems.append(f'stack "{fleet.stack}": backend {backend} (agents {names}) needs {"; ".join(missing)}')
-        elif backend == "docker":
-            # Only Docker binds the host ports the spec chooses; VM backends forward their own.
-            problems += docker.port_conflicts(agents, MachineContext(fleet.stack, fleet.attach_networks))
+            problems.append(f'stack "{fleet.stack}": backend {name} (agents {names}) needs {"; ".join(missing)}')
+        else:
+            problems += backend(name).preflight(fleet, agents)
     return problems
 
 

@@ -1,0 +1,62 @@
+"""The contract between the Pulumi program and the client, defined once and imported by both.
+
+Why one module: the program writes each agent's endpoint output and lays out the guest; the
+client reads those outputs and runs commands in that layout. A field or a path named in two
+places drifts apart; here it cannot.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, TypedDict
+
+# The guest's layout, the same on every backend.
+LOGIN_USER = "agent"
+HOME = f"/home/{LOGIN_USER}"
+WORKSPACE = f"{HOME}/workspace"
+TRACE2_DIR = "/var/log/agentfleet/git-trace2"
+
+
+class AgentIdentity(TypedDict):
+    name: str
+    email: str
+
+
+class AgentOutput(TypedDict):
+    """One agent in the stack output `agents`: what the client needs to reach and describe it."""
+
+    backend: str
+    host: str
+    port: int
+    user: str
+    known_hosts: str  # the pinned host key line
+    identity: AgentIdentity
+    remote: Optional[str]
+    branch: str
+    workspace: Optional[str]
+    remote_public_key: Optional[str]  # a generated key to register as a deploy key
+    ssh_config: str  # an OpenSSH Host block using the files `agentfleet ssh-config` writes
+
+
+# The stack outputs: `agents` (name -> AgentOutput) and `agent_private_keys` (a secret).
+AGENTS_OUTPUT = "agents"
+PRIVATE_KEYS_OUTPUT = "agent_private_keys"
+
+
+def host_key_name(host: str, port: int) -> str:
+    """The host field OpenSSH writes (and looks up) in known_hosts for host:port."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def ssh_config_block(name: str, host: str, port: int, stack: str) -> str:
+    """An OpenSSH Host block; key and known_hosts paths are where `agentfleet ssh-config` writes them."""
+    directory = f".agentfleet/{stack}"
+    return "\n".join([
+        f"Host {name}",
+        f"  HostName {host}",
+        f"  Port {port}",
+        f"  User {LOGIN_USER}",
+        f"  IdentityFile {directory}/keys/{name}",
+        "  IdentitiesOnly yes",
+        f"  UserKnownHostsFile {directory}/known_hosts",
+        "  StrictHostKeyChecking yes",
+    ]) + "\n"
