@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pulumi
 
 from components.keys import generate_ed25519
@@ -12,8 +10,8 @@ VM_ADDRESS = "10.108.7.23"
 
 
 class FleetMocks(pulumi.runtime.Mocks):
-    """Keys get real key pairs; containers and VMs print the endpoint line their create commands
-    print; every resource is recorded by name for the assertions."""
+    """Keys get real key pairs; containers and VMs answer with the endpoint their drivers read
+    back; every resource is recorded by name for the assertions."""
 
     def __init__(self) -> None:
         self.resources: dict[str, pulumi.runtime.MockResourceArgs] = {}
@@ -23,10 +21,10 @@ class FleetMocks(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         if args.typ.endswith(":SshKeyPair"):
             outputs["private_key"], outputs["public_key"] = generate_ed25519(args.inputs["comment"])
-        if args.name.endswith("-container"):
-            outputs["stdout"] = json.dumps({"host": "127.0.0.1", "port": int(args.inputs["create"][7])})
-        if args.name.endswith("-vm"):
-            outputs["stdout"] = f"{json.dumps({'host': VM_ADDRESS, 'port': 22})}\n"
+        if args.typ.endswith(":DockerContainer"):
+            outputs["host"] = args.inputs["endpoint_host"]
+        if args.typ.endswith(("Vm")):
+            outputs.update(host=VM_ADDRESS, port=22)
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):

@@ -61,16 +61,24 @@ def test_exec_is_on_record_with_its_exit_status(cli, log_path, local_sshd):
     assert not any(output in log_path.read_text() for output in ("seed", "output-1", "err-42"))
 
 
-def test_exec_all_timeout_and_doctor_are_on_record(cli, log_path):
+def test_exec_all_timeout_and_doctor_are_on_record(cli, log_path, local_sshd):
     assert cli("exec", "--all", "--", "git", "rev-parse", "--abbrev-ref", "HEAD")[0] == 0
     assert cli("exec", "--timeout", "0.5", "agent-1", "--", "sleep", "5")[0] == 124
-    assert cli("doctor", "agent-2")[0] == 1  # this machine has no cloud-init
+    # The agents' cloud-init (a stub first on their PATH) reports a failed boot, so doctor fails.
+    stub = local_sshd.stub_bin / "cloud-init"
+    stub.write_text("#!/bin/sh\necho 'status: error'\nexit 1\n")
+    stub.chmod(0o755)
+    try:
+        assert cli("doctor", "agent-2")[0] == 1
+    finally:
+        stub.unlink()
     logged = records(log_path)
     assert sorted((r["agent"], r["exit_status"]) for r in logged[:2]) == [("agent-1", 0), ("agent-2", 0)]
     assert (logged[2]["exit_status"], logged[2]["error"]) == (None, "timed out after 0.5 s")
     doctor = [(r["agent"], r["command"].split()[4:6], r["exit_status"]) for r in logged[3:]]
     assert doctor == [
-        ("agent-2", ["cloud-init", "status"], 127),
+        ("agent-2", ["cloud-init", "status"], 1),
+        ("agent-2", ["cloud-init", "status"], 1),  # --long, for the reason
         ("agent-2", ["git", "config"], 0),
         ("agent-2", ["git", "-C"], 0),
         ("agent-2", ["env", "GIT_TERMINAL_PROMPT=0"], 0),

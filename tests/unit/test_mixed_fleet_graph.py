@@ -1,8 +1,8 @@
 """A fleet that mixes backends, under Pulumi mocks: one Docker and one Multipass agent.
 
 The Multipass side is contract-tested, not booted (Multipass ships only as a snap and cannot be
-installed on these machines): here the mocks answer its create command with the endpoint line
-the real program prints, and the preflight runs against a FAKE `multipass` on PATH.
+installed on these machines): here the mocks answer its VM with the endpoint its driver reads
+back, and the preflight runs against a FAKE `multipass` on PATH.
 """
 
 from __future__ import annotations
@@ -61,24 +61,23 @@ def test_outputs_keep_one_shape_whatever_the_backend():
 
 
 @pulumi.runtime.test
-def test_multipass_agent_is_one_vm_command_and_no_docker_parts():
+def test_multipass_agent_is_one_vm_and_no_docker_parts():
     def check(_):
         names = set(MOCKS.resources)
         assert "agent-3-vm" in names, f"agent-3-vm missing from {sorted(names)}"
         assert not {"agent-3-workspace", "agent-3-container"} & names, sorted(names)
         assert {"agent-1-workspace", "agent-1-container", "agent-3-operator-key", "agent-3-host-key"} <= names
         vm = MOCKS.resources["agent-3-vm"]
-        assert vm.typ.endswith(":LocalCommand")
-        launch = vm.inputs["create"][vm.inputs["create"].index("--") + 1:]
-        assert launch == [
+        assert vm.typ.endswith(":MultipassVm")
+        assert vm.inputs["launch"] == [
             "multipass", "launch", "--name", "agentfleet-mixed-agent-3", "--cpus", "2",
             "--memory", "2048M", "--disk", "20G", "--timeout", "900", "--cloud-init", "-", "24.04",
         ]
-        assert vm.inputs["delete"][-3:] == ["delete", "agent-3", "agentfleet-mixed-agent-3"]
-        # The cloud-config is a secret on stdin, never in the command lines.
-        stdin = vm.inputs["stdin"]
-        assert stdin[SECRET_SIG] == SECRET_SIG_VALUE and stdin["value"].startswith("#cloud-config")
-        assert not any("PRIVATE KEY" in arg for arg in vm.inputs["create"] + vm.inputs["delete"])
+        assert vm.inputs["name"] == "agentfleet-mixed-agent-3" and vm.inputs["state"] == "running"
+        # The cloud-config is the secret input (it goes on launch's stdin), never in the command line.
+        secret = vm.inputs["secret"]
+        assert secret[SECRET_SIG] == SECRET_SIG_VALUE and secret["value"].startswith("#cloud-config")
+        assert not any("PRIVATE KEY" in arg for arg in vm.inputs["launch"])
 
     return fleet().agents.apply(check)
 
@@ -90,7 +89,8 @@ def test_preflight_names_the_multipass_agents_when_multipass_is_missing(tmp_path
 
     problems = preflight_problems(SPEC)
 
-    assert any(p.startswith('stack "mixed": backend docker (agents agent-1) needs docker') for p in problems)
+    # Docker is reached through its API socket, not a CLI on PATH: only Multipass is missing.
+    assert not any("backend docker" in p for p in problems), problems
     assert any(
         p.startswith('stack "mixed": backend multipass (agents agent-3) needs multipass '
                      "(install it: `sudo snap install multipass`)")

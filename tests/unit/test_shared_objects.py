@@ -3,6 +3,8 @@ resource graph under Pulumi mocks (one mirror, mounted read-only by the agents o
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 import pytest
 import yaml
@@ -95,13 +97,14 @@ def test_one_mirror_mounted_read_only_by_the_agents_on_its_remote():
     fleet = Fleet("fleet", FleetArgs(spec))
 
     def check(_):
-        mirror = MOCKS.resources["fleet-shared-objects"]
-        argv = mirror.inputs["create"]
-        assert "agentfleet-shared-shared-objects" in argv and REMOTE in argv
-        assert KEY not in " ".join(argv), "the deploy key must travel on stdin, not in argv"
-        assert mirror.inputs["stdin"] is not None
-        mount = f"type=volume,src=agentfleet-shared-shared-objects,dst={SHARED_OBJECTS},readonly"
-        assert mount in MOCKS.resources["agent-1-container"].inputs["create"]
-        assert mount not in MOCKS.resources["agent-2-container"].inputs["create"]
+        mirror = MOCKS.resources["fleet-shared-objects"].inputs
+        assert mirror["name"] == "agentfleet-shared-shared-objects" and mirror["remote"] == REMOTE
+        plain = json.dumps({k: v for k, v in mirror.items() if k != "secret"})
+        assert KEY not in plain, "the deploy key must be the secret input, in no plain field"
+        assert mirror["secret"]["value"] == KEY
+        sharing, other = (MOCKS.resources[f"{a}-container"].inputs for a in ("agent-1", "agent-2"))
+        assert (sharing["shared_objects_volume"], sharing["shared_objects_mount"]) == (
+            "agentfleet-shared-shared-objects", SHARED_OBJECTS)
+        assert "shared_objects_volume" not in other
 
     return fleet.agents.apply(check)
