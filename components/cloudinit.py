@@ -129,7 +129,14 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[s
     return "#cloud-config\n" + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
-STR_TAG = "tag:yaml.org,2002:str"
+_STR_TAG = "tag:yaml.org,2002:str"
+_PLAIN = yaml.resolver.Resolver()  # SafeLoader's implicit types, which cloud-init's loader uses
+
+
+def _retyped_unquoted(value: str) -> bool:
+    """Whether cloud-init's YAML (1.1) reads `value` written plain as something other than this
+    string: "0755", "yes", "null", "1.5", "2001-12-14", "". Multi-line strings are never plain."""
+    return "\n" not in value and _PLAIN.resolve(yaml.ScalarNode, value, (True, False)) != _STR_TAG
 
 
 class _Dumper(yaml.SafeDumper):
@@ -139,23 +146,14 @@ class _Dumper(yaml.SafeDumper):
     def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> Optional[str]:
         # The serializer writes a node's tag unless this resolves it implicitly; quoted strings
         # resolve to str, so that answer is withheld for the ones that would change type.
-        if kind is yaml.ScalarNode and implicit == (False, True) and retyped_unquoted(value):
+        if kind is yaml.ScalarNode and implicit == (False, True) and _retyped_unquoted(value):
             return None
         return super().resolve(kind, value, implicit)
 
 
-def retyped_unquoted(value: str) -> bool:
-    """Whether cloud-init's YAML (1.1: PyYAML's SafeLoader) reads `value` written plain as
-    something other than this string: "0755", "yes", "null", "1.5", "2001-12-14", ""."""
-    return "\n" not in value and _PLAIN.resolve(yaml.ScalarNode, value, (True, False)) != STR_TAG
-
-
-_PLAIN = yaml.resolver.Resolver()  # the implicit types of SafeLoader, which cloud-init's loader is
-
-
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value else None
-    return dumper.represent_scalar(STR_TAG, value, style=style)
+    return dumper.represent_scalar(_STR_TAG, value, style=style)
 
 
 _Dumper.add_representer(str, _represent_str)

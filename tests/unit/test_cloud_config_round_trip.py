@@ -19,14 +19,15 @@ import itertools
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 import yaml
 
 from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
-from components.spec import BACKENDS, AgentSpec, load_fleet
+from components.spec import BACKENDS, AgentSpec
+from tests.unit.spec_helpers import agent, load
 
 CLOUD_INIT_PYTHON = "/usr/bin/python3"  # the interpreter Debian's cloud-init package is for
 READER = Path(__file__).with_name("cloud_init_reader.py")
@@ -56,19 +57,15 @@ PACKAGES = ["2048", "0xffff", "yes", "null", "1.5", "jq"]
 SECRETS = {"remote-key": generate_ed25519("remote")[0], "token": "0755"}
 
 
-def variants() -> dict[str, tuple[AgentSpec, Any]]:
+def variants() -> dict[str, tuple[AgentSpec, Optional[str]]]:
     """Every backend x credential kind x egress mode x objects, cycling identities and packages."""
     found = {}
     dimensions = itertools.product(BACKENDS, CREDENTIALS, EGRESS, REFERENCES)
     for index, (backend, credential, egress, reference) in enumerate(dimensions):
         name, email, branch = IDENTITIES[index % len(IDENTITIES)]
-        raw = {
-            "name": "agent-1", "backend": backend, "identity": {"name": name, "email": email},
-            "branch": branch,
-            "packages": PACKAGES if index % 3 else [],
-            **CREDENTIALS[credential], **EGRESS[egress],
-        }
-        spec = load_fleet("roundtrip", {"agents": [raw]}, SECRETS.get).agents[0]
+        raw = agent(backend=backend, identity={"name": name, "email": email}, branch=branch,
+                    packages=PACKAGES if index % 3 else [], **CREDENTIALS[credential], **EGRESS[egress])
+        spec = load({"agents": [raw]}, SECRETS).agents[0]
         found[f"{backend}-{credential}-{egress}-{reference}-{name}"] = (spec, REFERENCES[reference])
     return found
 
