@@ -4,6 +4,13 @@ Why one document: every backend hands the same cloud-config to cloud-init (NoClo
 Docker, Multipass `--cloud-init`, Lima provisioning), so an agent is set up identically whatever
 it runs on. This module is pure: keys arrive as plain strings inside an `apply`, and the result
 is only ever passed on as a Pulumi secret.
+
+Why every value keeps its type without quotes: Multipass v1.16 loads the document and writes it
+out again dropping the quotes of strings (canonical/multipass#4176), after which cloud-init would
+read "0755" as 493 or "yes" as true. So modes are strings that read as strings unquoted (0o644
+for write_files, symbolic for `install -m`), values from the fleet config sit inside file
+contents, and any other string that YAML would read as another type carries an explicit `!!str`
+tag, which survives such a dump (tests/unit/test_cloud_config_round_trip.py).
 """
 
 from __future__ import annotations
@@ -38,8 +45,14 @@ class AgentKeys:
     https_token: Optional[str] = None
 
 
+def _git_value(value: str) -> str:
+    """A git config value read back as given: quoted, so `;`, `#` and edge spaces stay in it."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _gitconfig(agent: AgentSpec, keys: AgentKeys, reference: Optional[str]) -> str:
-    lines = ["[user]", f"\tname = {agent.identity.name}", f"\temail = {agent.identity.email}"]
+    lines = ["[user]", f"\tname = {_git_value(agent.identity.name)}",
+             f"\temail = {_git_value(agent.identity.email)}"]
     if keys.remote_private_key:
         lines += [
             "[core]",
@@ -47,11 +60,11 @@ def _gitconfig(agent: AgentSpec, keys: AgentKeys, reference: Optional[str]) -> s
         ]
     if keys.https_token:
         lines += ["[credential]", "\thelper = store"]
-    lines += ["[agentfleet]", f"\tbranch = {agent.branch}", f"\tworkspace = {WORKSPACE}"]
+    lines += ["[agentfleet]", f"\tbranch = {_git_value(agent.branch)}", f"\tworkspace = {_git_value(WORKSPACE)}"]
     if agent.remote:
-        lines.append(f"\tremote = {agent.remote.url}")
+        lines.append(f"\tremote = {_git_value(agent.remote.url)}")
     if reference:
-        lines.append(f"\treference = {reference}")
+        lines.append(f"\treference = {_git_value(reference)}")
     return "\n".join(lines) + "\n"
 
 
@@ -69,19 +82,19 @@ def _egress_files(agent: AgentSpec) -> list[dict[str, Any]]:
     if agent.egress == "open":
         return []
     return [
-        _root_file("/etc/agentfleet/egress.conf", policy_document(agent), "0644"),
+        _root_file("/etc/agentfleet/egress.conf", policy_document(agent), "0o644"),
         _root_file("/var/lib/cloud/scripts/per-boot/10-agentfleet-egress",
-                   (TEMPLATES / "apply-egress.sh").read_text(), "0700"),
+                   (TEMPLATES / "apply-egress.sh").read_text(), "0o700"),
     ]
 
 
 def _credential_files(agent: AgentSpec, keys: AgentKeys) -> list[dict[str, Any]]:
     files = []
     if keys.remote_private_key:
-        files.append(_file(REMOTE_KEY_PATH, keys.remote_private_key.rstrip("\n") + "\n", "0600"))
+        files.append(_file(REMOTE_KEY_PATH, keys.remote_private_key.rstrip("\n") + "\n", "0o600"))
     if keys.https_token and agent.remote:
         user_host = f"x-access-token:{keys.https_token}@{agent.remote.host}"
-        files.append(_file(f"{HOME}/.git-credentials", f"https://{user_host}\n", "0600"))
+        files.append(_file(f"{HOME}/.git-credentials", f"https://{user_host}\n", "0o600"))
     return files
 
 
@@ -100,27 +113,45 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[s
         del document["packages"]  # no package module run, so no `apt-get update`
     document["write_files"] = [
         *_egress_files(agent),
-        _root_file("/etc/gitconfig", SYSTEM_GITCONFIG, "0644"),
-        _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys, reference), "0644"),
-        _file(f"{HOME}/.ssh/known_hosts", "\n".join(agent.known_hosts) + "\n", "0644"),
+        _root_file("/etc/gitconfig", SYSTEM_GITCONFIG, "0o644"),
+        _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys, reference), "0o644"),
+        _file(f"{HOME}/.ssh/known_hosts", "\n".join(agent.known_hosts) + "\n", "0o644"),
         *_credential_files(agent, keys),
         _file(
             "/usr/local/lib/agentfleet/first-clone",
             (TEMPLATES / "first-clone.sh").read_text(),
-            "0755",
+            "0o755",
             owner="root:root",
         ),
     ]
-    return "#cloud-config\n" + yaml.dump(document, Dumper=_LiteralDumper, sort_keys=False, width=1000)
+    return "#cloud-config\n" + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
-class _LiteralDumper(yaml.SafeDumper):
-    """Writes multi-line strings (keys, scripts) as readable `|` blocks."""
+_STR_TAG = "tag:yaml.org,2002:str"
+_PLAIN = yaml.resolver.Resolver()  # SafeLoader's implicit types, which cloud-init's loader uses
+
+
+def _retyped_unquoted(value: str) -> bool:
+    """Whether cloud-init's YAML (1.1) reads `value` written plain as something other than this
+    string: "0755", "yes", "null", "1.5", "2001-12-14", "". Multi-line strings are never plain."""
+    return "\n" not in value and _PLAIN.resolve(yaml.ScalarNode, value, (True, False)) != _STR_TAG
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes multi-line strings (keys, scripts) as readable `|` blocks, and every string that
+    YAML would read as another type without its quotes with an explicit `!!str` tag."""
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> Optional[str]:
+        # The serializer writes a node's tag unless this resolves it implicitly; quoted strings
+        # resolve to str, so that answer is withheld for the ones that would change type.
+        if kind is yaml.ScalarNode and implicit == (False, True) and _retyped_unquoted(value):
+            return None
+        return super().resolve(kind, value, implicit)
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    return dumper.represent_scalar(_STR_TAG, value, style=style)
 
 
-_LiteralDumper.add_representer(str, _represent_str)
+_Dumper.add_representer(str, _represent_str)

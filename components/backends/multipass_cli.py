@@ -17,9 +17,13 @@ fixtures in tests/unit/fixtures/multipass/ are written in these formats):
   prints "Timed out waiting for instance launch." and exits 5; the daemon's timeouts fail the
   launch with "timed out waiting for response" or "... initialization to complete" (exit 2).
   A launch that failed or timed out can leave the instance behind.
-- Failures print "<command> failed: <message>" on stderr; the exit status is 2, or 3 when
-  gRPC reports the daemon unavailable. A daemon that does not answer gives "cannot connect to
-  the multipass socket" (include/multipass/cli/command.h).
+- Failures print "<command> failed: <message>" on stderr and exit 2. A daemon that does not
+  answer gives "cannot connect to the multipass socket", also exit 2: the client turns gRPC's
+  UNAVAILABLE into NOT_FOUND before its failure handler (include/multipass/cli/command.h), which
+  would exit 3 for UNAVAILABLE only (src/client/common/client_common.cpp).
+- The client (launch.cpp) and then the daemon (src/utils/yaml_node_utils.cpp) load the
+  cloud-config and dump it again with yaml-cpp, which drops the quotes of strings
+  (canonical/multipass#4176); components/cloudinit.py renders it to mean the same regardless.
 - `info <name> --format json` prints {"errors": [], "info": {<name>: {"state": "Running",
   "ipv4": [...], ...}}} (src/client/cli/formatter/json_formatter.cpp); for an unknown name it
   prints nothing on stdout and `info failed: ... instance "<name>" does not exist` on stderr.
@@ -186,8 +190,8 @@ def explain_error(stderr: str) -> str:
         )
     if re.search(r"invalid (memory|disk) size|invalid cpu count", text):
         return (
-            "Multipass refused the agent's `resources`: it needs whole CPUs, at least 128M of memory "
-            "(512M in newer releases) and at least 1G of disk."
+            "Multipass refused the agent's `resources`: v1.16 needs whole CPUs, at least 128M of "
+            "memory and 512M of disk (its main branch, in no release yet, raises these to 512M and 1G)."
         )
     if "invalid instance name" in text:
         return "Multipass refused the instance name: use a stack name made of letters, digits and hyphens."

@@ -1,10 +1,11 @@
 # shellcheck shell=bash
 # ensure_host_tools: the Debian packages the operator's side uses: the OpenSSH client (ssh, and
-# ssh-keyscan for readiness checks), git, curl, and sshd for the client's local tests.
-# Installed with apt only when something is missing.
+# ssh-keyscan for readiness checks), git, curl, and for the tests sshd (the client's local tests)
+# and cloud-init (its loader and schema checker read every rendered cloud-config:
+# tests/unit/test_cloud_config_round_trip.py). Installed with apt only when something is missing.
 
-HOST_COMMANDS=(ssh ssh-keyscan git curl /usr/sbin/sshd)
-HOST_PACKAGES=(openssh-client git curl openssh-server)
+HOST_COMMANDS=(ssh ssh-keyscan git curl /usr/sbin/sshd cloud-init)
+HOST_PACKAGES=(openssh-client git curl openssh-server cloud-init)
 
 ensure_host_tools() {
     local missing=() cmd
@@ -12,10 +13,15 @@ ensure_host_tools() {
         command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || missing+=("$cmd")
     done
     [ ${#missing[@]} -eq 0 ] && { log_info "host tools present"; return 0; }
+    local had_cloud_init=0
+    command -v cloud-init >/dev/null 2>&1 && had_cloud_init=1
     [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; install ${HOST_PACKAGES[*]} (as root: apt-get install ${HOST_PACKAGES[*]})"
     log_step "Installing host tools (${missing[*]})"
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${HOST_PACKAGES[@]}" >/dev/null \
         || die "apt-get could not install ${HOST_PACKAGES[*]}"
     # The package's own sshd is not wanted on the host: tests start their own.
     service ssh stop >/dev/null 2>&1 || true
+    # Only cloud-init's Python is wanted, never its boot stages on this host (a cloud-init the
+    # host already had is left as it was).
+    [ "$had_cloud_init" -eq 1 ] || touch /etc/cloud/cloud-init.disabled
 }

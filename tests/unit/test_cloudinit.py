@@ -1,5 +1,8 @@
 """components/cloudinit.py: one agent -> one cloud-config carrying its identity, keys and remote."""
 
+import subprocess
+
+import pytest
 import yaml
 
 from components.cloudinit import REMOTE_KEY_PATH, AgentKeys, render_cloud_config
@@ -24,6 +27,15 @@ def files(document):
     return {entry["path"]: entry for entry in document["write_files"]}
 
 
+def git_config(content, tmp_path):
+    """The settings git itself reads from a rendered .gitconfig."""
+    path = tmp_path / "gitconfig"
+    path.write_text(content)
+    listed = subprocess.run(["git", "config", "--file", str(path), "--null", "--list"],
+                            capture_output=True, text=True, check=True).stdout
+    return dict(entry.split("\n", 1) for entry in listed.split("\0") if entry)
+
+
 def test_document_is_cloud_config_with_agent_user_and_pinned_host_key():
     material = keys()
     text = render_cloud_config(spec(), material)
@@ -37,16 +49,17 @@ def test_document_is_cloud_config_with_agent_user_and_pinned_host_key():
     assert "command -v git" in document["bootcmd"][0][2]  # git where the image lacks it
 
 
-def test_git_identity_and_remote_settings_are_in_the_agents_gitconfig():
+def test_git_identity_and_remote_settings_are_in_the_agents_gitconfig(tmp_path):
     document = yaml.safe_load(render_cloud_config(
         spec(remote="ssh://git@gitserver:2222/app.git", known_hosts=[KNOWN], packages=["jq"]),
         keys(remote_private_key=generate_ed25519("remote")[0]),
     ))
-    gitconfig = files(document)["/home/agent/.gitconfig"]
-    assert "name = Agent One" in gitconfig["content"] and "email = a1@example.com" in gitconfig["content"]
-    assert "remote = ssh://git@gitserver:2222/app.git" in gitconfig["content"]
-    assert f"sshCommand = ssh -i {REMOTE_KEY_PATH}" in gitconfig["content"]
-    assert files(document)[REMOTE_KEY_PATH]["permissions"] == "0600"
+    settings = git_config(files(document)["/home/agent/.gitconfig"]["content"], tmp_path)
+    assert settings["user.name"] == "Agent One" and settings["user.email"] == "a1@example.com"
+    assert settings["agentfleet.remote"] == "ssh://git@gitserver:2222/app.git"
+    assert settings["agentfleet.branch"] == "agent/agent-1"
+    assert settings["core.sshcommand"].startswith(f"ssh -i {REMOTE_KEY_PATH} ")
+    assert files(document)[REMOTE_KEY_PATH]["permissions"] == "0o600"
     assert files(document)["/home/agent/.ssh/known_hosts"]["content"].strip() == KNOWN
     assert document["packages"] == ["jq"]
 
@@ -56,7 +69,7 @@ def test_https_token_goes_to_a_private_credential_store_only():
     text = render_cloud_config(spec(remote="https://github.com/org/app.git"), keys(https_token=token))
     document = yaml.safe_load(text)
     store = files(document)["/home/agent/.git-credentials"]
-    assert token in store["content"] and store["permissions"] == "0600"
+    assert token in store["content"] and store["permissions"] == "0o600"
     assert text.count(token) == 1
     assert "helper = store" in files(document)["/home/agent/.gitconfig"]["content"]
 
@@ -72,7 +85,7 @@ def test_restricted_egress_ships_the_policy_and_the_per_boot_script():
     written = files(yaml.safe_load(render_cloud_config(agent, keys())))
     assert written["/etc/agentfleet/egress.conf"]["content"] == "gitserver 2222\npypi.org 443\n"
     script = written["/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"]
-    assert script["owner"] == "root:root" and script["permissions"] == "0700"
+    assert script["owner"] == "root:root" and script["permissions"] == "0o700"
     assert "defer" not in script  # root's file, written before the agent user exists
 
 
@@ -85,3 +98,24 @@ def test_open_egress_ships_no_policy():
 def test_every_git_process_traces_to_the_audit_directory():
     written = files(yaml.safe_load(render_cloud_config(spec(), keys())))
     assert "eventTarget = /var/log/agentfleet/git-trace2" in written["/etc/gitconfig"]["content"]
+
+
+@pytest.mark.parametrize("name", ["Robert \"Bobby\" O'Brien; Jr", "Ann # not a comment", " Edge \\ Spaces "])
+def test_git_reads_back_the_identity_exactly_as_configured(name, tmp_path):
+    agent = spec(identity={"name": name, "email": "bobby@example.com"})
+    written = files(yaml.safe_load(render_cloud_config(agent, keys())))
+    assert git_config(written["/home/agent/.gitconfig"]["content"], tmp_path)["user.name"] == name
+
+
+def test_an_ordinary_agent_needs_no_explicit_types():
+    # Modes are written as strings that stay strings unquoted (0o644, u=rwx,go=rx): only odd
+    # values from the fleet config need `!!str` to survive Multipass' re-serialisation.
+    agent = spec(remote="ssh://git@gitserver:2222/app.git", known_hosts=[KNOWN], packages=["jq"])
+    text = render_cloud_config(agent, keys(remote_private_key=generate_ed25519("remote")[0]))
+    assert "!!" not in text
+
+
+def test_strings_that_yaml_would_retype_unquoted_carry_their_type():
+    text = render_cloud_config(spec(packages=["2048", "yes", "jq"]), keys())
+    assert "- !!str '2048'\n- !!str 'yes'\n- jq\n" in text
+    assert yaml.safe_load(text)["packages"] == ["2048", "yes", "jq"]

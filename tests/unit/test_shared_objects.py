@@ -77,7 +77,7 @@ def test_the_first_clone_is_told_where_the_shared_objects_are():
         document = yaml.safe_load(render_cloud_config(spec, keys, reference))
         return next(f["content"] for f in document["write_files"] if f["path"].endswith("/.gitconfig"))
 
-    assert f"\treference = {SHARED_OBJECTS}\n" in gitconfig(SHARED_OBJECTS)
+    assert f'\treference = "{SHARED_OBJECTS}"\n' in gitconfig(SHARED_OBJECTS)
     assert "reference" not in gitconfig(None)
 
 
