@@ -77,7 +77,7 @@ def check_reachable(connection: Connection) -> Check:
     try:
         connection.open()
     except Unreachable as exc:
-        hint = f"is the {endpoint.backend} machine running? `pulumi up` (re)creates it"
+        hint = f"is the {endpoint.backend} machine running? `pulumi up` starts it, or re-creates it if it is gone"
         return Check("reachable", Verdict.FAIL, f"cannot reach {exc.endpoint} ({exc.reason})", hint)
     except AgentfleetError as exc:
         return Check("reachable", Verdict.FAIL, str(exc), _REACH_HINTS.get(type(exc), ""))
@@ -85,8 +85,8 @@ def check_reachable(connection: Connection) -> Check:
 
 
 _REACH_HINTS: dict[type[AgentfleetError], str] = {
-    HostKeyMismatch: "if the agent was replaced on purpose, `pulumi up` refreshes the pinned key",
-    AuthenticationFailed: "the operator key in the outputs is not authorized on the agent: `pulumi up`",
+    HostKeyMismatch: "an agent keeps its pinned key for life: something else holds the port; free it, then `pulumi up`",
+    AuthenticationFailed: "the operator key is no longer authorized on the agent: `pulumi up --replace` its machine",
 }
 
 
@@ -164,8 +164,8 @@ def judge_identity(result: Result, expected: Identity) -> Check:
             "git identity",
             Verdict.FAIL,
             "; ".join(wrong),
-            "cloud-init sets it: `pulumi up` re-applies it to a new machine, or "
-            "something on the agent changed ~/.gitconfig",
+            "cloud-init set it at first boot, so something on the agent changed ~/.gitconfig: "
+            "fix it there, or rebuild the machine with `pulumi up --replace`",
         )
     return Check("git identity", Verdict.OK, str(expected))
 

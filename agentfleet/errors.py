@@ -56,7 +56,7 @@ class Unreachable(AgentfleetError):
         self.reason = reason
         super().__init__(
             f"{agent}: cannot reach {endpoint} ({reason}); is the agent up? "
-            f"Run `agentfleet doctor {agent}`, or `pulumi up` to (re)create it"
+            f"Run `agentfleet doctor {agent}`, or `pulumi up`: it starts a stopped machine and re-creates a deleted one"
         )
 
 
@@ -68,8 +68,9 @@ class HostKeyMismatch(AgentfleetError):
         self.endpoint = endpoint
         super().__init__(
             f"{agent}: the host key of {endpoint} changed: it offers {offered}, the outputs "
-            f"pin {pinned}; refused. If the agent was replaced, `pulumi up` refreshes the "
-            "outputs (then re-run `agentfleet ssh-config`); otherwise do not connect"
+            f"pin {pinned}; refused. An agent keeps its pinned key for life, also when `pulumi up` "
+            "rebuilds it, so something else answers there: do not connect; find what holds the "
+            "port, free it, and run `pulumi up`"
         )
 
 
@@ -80,8 +81,10 @@ class AuthenticationFailed(AgentfleetError):
         self.agent = agent
         self.endpoint = endpoint
         super().__init__(
-            f"{agent}: {endpoint} refused the operator key for user {user!r}; the outputs' "
-            f"agent_private_keys may be stale: run `pulumi up`, then `agentfleet doctor {agent}`"
+            f"{agent}: {endpoint} refused the operator key for user {user!r}: the agent no longer "
+            "authorizes the key in the outputs (its ~/.ssh/authorized_keys changed?). Rebuild it with "
+            "`pulumi up --replace URN` (its container or VM; `pulumi stack --show-urns` lists them), "
+            f"then `agentfleet doctor {agent}`"
         )
 
 

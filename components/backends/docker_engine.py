@@ -105,6 +105,18 @@ def seed_archive(instance_id: str, hostname: str, user_data: str) -> bytes:
     )
 
 
+def _exists(collection: str, name: str) -> bool:
+    """Whether the engine has the volume or network (`collection`: "volumes" or "networks")."""
+    try:
+        getattr(engine(), collection).get(name)
+        return True
+    except NotFound:
+        return False
+
+
+PRESENT = {"state": "present"}
+
+
 def _ignore_missing(action) -> None:
     try:
         action()
@@ -248,19 +260,12 @@ class VolumeDriver:
     GONE = "deleted: its content is lost"
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        client = engine()
-        try:
-            client.volumes.get(name)  # a kept workspace (retain_workspace) is taken up again
-        except NotFound:
-            client.volumes.create(name, labels=fields["labels"])
-        return {"state": "present"}
+        if not _exists("volumes", name):  # a kept workspace (retain_workspace) is taken up again
+            engine().volumes.create(name, labels=fields["labels"])
+        return PRESENT
 
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        try:
-            engine().volumes.get(name)
-            return {"state": "present"}
-        except NotFound:
-            return {"state": self.GONE}
+        return PRESENT if _exists("volumes", name) else {"state": self.GONE}
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         return self.create(name, fields, secret)
@@ -277,14 +282,10 @@ class NetworkDriver:
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         engine().networks.create(name, driver="bridge", labels=fields["labels"])
-        return {"state": "present"}
+        return PRESENT
 
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        try:
-            engine().networks.get(name)
-        except NotFound:
-            return None
-        return {"state": "present"}
+        return PRESENT if _exists("networks", name) else None
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         return self.create(name, fields, secret)
@@ -330,17 +331,13 @@ class MirrorDriver:
             raise DockerError(str(error) if isinstance(error, DockerError) else
                               f"shared objects: {error.explanation}") from None
         cloner.remove(force=True)
-        return {"state": "present"}
+        return PRESENT
 
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        try:
-            engine().volumes.get(name)
-        except NotFound:
-            return None
-        return {"state": "present"}
+        return PRESENT if _exists("volumes", name) else None
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        return {"state": "present"}
+        return PRESENT
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
         _ignore_missing(lambda: engine().api.remove_volume(name, force=True))

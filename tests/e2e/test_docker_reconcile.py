@@ -6,12 +6,17 @@ place does. The real engine, the real Docker daemon, real sshd and git.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentfleet import Fleet
-from tests.e2e.support import FleetStack, docker
+from tests.e2e.support import PROJECT_ROOT, FleetStack, docker
 
 AGENTS = ("agent-1", "agent-2", "agent-3")
 
@@ -142,14 +147,6 @@ def test_after_a_docker_daemon_restart_every_agent_answers_with_its_key_policy_a
 
 def restart_docker_daemon(timeout_s: float = 60) -> None:
     """Stop the daemon (its pid file), then start it as scripts/setup does; wait for the agents."""
-    import os
-    import signal
-    import subprocess
-    import time
-    from pathlib import Path
-
-    from tests.e2e.support import PROJECT_ROOT
-
     pid = int(Path("/var/run/docker.pid").read_text())
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s

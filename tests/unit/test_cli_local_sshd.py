@@ -327,5 +327,5 @@ def test_doctor_skips_the_rest_when_unreachable(tmp_path, local_sshd):
     lines = out.splitlines()
     assert lines[1].startswith("  FAIL  reachable     cannot reach 127.0.0.1:")
     assert lines[1].endswith("(connection refused)")
-    assert "hint: is the docker machine running? `pulumi up` (re)creates it" in lines[2]
+    assert "hint: is the docker machine running? `pulumi up` starts it, or re-creates it if it is gone" in lines[2]
     assert [line.split()[0] for line in lines[3:6]] == ["skip", "skip", "skip"]

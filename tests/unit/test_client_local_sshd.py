@@ -200,7 +200,7 @@ def test_a_closed_port_is_unreachable_with_a_hint(local_sshd):
         fleet.agent("agent-1").run(["true"])
     assert str(caught.value) == (
         f"agent-1: cannot reach 127.0.0.1:{port} (connection refused); is the agent up? "
-        "Run `agentfleet doctor agent-1`, or `pulumi up` to (re)create it"
+        "Run `agentfleet doctor agent-1`, or `pulumi up`: it starts a stopped machine and re-creates a deleted one"
     )
 
 
