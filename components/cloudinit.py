@@ -15,6 +15,7 @@ from typing import Any, Optional
 import yaml
 
 from components.egress import policy_document
+from components.gitconfig import Section, config_file
 from components.spec import AgentSpec
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
@@ -26,7 +27,7 @@ SHARED_OBJECTS = "/var/lib/agentfleet/shared.git"
 REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
 TRACE2_DIR = "/var/log/agentfleet/git-trace2"
 # Every git process on the machine, whoever runs it, writes its trace2 events here.
-SYSTEM_GITCONFIG = f"[trace2]\n\teventTarget = {TRACE2_DIR}\n"
+SYSTEM_GITCONFIG = config_file([("trace2", [("eventTarget", TRACE2_DIR)])])
 
 
 @dataclass(frozen=True)
@@ -41,20 +42,18 @@ class AgentKeys:
 
 
 def _gitconfig(agent: AgentSpec, keys: AgentKeys, reference: Optional[str]) -> str:
-    lines = ["[user]", f"\tname = {agent.identity.name}", f"\temail = {agent.identity.email}"]
+    sections: list[Section] = [("user", [("name", agent.identity.name), ("email", agent.identity.email)])]
     if keys.remote_private_key:
-        lines += [
-            "[core]",
-            f"\tsshCommand = ssh -i {REMOTE_KEY_PATH} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes",
-        ]
+        ssh = f"ssh -i {REMOTE_KEY_PATH} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes"
+        sections.append(("core", [("sshCommand", ssh)]))
     if keys.https_token:
-        lines += ["[credential]", "\thelper = store"]
-    lines += ["[agentfleet]", f"\tbranch = {agent.branch}", f"\tworkspace = {WORKSPACE}"]
+        sections.append(("credential", [("helper", "store")]))
+    settings = [("branch", agent.branch), ("workspace", WORKSPACE)]
     if agent.remote:
-        lines.append(f"\tremote = {agent.remote.url}")
+        settings.append(("remote", agent.remote.url))
     if reference:
-        lines.append(f"\treference = {reference}")
-    return "\n".join(lines) + "\n"
+        settings.append(("reference", reference))
+    return config_file([*sections, ("agentfleet", settings)])
 
 
 def _file(path: str, content: str, permissions: str, owner: str = "agent:agent") -> dict[str, Any]:

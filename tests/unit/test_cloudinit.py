@@ -5,6 +5,7 @@ import yaml
 from components.cloudinit import REMOTE_KEY_PATH, AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import load_fleet
+from tests.unit.git_reader import git_config
 
 KNOWN = "[gitserver]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
@@ -42,10 +43,11 @@ def test_git_identity_and_remote_settings_are_in_the_agents_gitconfig():
         spec(remote="ssh://git@gitserver:2222/app.git", known_hosts=[KNOWN], packages=["jq"]),
         keys(remote_private_key=generate_ed25519("remote")[0]),
     ))
-    gitconfig = files(document)["/home/agent/.gitconfig"]
-    assert "name = Agent One" in gitconfig["content"] and "email = a1@example.com" in gitconfig["content"]
-    assert "remote = ssh://git@gitserver:2222/app.git" in gitconfig["content"]
-    assert f"sshCommand = ssh -i {REMOTE_KEY_PATH}" in gitconfig["content"]
+    gitconfig = git_config(files(document)["/home/agent/.gitconfig"]["content"])
+    assert (gitconfig["user.name"], gitconfig["user.email"]) == ("Agent One", "a1@example.com")
+    assert gitconfig["agentfleet.remote"] == "ssh://git@gitserver:2222/app.git"
+    assert gitconfig["agentfleet.branch"] == "agent/agent-1"
+    assert gitconfig["core.sshcommand"].startswith(f"ssh -i {REMOTE_KEY_PATH} ")
     assert files(document)[REMOTE_KEY_PATH]["permissions"] == "0600"
     assert files(document)["/home/agent/.ssh/known_hosts"]["content"].strip() == KNOWN
     assert document["packages"] == ["jq"]
@@ -58,7 +60,7 @@ def test_https_token_goes_to_a_private_credential_store_only():
     store = files(document)["/home/agent/.git-credentials"]
     assert token in store["content"] and store["permissions"] == "0600"
     assert text.count(token) == 1
-    assert "helper = store" in files(document)["/home/agent/.gitconfig"]["content"]
+    assert git_config(files(document)["/home/agent/.gitconfig"]["content"])["credential.helper"] == "store"
 
 
 def test_agent_without_remote_has_no_credential_files():
@@ -84,4 +86,4 @@ def test_open_egress_ships_no_policy():
 
 def test_every_git_process_traces_to_the_audit_directory():
     written = files(yaml.safe_load(render_cloud_config(spec(), keys())))
-    assert "eventTarget = /var/log/agentfleet/git-trace2" in written["/etc/gitconfig"]["content"]
+    assert git_config(written["/etc/gitconfig"]["content"])["trace2.eventtarget"] == "/var/log/agentfleet/git-trace2"

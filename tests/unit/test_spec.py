@@ -44,7 +44,7 @@ def test_defaults_apply_and_agents_override_them():
         ({"agents": [{"name": "x"}]}, 'agent "x", field "identity": missing git identity'),
         ({"agents": [agent(idenity={})]}, 'agent "agent-1", field "idenity": unknown field; did you mean "identity"?'),
         ({"agents": [agent(resources={"memory": "lots"})]}, 'field "resources.memory": \'lots\' is not a memory size'),
-        ({"agents": [agent(remote="not a url")]}, 'field "remote": \'not a url\' is not a git remote URL'),
+        ({"agents": [agent(remote="not-a-url")]}, 'field "remote": \'not-a-url\' is a local path to git'),
         ({"agents": [agent(remote="ssh://git@git.example.com:2222/app.git")]}, 'field "known_hosts": no host key for the remote\'s host [git.example.com]:2222'),
         ({"agents": [agent(name="Agent_1")]}, 'field "agents[0].name": \'Agent_1\' is not a valid agent name'),
         ({"agents": [agent()], "defualts": {}}, 'stack "test", field "defualts": unknown field; did you mean "defaults"?'),
