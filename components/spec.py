@@ -14,7 +14,6 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
-from urllib.parse import urlsplit
 
 BACKENDS = ("docker", "lima", "multipass")
 # Every pattern is used with fullmatch: `$` would also accept a trailing newline.
@@ -30,12 +29,14 @@ HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 URL_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._~+-]*")
 # git's scp-like form: [user@]host:path, a colon before any slash.
 SCP_REMOTE = re.compile(r"(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*):(?P<path>.*)")
+URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # git's is_url(); else scp form or a path
+URL_REMOTE = re.compile(r"(?P<scheme>[^:/]*)://(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*)(?::(?P<port>\d{1,5}))?(?P<path>/.*|)")
 # `name::address` makes git run git-remote-<name> (ext:: runs any command, fd:: reads a descriptor).
 REMOTE_HELPER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
 PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1: no option, version or release
 # What git strips from either end of an identity when it writes a commit (ident.c: crud), and the
 # delimiters it drops from inside one.
-GIT_IDENT_STRIPS = frozenset(",:;<>\"\\'")
+GIT_IDENT_STRIPS = frozenset(".,:;<>\"\\'")
 GIT_IDENT_DROPS = frozenset("<>")
 # What git check-ref-format refuses anywhere in a branch name.
 BRANCH_REFUSED = frozenset(" ~^:?*[\\")
@@ -213,7 +214,7 @@ def parse_host(text: str) -> str:
             pass
     elif HOSTNAME.fullmatch(text):
         return text
-    raise ValueError(f"{text!r} is not a host name or address")
+    raise ValueError(f"has the host {text!r}, which is not a host name or address")
 
 
 def parse_remote(url: str) -> Remote:
@@ -230,7 +231,7 @@ def parse_remote(url: str) -> Remote:
     helper = REMOTE_HELPER.match(url)
     if helper:
         raise ValueError(f"makes git run the remote helper git-remote-{helper.group()[:-2]}")
-    if "://" in url:
+    if URL_SCHEME.match(url):
         return _parse_url_remote(url)
     if ":" not in url.split("/", 1)[0]:
         raise ValueError("is a local path to git (no host: before the first '/')")
@@ -246,23 +247,22 @@ def parse_remote(url: str) -> Remote:
 
 
 def _parse_url_remote(url: str) -> Remote:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ssh", "https"):
-        raise ValueError(f"uses the {parts.scheme or url.split('://')[0]}:// transport; agents use ssh:// or https://")
-    user, _, host_port = parts.netloc.rpartition("@")
-    if ":" in user:
+    # Not urlsplit: it drops tabs and newlines and reads '#' as a fragment, which git does not.
+    match = URL_REMOTE.fullmatch(url)
+    if not match or match.group("scheme") not in ("ssh", "https"):
+        raise ValueError(f"uses the {url.split('://')[0]}:// transport; agents use ssh:// or https://")
+    user = match.group("user")
+    if user is not None and ":" in user:
         raise ValueError("holds a password; give it as `credential: {https_token: <config key>}` (a secret)")
-    _check_url_user(user if "@" in parts.netloc else None)
-    match = re.fullmatch(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>\d{1,5}))?", host_port)
-    if not match:
-        raise ValueError(f"{host_port!r} is not host[:port]")
+    _check_url_user(user)
     host = parse_host(match.group("host")).lower()
-    port = int(match.group("port") or (22 if parts.scheme == "ssh" else 443))
+    scheme = match.group("scheme")
+    port = int(match.group("port") or (22 if scheme == "ssh" else 443))
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is out of range")
-    if not parts.path.strip("/"):
+    if not match.group("path").strip("/"):
         raise ValueError("has no repository path")
-    return Remote(url=url, scheme=parts.scheme, host=host, port=port)
+    return Remote(url=url, scheme=scheme, host=host, port=port)
 
 
 def _check_url_user(user: Optional[str]) -> None:
@@ -283,7 +283,7 @@ def identity_problem(value: str) -> Optional[str]:
     for end, char in (("starts", value[0]), ("ends", value[-1])):
         if ord(char) <= 32 or char in GIT_IDENT_STRIPS:
             return (f"{end} with {char!r}, which git strips from either end of a name or email in commits "
-                    "(spaces and , : ; < > \" \\ ')")
+                    "(spaces and . , : ; < > \" \\ ')")
     return None
 
 
