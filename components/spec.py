@@ -30,7 +30,7 @@ URL_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._~+-]*")
 # git's scp-like form: [user@]host:path, a colon before any slash.
 SCP_REMOTE = re.compile(r"(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*):(?P<path>.*)")
 URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # git's is_url(); else scp form or a path
-URL_REMOTE = re.compile(r"(?P<scheme>[^:/]*)://(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*)(?::(?P<port>\d{1,5}))?(?P<path>/.*|)")
+URL_REMOTE = re.compile(r"[^:/]*://(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*)(?::(?P<port>\d{1,5}))?(?P<path>/.*|)")
 # `name::address` makes git run git-remote-<name> (ext:: runs any command, fd:: reads a descriptor).
 REMOTE_HELPER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
 PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1: no option, version or release
@@ -248,15 +248,17 @@ def parse_remote(url: str) -> Remote:
 
 def _parse_url_remote(url: str) -> Remote:
     # Not urlsplit: it drops tabs and newlines and reads '#' as a fragment, which git does not.
+    scheme = url.split("://", 1)[0]
+    if scheme not in ("ssh", "https"):
+        raise ValueError(f"uses the {scheme}:// transport; agents use ssh:// or https://")
     match = URL_REMOTE.fullmatch(url)
-    if not match or match.group("scheme") not in ("ssh", "https"):
-        raise ValueError(f"uses the {url.split('://')[0]}:// transport; agents use ssh:// or https://")
+    if not match:
+        raise ValueError(f"is not of the form {scheme}://[user@]host[:port]/path")
     user = match.group("user")
     if user is not None and ":" in user:
         raise ValueError("holds a password; give it as `credential: {https_token: <config key>}` (a secret)")
     _check_url_user(user)
     host = parse_host(match.group("host")).lower()
-    scheme = match.group("scheme")
     port = int(match.group("port") or (22 if scheme == "ssh" else 443))
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is out of range")

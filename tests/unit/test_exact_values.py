@@ -155,7 +155,7 @@ branch_token = st.one_of(st.sampled_from(TRICKY + list("~^?*ab") + ["agent/", ".
 @example(branch="-x")
 @example(branch="a.lock/b")
 @example(branch="x\n")
-def test_a_branch_lands_exactly_exactly_when_git_takes_it(branch):
+def test_a_branch_lands_exactly_when_git_takes_it(branch):
     try:
         content = gitconfig(branch=branch)
     except FleetConfigError as error:
