@@ -82,13 +82,17 @@ class AuditRecord:
     exit_status: int | None
     duration_s: float
     error: str | None = None
+    attempt: int = 1  # 2 and up: a retry of the same command (`--retry`)
 
     def to_json(self) -> dict[str, object]:
         return {**asdict(self), "time": format_time(self.time)}
 
     @classmethod
     def from_json(cls, data: object) -> AuditRecord:
-        """Raise ValueError unless data is a record as to_json writes it."""
+        """Raise ValueError unless data is a record as to_json writes it (or wrote it before
+        records had an attempt)."""
+        if isinstance(data, dict) and "attempt" not in data:
+            data = {**data, "attempt": 1}
         if not isinstance(data, dict) or data.keys() != _FIELD_TYPES.keys():
             raise ValueError("not an audit record")
         for key, kinds in _FIELD_TYPES.items():
@@ -106,6 +110,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "exit_status": (int, NoneType),
     "duration_s": (int, float),
     "error": (str, NoneType),
+    "attempt": int,
 }
 
 
@@ -116,8 +121,9 @@ class AuditLog:
     path: Path
     stack: str
 
-    def run(self, agent: str, command: str, execute: Callable[[], Result]) -> Result:
-        """execute() the command, then append its record (also when it raised)."""
+    def run(self, agent: str, command: str, execute: Callable[[], Result], attempt: int = 1) -> Result:
+        """execute() the command, then append its record (also when it raised); attempt counts
+        the tries of one command."""
         fd = self._open()
         started, clock = datetime.now(UTC), time.monotonic()
         exit_status: int | None = None
@@ -139,6 +145,7 @@ class AuditLog:
                 exit_status,
                 round(time.monotonic() - clock, 6),
                 error,
+                attempt,
             )
             try:
                 self._append(fd, record)

@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="give up after this long")
     run.add_argument(
+        "--retry",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="try a failed command (non-zero exit, lost connection) up to N more times, "
+        "waiting about 1, 2, 4 ... s (at most 30 s) in between (default: 0)",
+    )
+    run.add_argument(
         "-C", "--dir", metavar="DIR", help="directory on the agent to run in (default: its workspace)"
     )
 
@@ -170,6 +178,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 

@@ -23,6 +23,7 @@ from agentfleet.render import (
     render_ls_json,
     render_ls_table,
     render_summary,
+    retry_line,
 )
 from agentfleet.source import Source
 from agentfleet.sshconfig import SshFiles, write_ssh_files
@@ -68,7 +69,12 @@ def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
         streams[which].write(text)
         streams[which].flush()
 
-    result = ctx.fleet.agent(args.name).run(command, cwd=args.dir, timeout=args.timeout, stream=forward)
+    def retrying(attempt: int, reason: str, wait: float) -> None:
+        forward("stderr", retry_line(args.name, attempt, reason, wait))
+
+    result = ctx.fleet.agent(args.name).run(
+        command, cwd=args.dir, timeout=args.timeout, stream=forward, retries=args.retry, on_retry=retrying
+    )
     return result.exit_status if 0 <= result.exit_status <= 255 else 255
 
 
@@ -81,8 +87,19 @@ def _remote_command(words: list[str]) -> list[str] | str:
 
 def _exec_all(args: argparse.Namespace, ctx: Context, command: list[str] | str) -> int:
     lines = PrefixedLines(ctx.fleet.names, ctx.out, ctx.err)
+
+    def retrying(name: str, attempt: int, reason: str, wait: float) -> None:
+        lines.finish(name)  # the failed attempt's last line, whole, before the notice
+        lines.write(name, "stderr", retry_line(name, attempt, reason, wait))
+
     outcomes = ctx.fleet.run_all(
-        command, parallel=args.parallel, cwd=args.dir, timeout=args.timeout, stream=lines.write
+        command,
+        parallel=args.parallel,
+        cwd=args.dir,
+        timeout=args.timeout,
+        stream=lines.write,
+        retries=args.retry,
+        on_retry=retrying,
     )
     failures = []
     for name, outcome in outcomes.items():

@@ -26,6 +26,7 @@ from agentfleet.errors import (
     Unreachable,
 )
 from agentfleet.result import Result, tail
+from agentfleet.retry import Backoff, RetryNotice, retry_reason
 
 Stream = Callable[[str, str], None]
 """Receives ("stdout" | "stderr", text) as soon as the remote prints it."""
@@ -93,16 +94,43 @@ class Connection:
         cwd: str | None = None,
         timeout: float | None = None,
         stream: Stream | None = None,
+        retries: int = 0,
+        backoff: Backoff = Backoff(),
+        on_retry: RetryNotice | None = None,
     ) -> Result:
         """Run command in the agent's login shell and wait for it (at most timeout seconds).
 
         It runs in cwd, by default in the agent's workspace (git commands need a repository;
-        the login directory when the outputs name no workspace).
+        the login directory when the outputs name no workspace). With retries, a non-zero exit
+        or a lost connection is tried again up to that many times, after a growing wait
+        (`backoff`; `on_retry` hears of each); the last attempt's result or error is the answer.
+        Every attempt streams its output and has its own audit record.
         """
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {retries}")
         line = command_line(command, cwd or self.endpoint.workspace)
+        attempt = 1
+        while True:
+            try:
+                outcome: Result | Unreachable = self._attempt(line, timeout, stream, attempt)
+            except Unreachable as error:
+                outcome = error
+            reason = retry_reason(outcome)
+            if reason is None or attempt > retries:
+                break
+            wait = backoff.wait(attempt)
+            if on_retry is not None:
+                on_retry(attempt, reason, wait)
+            time.sleep(wait)
+            attempt += 1
+        if isinstance(outcome, Unreachable):
+            raise outcome
+        return outcome
+
+    def _attempt(self, line: str, timeout: float | None, stream: Stream | None, attempt: int) -> Result:
         if self.audit is None:
             return self._execute(line, timeout, stream)
-        return self.audit.run(self.name, line, lambda: self._execute(line, timeout, stream))
+        return self.audit.run(self.name, line, lambda: self._execute(line, timeout, stream), attempt)
 
     def _execute(self, line: str, timeout: float | None, stream: Stream | None) -> Result:
         channel = self._session()

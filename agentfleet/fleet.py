@@ -15,10 +15,13 @@ from agentfleet.errors import AgentfleetError, UnknownAgent
 from agentfleet.outputs import parse_outputs
 from agentfleet.parallel import for_each
 from agentfleet.result import Result
+from agentfleet.retry import Backoff
 from agentfleet.source import Source, resolve_source
 
 FleetStream = Callable[[str, str, str], None]
 """Receives (agent name, "stdout" | "stderr", text) as each agent prints it."""
+FleetRetryNotice = Callable[[str, int, str, float], None]
+"""Receives (agent name, the attempt that failed, why, seconds until the next) before a retry."""
 
 
 @dataclass(frozen=True)
@@ -109,13 +112,19 @@ class Fleet:
         timeout: float | None = None,
         stream: FleetStream | None = None,
         names: Iterable[str] | None = None,
+        retries: int = 0,
+        backoff: Backoff = Backoff(),
+        on_retry: FleetRetryNotice | None = None,
     ) -> dict[str, Result | AgentfleetError]:
-        """Run command on every agent (or on names), at most `parallel` at once."""
+        """Run command on every agent (or on names), at most `parallel` at once; each agent
+        retries a failure up to `retries` times on its own (see Connection.run)."""
         chosen = [self.endpoint(name).name for name in names] if names is not None else self.names
 
         def run_one(name: str) -> Result:
             forward = None if stream is None else (lambda which, text: stream(name, which, text))
-            return self.agent(name).run(command, cwd=cwd, timeout=timeout, stream=forward)
+            notice = None if on_retry is None else (lambda *failed: on_retry(name, *failed))
+            return self.agent(name).run(command, cwd=cwd, timeout=timeout, stream=forward,
+                                        retries=retries, backoff=backoff, on_retry=notice)
 
         return for_each(chosen, run_one, parallel)
 

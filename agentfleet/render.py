@@ -58,6 +58,11 @@ def outcome_line(name: str, outcome: Result | AgentfleetError) -> str:
     return "" if outcome.ok else f"{name}: exit status {outcome.exit_status}"
 
 
+def retry_line(name: str, attempt: int, reason: str, wait: float) -> str:
+    """The notice `exec --retry` prints before trying a failed command again."""
+    return f"agentfleet: {name}: attempt {attempt} failed ({reason}); trying again in {wait:.1f} s\n"
+
+
 def render_summary(outcomes: Mapping[str, Result | AgentfleetError]) -> str:
     failed = sum(1 for name, outcome in outcomes.items() if outcome_line(name, outcome))
     return f"{len(outcomes) - failed} ok, {failed} failed\n"

@@ -14,8 +14,9 @@ fi
 # A fleet with shared objects mounts a read-only mirror: borrow its objects (git alternates)
 # instead of copying them; without the mirror the clone is a full one.
 reference=$(git config --global agentfleet.reference) && set -- --reference-if-able "$reference"
-if ! git clone --quiet "$@" "$remote" "$workspace"; then
+if ! git clone --quiet "$@" -- "$remote" "$workspace"; then
     echo "agentfleet: could not clone $remote; the workspace stays empty (run 'agentfleet doctor')" >&2
     exit 0
 fi
-cd "$workspace" && { git checkout --quiet "$branch" 2>/dev/null || git checkout --quiet -b "$branch"; }
+# `--`: the branch is a branch, never a file of the same name.
+cd "$workspace" && { git checkout --quiet "$branch" -- 2>/dev/null || git checkout --quiet -b "$branch"; }

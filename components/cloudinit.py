@@ -23,6 +23,7 @@ import yaml
 
 from agentfleet.contract import HOME, TRACE2_DIR, WORKSPACE
 from components.egress import policy_document
+from components.gitconfig import Section, config_file
 from components.spec import AgentSpec
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
@@ -31,7 +32,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 SHARED_OBJECTS = "/var/lib/agentfleet/shared.git"
 REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
 # Every git process on the machine, whoever runs it, writes its trace2 events here.
-SYSTEM_GITCONFIG = f"[trace2]\n\teventTarget = {TRACE2_DIR}\n"
+SYSTEM_GITCONFIG = config_file([("trace2", [("eventTarget", TRACE2_DIR)])])
 
 
 @dataclass(frozen=True)
@@ -45,27 +46,19 @@ class AgentKeys:
     https_token: Optional[str] = None
 
 
-def _git_value(value: str) -> str:
-    """A git config value read back as given: quoted, so `;`, `#` and edge spaces stay in it."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _gitconfig(agent: AgentSpec, keys: AgentKeys, reference: Optional[str]) -> str:
-    lines = ["[user]", f"\tname = {_git_value(agent.identity.name)}",
-             f"\temail = {_git_value(agent.identity.email)}"]
+    sections: list[Section] = [("user", [("name", agent.identity.name), ("email", agent.identity.email)])]
     if keys.remote_private_key:
-        lines += [
-            "[core]",
-            f"\tsshCommand = ssh -i {REMOTE_KEY_PATH} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes",
-        ]
+        ssh = f"ssh -i {REMOTE_KEY_PATH} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes"
+        sections.append(("core", [("sshCommand", ssh)]))
     if keys.https_token:
-        lines += ["[credential]", "\thelper = store"]
-    lines += ["[agentfleet]", f"\tbranch = {_git_value(agent.branch)}", f"\tworkspace = {_git_value(WORKSPACE)}"]
+        sections.append(("credential", [("helper", "store")]))
+    settings = [("branch", agent.branch), ("workspace", WORKSPACE)]
     if agent.remote:
-        lines.append(f"\tremote = {_git_value(agent.remote.url)}")
+        settings.append(("remote", agent.remote.url))
     if reference:
-        lines.append(f"\treference = {_git_value(reference)}")
-    return "\n".join(lines) + "\n"
+        settings.append(("reference", reference))
+    return config_file([*sections, ("agentfleet", settings)])
 
 
 def _file(path: str, content: str, permissions: str, owner: str = "agent:agent") -> dict[str, Any]:

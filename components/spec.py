@@ -9,17 +9,38 @@ problem it found.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
-from urllib.parse import urlsplit
 
 BACKENDS = ("docker", "lima", "multipass")
-AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
-DOCKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-MEMORY = re.compile(r"^(\d+)\s*(m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
-SCP_REMOTE = re.compile(r"^(?:(?P<user>[^@/\s]+)@)?(?P<host>[^:/\s]+):(?P<path>[^/].*|/.*)$")
+# Every pattern is used with fullmatch: `$` would also accept a trailing newline.
+AGENT_NAME = re.compile(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?")
+DOCKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# user@domain: a dot-atom local part (RFC 5322, and any non-ASCII letter: RFC 6531), a domain of
+# two or more labels. Leaves out quoted local parts and `"`, `;`, `<`, `>`, which git mangles.
+_LOCAL_CHAR = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s])"
+_DOMAIN_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
+EMAIL = re.compile(rf"{_LOCAL_CHAR}+(?:\.{_LOCAL_CHAR}+)*@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+")
+MEMORY = re.compile(r"(\d+)\s*(m|mb|mib|g|gb|gib)?", re.IGNORECASE)
+HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+URL_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._~+-]*")
+# git's scp-like form: [user@]host:path, a colon before any slash.
+SCP_REMOTE = re.compile(r"(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*):(?P<path>.*)")
+URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # git's is_url(); else scp form or a path
+URL_REMOTE = re.compile(r"[^:/]*://(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*)(?::(?P<port>\d{1,5}))?(?P<path>/.*|)")
+# `name::address` makes git run git-remote-<name> (ext:: runs any command, fd:: reads a descriptor).
+REMOTE_HELPER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
+PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1: no option, version or release
+# What git strips from either end of an identity when it writes a commit (ident.c: crud), and the
+# delimiters it drops from inside one.
+GIT_IDENT_STRIPS = frozenset(".,:;<>\"\\'")
+GIT_IDENT_DROPS = frozenset("<>")
+# What git check-ref-format refuses anywhere in a branch name.
+BRANCH_REFUSED = frozenset(" ~^:?*[\\")
+_UNWRITABLE = {"Cc": "control character", "Cs": "lone surrogate", "Zl": "line separator", "Zp": "paragraph separator"}
 PORT_RANGE = (1024, 65535)
 DEFAULT_PORT_BASE = 22000
 PORT_SPAN = 2000
@@ -40,7 +61,7 @@ FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_ob
 RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
 CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")  # SharedObjects also knows "none"
 EGRESS_MODES = ("restricted", "open")
-HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
+HOST_PORT = re.compile(r"(?P<host>[^:]*|\[[^\]]*\]):(?P<port>\d{1,5})")
 
 
 class FleetConfigError(ValueError):
@@ -164,28 +185,129 @@ def parse_memory_mib(value: Any) -> Optional[int]:
         return None
     if isinstance(value, int):
         return value if value > 0 else None
-    match = MEMORY.match(str(value).strip())
+    match = MEMORY.fullmatch(str(value).strip())
     if not match or int(match.group(1)) == 0:
         return None
     unit = (match.group(2) or "m").lower()
     return int(match.group(1)) * (1024 if unit.startswith("g") else 1)
 
 
-def parse_remote(url: str) -> Optional[Remote]:
-    """ssh://user@host[:port]/path, user@host:path (scp form) or https://host/path."""
-    if url.startswith(("ssh://", "https://")):
-        parts = urlsplit(url)
-        if not parts.hostname or not parts.path.strip("/"):
-            return None
-        default_port = 22 if parts.scheme == "ssh" else 443
+def unwritable(text: str) -> Optional[str]:
+    """The first character of text that cannot travel exactly (control characters, line
+    breaks, lone surrogates), described for an error message; None when there is none."""
+    for char in text:
+        kind = _UNWRITABLE.get(unicodedata.category(char))
+        if kind:
+            return f"the {kind} U+{ord(char):04X}"
+    return None
+
+
+def parse_host(text: str) -> str:
+    """A DNS name, IPv4 address or [IPv6] address (brackets removed); ValueError otherwise.
+
+    Nothing else reaches ssh, git or getent as a host: no leading '-' (an option to them)."""
+    if text.startswith("[") and text.endswith("]") and "%" not in text:
         try:
-            port = parts.port or default_port
+            ipaddress.IPv6Address(text[1:-1])
+            return text[1:-1]
         except ValueError:
-            return None
-        return Remote(url=url, scheme=parts.scheme, host=parts.hostname, port=port)
-    match = SCP_REMOTE.match(url)
-    if match and "://" not in url:
-        return Remote(url=url, scheme="ssh", host=match.group("host"), port=22)
+            pass
+    elif HOSTNAME.fullmatch(text):
+        return text
+    raise ValueError(f"has the host {text!r}, which is not a host name or address")
+
+
+def parse_remote(url: str) -> Remote:
+    """ssh://[user@]host[:port]/path, [user@]host:path (scp form) or https://host[:port]/path.
+
+    ValueError says why git would read url as something else: an option, a local path, another
+    transport or a remote helper (`ext::` runs any command).
+    """
+    bad = unwritable(url)
+    if bad or any(char.isspace() for char in url):
+        raise ValueError(f"contains {bad or 'a space'}; percent-encode spaces in URLs (%20)")
+    if url.startswith("-"):
+        raise ValueError("starts with '-', which git would read as an option")
+    helper = REMOTE_HELPER.match(url)
+    if helper:
+        raise ValueError(f"makes git run the remote helper git-remote-{helper.group()[:-2]}")
+    if URL_SCHEME.match(url):
+        return _parse_url_remote(url)
+    if ":" not in url.split("/", 1)[0]:
+        raise ValueError("is a local path to git (no host: before the first '/')")
+    match = SCP_REMOTE.fullmatch(url)
+    if not match:
+        raise ValueError("is not of the form user@host:path")
+    _check_url_user(match.group("user"))
+    host = parse_host(match.group("host"))
+    path = match.group("path")
+    if not path or path.startswith("-"):
+        raise ValueError("needs a path after host: that does not start with '-'")
+    return Remote(url=url, scheme="ssh", host=host, port=22)
+
+
+def _parse_url_remote(url: str) -> Remote:
+    # Not urlsplit: it drops tabs and newlines and reads '#' as a fragment, which git does not.
+    scheme = url.split("://", 1)[0]
+    if scheme not in ("ssh", "https"):
+        raise ValueError(f"uses the {scheme}:// transport; agents use ssh:// or https://")
+    match = URL_REMOTE.fullmatch(url)
+    if not match:
+        raise ValueError(f"is not of the form {scheme}://[user@]host[:port]/path")
+    user = match.group("user")
+    if user is not None and ":" in user:
+        raise ValueError("holds a password; give it as `credential: {https_token: <config key>}` (a secret)")
+    _check_url_user(user)
+    host = parse_host(match.group("host")).lower()
+    port = int(match.group("port") or (22 if scheme == "ssh" else 443))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    if not match.group("path").strip("/"):
+        raise ValueError("has no repository path")
+    return Remote(url=url, scheme=scheme, host=host, port=port)
+
+
+def _check_url_user(user: Optional[str]) -> None:
+    if user is not None and not URL_USER.fullmatch(user):
+        raise ValueError(f"user {user!r} is not a login name (letters, digits, '.', '_', '-', not first '-')")
+
+
+def identity_problem(value: str) -> Optional[str]:
+    """Why git would not record value exactly as a commit's author name or email, or None."""
+    if not value:
+        return "is empty"
+    bad = unwritable(value)
+    if bad:
+        return f"contains {bad}; remove it"
+    dropped = sorted({char for char in value if char in GIT_IDENT_DROPS})
+    if dropped:
+        return f"contains {' and '.join(map(repr, dropped))}, which git drops from names and emails in commits"
+    for end, char in (("starts", value[0]), ("ends", value[-1])):
+        if ord(char) <= 32 or char in GIT_IDENT_STRIPS:
+            return (f"{end} with {char!r}, which git strips from either end of a name or email in commits "
+                    "(spaces and . , : ; < > \" \\ ')")
+    return None
+
+
+def branch_problem(branch: str) -> Optional[str]:
+    """Why git would refuse branch (git check-ref-format --branch) or read it otherwise, or None."""
+    if not branch:
+        return "is empty"
+    bad = unwritable(branch)
+    if bad:
+        return f"contains {bad}"
+    if branch.startswith("-"):
+        return "starts with '-', which git would read as an option"
+    if branch in ("HEAD", "@"):
+        return "is a name git reserves for the current commit"
+    refused = sorted({char for char in branch if char in BRANCH_REFUSED})
+    sequences = [part for part in ("..", "@{", "//") if part in branch]
+    if refused or sequences:
+        return f"contains {', '.join(map(repr, refused + sequences))}, which git refuses in branch names"
+    if branch.startswith("/") or branch.endswith(("/", ".")):
+        return "starts or ends with '/' or ends with '.', which git refuses"
+    if any(part.startswith(".") or part.endswith(".lock") for part in branch.split("/")):
+        return "has a part starting with '.' or ending in '.lock', which git refuses"
     return None
 
 
@@ -242,7 +364,7 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
         port_base = DEFAULT_PORT_BASE
 
     networks = raw.get("attach_networks") or []
-    if not isinstance(networks, list) or not all(isinstance(n, str) and DOCKER_NAME.match(n) for n in networks):
+    if not isinstance(networks, list) or not all(isinstance(n, str) and DOCKER_NAME.fullmatch(n) for n in networks):
         problems.add(None, "attach_networks", "must be a list of existing Docker network names")
         networks = []
 
@@ -256,7 +378,7 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
         if isinstance(defaults.get("resources"), Mapping) and isinstance(entry.get("resources"), Mapping):
             merged["resources"] = {**defaults["resources"], **entry["resources"]}
         name = entry.get("name")
-        if not isinstance(name, str) or not AGENT_NAME.match(name):
+        if not isinstance(name, str) or not AGENT_NAME.fullmatch(name):
             problems.add(None, f"agents[{index}].name", f"{name!r} is not a valid agent name; use 1-32 lowercase letters, digits and '-', starting with a letter")
             continue
         if name in seen_names:
@@ -354,28 +476,22 @@ def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_sec
     if backend not in BACKENDS:
         problems.add(name, "backend", f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
-    identity_raw = raw.get("identity")
-    identity = None
-    if not isinstance(identity_raw, Mapping) or not identity_raw.get("name") or not identity_raw.get("email"):
-        problems.add(name, "identity", "missing git identity; set `identity: {name: ..., email: ...}`")
-    else:
-        _check_unknown(identity_raw, {"name", "email"}, problems, name, "identity.")
-        email = str(identity_raw["email"])
-        if not EMAIL.match(email):
-            problems.add(name, "identity.email", f"{email!r} is not an email address; expected something like {name}@example.com")
-        identity = GitIdentity(name=str(identity_raw["name"]), email=email)
+    identity = _load_identity(raw.get("identity"), name, problems)
 
     remote = None
     if raw.get("remote") is not None:
-        remote = parse_remote(str(raw["remote"]))
-        if remote is None:
-            problems.add(name, "remote", f"{raw['remote']!r} is not a git remote URL; use ssh://git@host[:port]/path.git, git@host:path.git or https://host/path.git")
+        try:
+            if not isinstance(raw["remote"], str):
+                raise ValueError("is not text")
+            remote = parse_remote(raw["remote"])
+        except ValueError as error:
+            problems.add(name, "remote", f"{raw['remote']!r} {error}; use ssh://git@host[:port]/path.git, git@host:path.git or https://host/path.git")
 
     credential = _load_credential(raw.get("credential"), remote, name, problems, read_secret)
 
     known_hosts_raw = raw.get("known_hosts", list(GITHUB_KNOWN_HOSTS))
-    if not isinstance(known_hosts_raw, list) or not all(isinstance(l, str) and len(l.split()) >= 3 for l in known_hosts_raw):
-        problems.add(name, "known_hosts", "must be a list of OpenSSH known_hosts lines ('host keytype base64key'), e.g. from `ssh-keyscan HOST`")
+    if not isinstance(known_hosts_raw, list) or not all(isinstance(l, str) and len(l.split()) >= 3 and not unwritable(l) for l in known_hosts_raw):
+        problems.add(name, "known_hosts", "must be a list of OpenSSH known_hosts lines ('host keytype base64key', one line each), e.g. from `ssh-keyscan HOST`")
         known_hosts_raw = []
     if remote is not None and remote.scheme == "ssh":
         pattern = known_hosts_pattern(remote.host, remote.port)
@@ -385,14 +501,14 @@ def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_sec
     resources = _load_resources(raw.get("resources") or {}, name, problems)
 
     bind_address = raw.get("bind_address", "127.0.0.1")
-    if not isinstance(bind_address, str) or not re.match(r"^\d{1,3}(\.\d{1,3}){3}$", bind_address):
+    if not isinstance(bind_address, str) or not _is_ipv4(bind_address):
         problems.add(name, "bind_address", f"{bind_address!r} is not an IPv4 address; the default 127.0.0.1 keeps the endpoint private")
     elif backend == "lima" and bind_address != "127.0.0.1":
         problems.add(name, "bind_address", "Lima forwards SSH on 127.0.0.1 only; remove bind_address or use the docker backend")
 
     packages = raw.get("packages") or []
-    if not isinstance(packages, list) or not all(isinstance(p, str) and re.match(r"^[a-z0-9][a-z0-9+.-]*$", p) for p in packages):
-        problems.add(name, "packages", "must be a list of Debian package names")
+    if not isinstance(packages, list) or not all(isinstance(p, str) and PACKAGE.fullmatch(p) for p in packages):
+        problems.add(name, "packages", "must be a list of Debian package names (a-z 0-9 + . -, starting with a letter or digit; no versions or options)")
         packages = []
 
     retain = raw.get("retain_workspace", False)
@@ -400,12 +516,14 @@ def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_sec
         problems.add(name, "retain_workspace", f"{retain!r} is not true or false")
 
     image = raw.get("image")
-    if image is not None and (not isinstance(image, str) or not image.strip()):
-        problems.add(name, "image", "must be an image reference such as agentfleet/agent:latest")
+    if image is not None and (not isinstance(image, str) or not image.strip() or image.startswith("-")
+                              or unwritable(image) or any(char.isspace() for char in image)):
+        problems.add(name, "image", "must be an image reference such as agentfleet/agent:latest (no spaces, not starting with '-')")
 
     branch = raw.get("branch", f"agent/{name}")
-    if not isinstance(branch, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", branch) or ".." in branch:
-        problems.add(name, "branch", f"{branch!r} is not a valid branch name")
+    problem = branch_problem(branch) if isinstance(branch, str) else "is not text"
+    if problem:
+        problems.add(name, "branch", f"{branch!r} {problem}; use a name such as agent/{name}")
 
     egress = raw.get("egress", "restricted")
     if egress not in EGRESS_MODES:
@@ -422,18 +540,44 @@ def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_sec
     )
 
 
+def _load_identity(raw: Any, name: str, problems: _Problems) -> Optional[GitIdentity]:
+    """The git identity, refused unless git would record both values exactly as given."""
+    if not isinstance(raw, Mapping) or not raw.get("name") or not raw.get("email"):
+        problems.add(name, "identity", "missing git identity; set `identity: {name: ..., email: ...}`")
+        return None
+    _check_unknown(raw, {"name", "email"}, problems, name, "identity.")
+    before = len(problems.items)
+    for key in ("name", "email"):
+        value = raw[key]
+        problem = identity_problem(value) if isinstance(value, str) else "is not text; quote it"
+        if problem is None and key == "email" and not EMAIL.fullmatch(value):
+            problem = f"is not an email address; expected something like {name}@example.com"
+        if problem:
+            problems.add(name, f"identity.{key}", f"{value!r} {problem}")
+    return GitIdentity(name=raw["name"], email=raw["email"]) if len(problems.items) == before else None
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _load_allow(raw: Any, name: str, problems: _Problems) -> tuple[tuple[str, int], ...]:
     if not isinstance(raw, list):
         problems.add(name, "allow", "must be a list of host:port entries, e.g. [pypi.org:443]")
         return ()
     allow = []
     for index, entry in enumerate(raw):
-        match = HOST_PORT.match(str(entry))
-        port = int(match.group("port")) if match else 0
-        if not match or not 1 <= port <= 65535:
-            problems.add(name, f"allow[{index}]", f"{entry!r} is not host:port; write e.g. pypi.org:443 or 10.0.0.5:22")
-            continue
-        allow.append((match.group("host").strip("[]"), port))
+        match = HOST_PORT.fullmatch(entry) if isinstance(entry, str) else None
+        try:
+            if not match or not 1 <= int(match.group("port")) <= 65535:
+                raise ValueError("is not host:port")
+            allow.append((parse_host(match.group("host")), int(match.group("port"))))
+        except ValueError:
+            problems.add(name, f"allow[{index}]", f"{entry!r} is not host:port; write e.g. pypi.org:443, 10.0.0.5:22 or [2001:db8::5]:22")
     return tuple(allow)
 
 

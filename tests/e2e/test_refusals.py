@@ -68,3 +68,14 @@ def test_an_unresolvable_remote_is_refused_under_a_restricted_policy(stack):
                                           "remote": "https://no-such-host.invalid/app.git"}]},
                       preview_fails=False)
     assert 'agent "agent-1": host no-such-host.invalid (remote or allow) cannot be resolved' in message
+
+
+def test_hostile_values_are_refused_before_anything_exists(stack):
+    message = refused(stack, {"agents": [
+        {"name": "agent-1", "identity": {"name": "A\n[core]\n\tsshCommand = touch /tmp/owned", "email": "a@example.com"}},
+        {"name": "agent-2", "identity": IDENTITY, "remote": "ext::sh", "branch": "-f"},
+    ]})
+    assert f'stack "{stack.name}", agent "agent-1", field "identity.name"' in message
+    assert "control character U+000A" in message
+    assert 'agent "agent-2", field "remote": \'ext::sh\' makes git run the remote helper git-remote-ext' in message
+    assert 'agent "agent-2", field "branch": \'-f\' starts with \'-\'' in message

@@ -37,10 +37,11 @@ def test_a_command_becomes_one_record(tmp_path):
         "exit_status",
         "duration_s",
         "error",
+        "attempt",
     }
     assert record["agent"] == "agent-1" and record["stack"] == "dev" and record["operator"] == local_user()
     assert record["command"] == "cd /w || exit; git push"
-    assert (record["exit_status"], record["error"]) == (3, None)
+    assert (record["exit_status"], record["error"], record["attempt"]) == (3, None, 1)
     assert record["time"].endswith("Z") and before <= AuditRecord.from_json(record).time <= after
     assert 0 <= record["duration_s"] <= (after - before).total_seconds()
 
@@ -157,6 +158,16 @@ def test_records_read_back_and_bad_lines_are_counted(tmp_path):
     ]
     assert bad == 2
     assert records[1].time - records[0].time < timedelta(seconds=5)
+
+
+def test_records_written_before_attempts_were_counted_read_as_first_attempts(tmp_path):
+    log = AuditLog(tmp_path / "audit.jsonl", "dev")
+    log.run("agent-1", "git push", lambda: Result("x", 0, "", ""), attempt=2)
+    old = {key: value for key, value in lines(log.path)[0].items() if key != "attempt"}
+    with log.path.open("a") as file:
+        file.write(json.dumps(old) + "\n")
+    records, bad = log.records()
+    assert [record.attempt for record in records] == [2, 1] and bad == 0
 
 
 def source(stack: str | None, project: Path | None) -> Source:

@@ -1,13 +1,12 @@
 """components/cloudinit.py: one agent -> one cloud-config carrying its identity, keys and remote."""
 
-import subprocess
-
 import pytest
 import yaml
 
 from components.cloudinit import REMOTE_KEY_PATH, AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import load_fleet
+from tests.unit.git_reader import git_config
 
 KNOWN = "[gitserver]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
@@ -27,15 +26,6 @@ def files(document):
     return {entry["path"]: entry for entry in document["write_files"]}
 
 
-def git_config(content, tmp_path):
-    """The settings git itself reads from a rendered .gitconfig."""
-    path = tmp_path / "gitconfig"
-    path.write_text(content)
-    listed = subprocess.run(["git", "config", "--file", str(path), "--null", "--list"],
-                            capture_output=True, text=True, check=True).stdout
-    return dict(entry.split("\n", 1) for entry in listed.split("\0") if entry)
-
-
 def test_document_is_cloud_config_with_agent_user_and_pinned_host_key():
     material = keys()
     text = render_cloud_config(spec(), material)
@@ -49,16 +39,16 @@ def test_document_is_cloud_config_with_agent_user_and_pinned_host_key():
     assert "command -v git" in document["bootcmd"][0][2]  # git where the image lacks it
 
 
-def test_git_identity_and_remote_settings_are_in_the_agents_gitconfig(tmp_path):
+def test_git_identity_and_remote_settings_are_in_the_agents_gitconfig():
     document = yaml.safe_load(render_cloud_config(
         spec(remote="ssh://git@gitserver:2222/app.git", known_hosts=[KNOWN], packages=["jq"]),
         keys(remote_private_key=generate_ed25519("remote")[0]),
     ))
-    settings = git_config(files(document)["/home/agent/.gitconfig"]["content"], tmp_path)
-    assert settings["user.name"] == "Agent One" and settings["user.email"] == "a1@example.com"
-    assert settings["agentfleet.remote"] == "ssh://git@gitserver:2222/app.git"
-    assert settings["agentfleet.branch"] == "agent/agent-1"
-    assert settings["core.sshcommand"].startswith(f"ssh -i {REMOTE_KEY_PATH} ")
+    gitconfig = git_config(files(document)["/home/agent/.gitconfig"]["content"])
+    assert (gitconfig["user.name"], gitconfig["user.email"]) == ("Agent One", "a1@example.com")
+    assert gitconfig["agentfleet.remote"] == "ssh://git@gitserver:2222/app.git"
+    assert gitconfig["agentfleet.branch"] == "agent/agent-1"
+    assert gitconfig["core.sshcommand"].startswith(f"ssh -i {REMOTE_KEY_PATH} ")
     assert files(document)[REMOTE_KEY_PATH]["permissions"] == "0o600"
     assert files(document)["/home/agent/.ssh/known_hosts"]["content"].strip() == KNOWN
     assert document["packages"] == ["jq"]
@@ -71,7 +61,7 @@ def test_https_token_goes_to_a_private_credential_store_only():
     store = files(document)["/home/agent/.git-credentials"]
     assert token in store["content"] and store["permissions"] == "0o600"
     assert text.count(token) == 1
-    assert "helper = store" in files(document)["/home/agent/.gitconfig"]["content"]
+    assert git_config(files(document)["/home/agent/.gitconfig"]["content"])["credential.helper"] == "store"
 
 
 def test_agent_without_remote_has_no_credential_files():
@@ -97,14 +87,14 @@ def test_open_egress_ships_no_policy():
 
 def test_every_git_process_traces_to_the_audit_directory():
     written = files(yaml.safe_load(render_cloud_config(spec(), keys())))
-    assert "eventTarget = /var/log/agentfleet/git-trace2" in written["/etc/gitconfig"]["content"]
+    assert git_config(written["/etc/gitconfig"]["content"])["trace2.eventtarget"] == "/var/log/agentfleet/git-trace2"
 
 
-@pytest.mark.parametrize("name", ["Robert \"Bobby\" O'Brien; Jr", "Ann # not a comment", " Edge \\ Spaces "])
-def test_git_reads_back_the_identity_exactly_as_configured(name, tmp_path):
+@pytest.mark.parametrize("name", ["Robert \"Bobby\" O'Brien; Jr", "Ann # not a comment", "Zoë \\ 漢字"])
+def test_git_reads_back_the_identity_exactly_as_configured(name):
     agent = spec(identity={"name": name, "email": "bobby@example.com"})
     written = files(yaml.safe_load(render_cloud_config(agent, keys())))
-    assert git_config(written["/home/agent/.gitconfig"]["content"], tmp_path)["user.name"] == name
+    assert git_config(written["/home/agent/.gitconfig"]["content"])["user.name"] == name
 
 
 def test_an_ordinary_agent_needs_no_explicit_types():

@@ -13,6 +13,7 @@ from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import load_fleet
 from tests.unit.fleet_mocks import FleetMocks, mocks_for_module
+from tests.unit.git_reader import git_config
 from tests.unit.spec_helpers import agent, load, problems
 
 REMOTE = "git@github.com:org/app.git"
@@ -77,8 +78,8 @@ def test_the_first_clone_is_told_where_the_shared_objects_are():
         document = yaml.safe_load(render_cloud_config(spec, keys, reference))
         return next(f["content"] for f in document["write_files"] if f["path"].endswith("/.gitconfig"))
 
-    assert f'\treference = "{SHARED_OBJECTS}"\n' in gitconfig(SHARED_OBJECTS)
-    assert "reference" not in gitconfig(None)
+    assert git_config(gitconfig(SHARED_OBJECTS))["agentfleet.reference"] == SHARED_OBJECTS
+    assert "agentfleet.reference" not in git_config(gitconfig(None))
 
 
 @pytest.fixture(scope="module", autouse=True)

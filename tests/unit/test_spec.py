@@ -44,7 +44,7 @@ def test_defaults_apply_and_agents_override_them():
         ({"agents": [{"name": "x"}]}, 'agent "x", field "identity": missing git identity'),
         ({"agents": [agent(idenity={})]}, 'agent "agent-1", field "idenity": unknown field; did you mean "identity"?'),
         ({"agents": [agent(resources={"memory": "lots"})]}, 'field "resources.memory": \'lots\' is not a memory size'),
-        ({"agents": [agent(remote="not a url")]}, 'field "remote": \'not a url\' is not a git remote URL'),
+        ({"agents": [agent(remote="not-a-url")]}, 'field "remote": \'not-a-url\' is a local path to git'),
         ({"agents": [agent(remote="ssh://git@git.example.com:2222/app.git")]}, 'field "known_hosts": no host key for the remote\'s host [git.example.com]:2222'),
         ({"agents": [agent(name="Agent_1")]}, 'field "agents[0].name": \'Agent_1\' is not a valid agent name'),
         ({"agents": [agent()], "defualts": {}}, 'stack "test", field "defualts": unknown field; did you mean "defaults"?'),
@@ -112,3 +112,82 @@ def test_egress_defaults_to_restricted_and_allow_entries_parse():
     (spec,) = load({"agents": [agent(allow=["pypi.org:443", "[::1]:8080"])]}).agents
     assert spec.egress == "restricted"
     assert spec.allow == (("pypi.org", 443), ("::1", 8080))
+
+
+KNOWN = ["gitserver ssh-ed25519 AAAA"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "says"),
+    [
+        # Patterns match the whole value: a trailing newline is refused everywhere.
+        ({"name": "agent-1\n"}, "agents[0].name", "is not a valid agent name"),
+        ({"identity": {"name": "Agent One\n", "email": "a@example.com"}}, "identity.name", "control character U+000A"),
+        ({"identity": {"name": "Agent One", "email": "a@example.com\n"}}, "identity.email", "control character U+000A"),
+        ({"branch": "agent/x\n"}, "branch", "control character U+000A"),
+        ({"packages": ["jq\n"]}, "packages", "Debian package names"),
+        ({"allow": ["pypi.org:443\n"]}, "allow[0]", "is not host:port"),
+        ({"bind_address": "127.0.0.1\n"}, "bind_address", "is not an IPv4 address"),
+        ({"remote": "git@gitserver:app.git\n", "known_hosts": KNOWN}, "remote", "control character U+000A"),
+        ({"known_hosts": ["gitserver ssh-ed25519 AAAA\n@cert-authority * ssh-ed25519 BBBB"]}, "known_hosts", "one line each"),
+        # Identities git would record otherwise.
+        ({"identity": {"name": "Ann <ann@x.org>", "email": "a@example.com"}}, "identity.name", "'<' and '>', which git drops"),
+        ({"identity": {"name": "'Quoted'", "email": "a@example.com"}}, "identity.name", "starts with \"'\", which git strips"),
+        ({"identity": {"name": "Bob Jr.", "email": "a@example.com"}}, "identity.name", "ends with '.', which git strips"),
+        ({"identity": {"name": "Tab\there", "email": "a@example.com"}}, "identity.name", "control character U+0009"),
+        ({"identity": {"name": "Agent", "email": "a;b@example.com"}}, "identity.email", "is not an email address"),
+        ({"identity": {"name": "Agent", "email": '"a b"@example.com'}}, "identity.email", "starts with '\"'"),
+        ({"identity": {"name": True, "email": "a@example.com"}}, "identity.name", "is not text"),
+        # Remotes git would read as an option, a local path, another transport or a helper.
+        ({"remote": "--upload-pack=touch /tmp/x"}, "remote", "contains a space"),
+        ({"remote": "-oProxyCommand=x:app.git"}, "remote", "starts with '-'"),
+        ({"remote": "ext::sh -c touch% /tmp/x"}, "remote", "contains a space"),
+        ({"remote": "ext::sh"}, "remote", "remote helper git-remote-ext"),
+        ({"remote": "fd::17"}, "remote", "remote helper git-remote-fd"),
+        ({"remote": "file:///srv/git/app.git"}, "remote", "uses the file:// transport"),
+        ({"remote": "git://example.com/app.git"}, "remote", "uses the git:// transport"),
+        ({"remote": "http://example.com/app.git"}, "remote", "uses the http:// transport"),
+        ({"remote": "/srv/git/app.git"}, "remote", "is a local path"),
+        ({"remote": "ssh://-oProxyCommand=x/app.git"}, "remote", "which is not a host name"),
+        ({"remote": "ssh://-oProxyCommand=x@gitserver/app.git"}, "remote", "is not a login name"),
+        ({"remote": "git@gitserver:-app.git", "known_hosts": KNOWN}, "remote", "does not start with '-'"),
+        ({"remote": "https://user:hunter2@example.com/app.git"}, "remote", "holds a password"),
+        ({"remote": "ssh://git@gitserver:0/app.git"}, "remote", "port 0 is out of range"),
+        ({"remote": "ssh://git@gitserver/"}, "remote", "has no repository path"),
+        # Branches as git check-ref-format --branch sees them.
+        ({"branch": "-f"}, "branch", "starts with '-'"),
+        ({"branch": "HEAD"}, "branch", "a name git reserves"),
+        ({"branch": "a..b"}, "branch", "'..'"),
+        ({"branch": "a b"}, "branch", "' '"),
+        ({"branch": "x@{1}"}, "branch", "'@{'"),
+        ({"branch": "feature/.hidden"}, "branch", "starting with '.'"),
+        ({"branch": "x.lock"}, "branch", "ending in '.lock'"),
+        ({"branch": "x/"}, "branch", "ends with '.'"),
+        # Hosts and packages that would be options to getent, ssh or apt.
+        ({"allow": ["-oProxyCommand=x:22"]}, "allow[0]", "is not host:port"),
+        ({"allow": ["a..b:22"]}, "allow[0]", "is not host:port"),
+        ({"allow": ["[fe80::1%eth0]:22"]}, "allow[0]", "is not host:port"),
+        ({"packages": ["-oAPT::Get::AllowUnauthenticated=1"]}, "packages", "Debian package names"),
+        ({"packages": ["jq=1.6"]}, "packages", "no versions or options"),
+        ({"image": "--privileged"}, "image", "not starting with '-'"),
+    ],
+)
+def test_hostile_values_are_refused_naming_the_field(fields, field, says):
+    found = problems({"agents": [{**agent(), **fields}]})
+    assert any(f'field "{field}"' in p and says in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"identity": {"name": "Robert \"Bobby\" O'Brien; Jr", "email": "o'brien#jr@example.com"}},
+        {"identity": {"name": "#1 Agent \\o/ Ω", "email": "zoë@bücher.example"}},
+        {"branch": "agent/ü-1.x"},
+        {"remote": "git@[::1]:app.git", "known_hosts": ["::1 ssh-ed25519 AAAA"]},
+        {"remote": "https://x-access-token@example.com/a/b.git#frag"},
+        {"allow": ["[2001:db8::5]:22", "10.0.0.5:22", "pypi.org:443"]},
+        {"packages": ["g++", "libc6.1-dev"]},
+    ],
+)
+def test_unusual_but_valid_values_are_accepted(fields):
+    load({"agents": [{**agent(), **fields}]})
