@@ -26,7 +26,8 @@ class Driver(Protocol):
     """How one kind of thing lives. `fields` are its inputs without the secret; each method
     returns the fields as they really are, plus any of `outputs` (e.g. the endpoint)."""
 
-    # Fields a thing that exists cannot change: a new value replaces it.
+    # Fields a thing that exists cannot change: a new value replaces it ("secret" among them
+    # when a changed secret cannot be delivered to the running thing).
     replacing: frozenset[str]
     # Outputs that are read, never declared (they do not take part in the diff).
     outputs: frozenset[str]
@@ -94,7 +95,7 @@ class ReconciledProvider(ResourceProvider):
         changed = changed_fields(olds, news, driver)
         return DiffResult(
             changes=bool(changed),
-            replaces=[key for key in changed if key in driver.replacing or key == SECRET],
+            replaces=[key for key in changed if key in driver.replacing],
             delete_before_replace=True,  # names (containers, VMs, ports) are unique
         )
 

@@ -130,7 +130,8 @@ class ContainerDriver:
 
     replacing = frozenset({"image", "hostname", "network", "extra_networks", "bind_address", "port",
                            "workspace_volume", "shared_objects_volume", "capabilities", "labels",
-                           "workspace_mount", "shared_objects_mount", "host_public_key", "endpoint_host"})
+                           "workspace_mount", "shared_objects_mount", "host_public_key", "endpoint_host",
+                           "secret"})
     outputs = frozenset({"host"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
@@ -298,7 +299,7 @@ class MirrorDriver:
     """The fleet's shared objects: a volume holding `git clone --mirror` of the agents' remote,
     made once by a throwaway container of the agent image. Agents mount it read-only."""
 
-    replacing = frozenset({"remote", "kind", "known_hosts", "networks", "image", "labels"})
+    replacing = frozenset({"remote", "kind", "known_hosts", "networks", "image", "labels", "secret"})
     outputs: frozenset[str] = frozenset()
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:

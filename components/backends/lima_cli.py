@@ -296,7 +296,7 @@ class VmDriver:
     """An agent's Lima VM. A stopped VM is started in place; any change of its definition (the
     instance config, the cloud-config, the pinned key) replaces it. Its disk holds the workspace."""
 
-    replacing = frozenset({"agent", "config", "steps", "scripts", "host_public_key"})
+    replacing = frozenset({"agent", "config", "steps", "scripts", "host_public_key", "secret"})
     outputs = frozenset({"host", "port"})
 
     @staticmethod

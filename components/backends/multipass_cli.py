@@ -271,7 +271,7 @@ class VmDriver:
     """An agent's Multipass VM. A stopped VM is started in place; a changed definition (launch
     flags, cloud-config, pinned key) replaces it. Its disk holds the workspace."""
 
-    replacing = frozenset({"agent", "launch", "host_public_key"})
+    replacing = frozenset({"agent", "launch", "host_public_key", "secret"})
     outputs = frozenset({"host", "port"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
