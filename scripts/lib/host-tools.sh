@@ -1,10 +1,11 @@
 # shellcheck shell=bash
 # ensure_host_tools: the Debian packages the operator's side uses: the OpenSSH client (ssh, and
-# ssh-keyscan for readiness checks), git, curl, and sshd for the client's local tests.
+# ssh-keyscan for readiness checks), git, curl, sshd for the client's local tests, and ip and
+# nsenter for the tests' remote Docker hosts (network namespaces; see tests/e2e/remote_hosts.py).
 # Installed with apt only when something is missing.
 
-HOST_COMMANDS=(ssh ssh-keyscan git curl /usr/sbin/sshd)
-HOST_PACKAGES=(openssh-client git curl openssh-server)
+HOST_COMMANDS=(ssh ssh-keyscan git curl /usr/sbin/sshd /bin/ip /usr/bin/nsenter)
+HOST_PACKAGES=(openssh-client git curl openssh-server iproute2 util-linux)
 
 ensure_host_tools() {
     local missing=() cmd
