@@ -118,6 +118,7 @@ class RemoteHosts:
         self.root = RIG_ROOT / self.id
         self.bridge = f"afbr{self.id}"
         self.hosts: tuple[RemoteHost, ...] = ()
+        self.gateway = ""  # this machine's address on the bridge: what the hosts (and their containers) reach it at
         self.operator_key = ""  # OpenSSH private key text, authorized for root on every host
         self.operator_public_key = ""
         self.timings: dict[str, float] = {}
@@ -145,15 +146,16 @@ class RemoteHosts:
         try:
             RIG_ROOT.mkdir(parents=True, exist_ok=True)
             with _rig_lock():
-                remove_abandoned_rigs()
+                _remove_abandoned()
                 subnet = _free_subnet()
+                self.gateway = str(subnet[1])
                 self.root.mkdir(mode=0o700)
                 self._made = True
                 # Engines' data in memory: removing a loaded image from disk takes seconds.
                 _run("mount", "-t", "tmpfs", "-o", f"mode=0700,size={DATA_SIZE}", f"agentfleet-test-{self.id}", str(self.root))
                 (self.root / "owner").write_text(_owner_stamp(os.getpid()))
                 _run("ip", "link", "add", self.bridge, "type", "bridge")
-                _run("ip", "addr", "add", f"{subnet[1]}/{subnet.prefixlen}", "dev", self.bridge)
+                _run("ip", "addr", "add", f"{self.gateway}/{subnet.prefixlen}", "dev", self.bridge)
                 _run("ip", "link", "set", self.bridge, "up")
             self.operator_key, self.operator_public_key = _keypair(self.root / "operator")
             self.hosts = tuple(self._make_host(k, subnet) for k in range(1, self.count + 1))
@@ -413,6 +415,12 @@ def _owner_stamp(pid: int) -> str:
 
 def remove_abandoned_rigs() -> list[str]:
     """Remove rigs whose test run is gone (killed before it could clean up); their ids."""
+    RIG_ROOT.mkdir(parents=True, exist_ok=True)
+    with _rig_lock():
+        return _remove_abandoned()
+
+
+def _remove_abandoned() -> list[str]:
     removed = []
     for directory in sorted(RIG_ROOT.iterdir()) if RIG_ROOT.exists() else []:
         owner = directory / "owner"
