@@ -1,11 +1,12 @@
 # shellcheck shell=bash
 # ensure_host_tools: the Debian packages the operator's side uses: the OpenSSH client (ssh, and
-# ssh-keyscan for readiness checks), git, curl, and for the tests sshd (the client's local tests)
-# and cloud-init (its loader and schema checker read every rendered cloud-config:
-# tests/unit/test_cloud_config_round_trip.py). Installed with apt only when something is missing.
+# ssh-keyscan for readiness checks), git, curl, and for the tests sshd (the client's local tests),
+# cloud-init (its loader and schema checker read every rendered cloud-config:
+# tests/unit/test_cloud_config_round_trip.py), and ip and nsenter (the tests' remote Docker hosts
+# in network namespaces; see tests/e2e/remote_hosts.py). Installed with apt only when missing.
 
-HOST_COMMANDS=(ssh ssh-keyscan git curl /usr/sbin/sshd cloud-init)
-HOST_PACKAGES=(openssh-client git curl openssh-server cloud-init)
+HOST_COMMANDS=(ssh ssh-keyscan git curl /usr/sbin/sshd cloud-init /bin/ip /usr/bin/nsenter)
+HOST_PACKAGES=(openssh-client git curl openssh-server cloud-init iproute2 util-linux)
 
 ensure_host_tools() {
     local missing=() cmd

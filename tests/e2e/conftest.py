@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from components.image import agent_image_tag
+from tests.e2e.remote_hosts import RemoteHosts, RigError
 from tests.e2e.support import REMOVE, FleetStack, GitServer, copy_project, docker, docker_objects, start_git_server
 
 
@@ -58,3 +59,19 @@ def make_stack(project_dir: Path) -> Iterator[Any]:
             for kind, remove in REMOVE.items():
                 for name in docker_objects(kind, f"agentfleet.stack={stack.name}"):
                     docker(*remove, name, check=False)
+
+
+@pytest.fixture(scope="session")
+def remote_hosts() -> Iterator[RemoteHosts]:
+    """Two remote Docker hosts on this machine (network namespaces, each with its own dockerd
+    and sshd; see remote_hosts.py), removed at the end of the session."""
+    rig = RemoteHosts(2)
+    try:
+        rig.start()
+    except RigError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield rig
+    finally:
+        rig.close()
+        print(f"\nremote hosts: {rig.count} ready in {rig.timings['started']:.1f} s, removed in {rig.timings['removed']:.1f} s")
