@@ -17,6 +17,7 @@ from typing import Any, Optional, Protocol
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.output import Unknown
 
 SECRET = "secret"
 PROVIDER_KEY = "__provider"
@@ -46,10 +47,12 @@ def digest(secret: Optional[str]) -> Optional[str]:
 
 
 def changed_fields(olds: dict[str, Any], news: dict[str, Any], driver: Driver) -> list[str]:
-    """Declared fields whose value differs from what was read back, and the secret if it changed."""
+    """Declared fields whose value differs from what was read back, and the secret if it changed
+    (or is not known yet, as in a preview where a key it holds is about to be made)."""
     changed = [key for key, value in news.items()
                if key not in (SECRET, PROVIDER_KEY) and key not in driver.outputs and olds.get(key) != value]
-    if digest(news.get(SECRET)) != olds.get(SECRET):
+    secret = news.get(SECRET)
+    if isinstance(secret, Unknown) or digest(secret) != olds.get(SECRET):
         changed.append(SECRET)
     return changed
 

@@ -160,7 +160,19 @@ class LimaVm(Reconciled, module="agentfleet", name="LimaVm"):
     port: pulumi.Output[int]
 
 
-def _steps_of(user_data: str) -> dict[str, Any]:
+def vm_fields(context: MachineContext, agent: AgentSpec, image: VmImage | None) -> dict[str, Any]:
+    """The VM's inputs that the spec alone defines (the rest come from the cloud-config)."""
+    return {
+        "name": context.machine_name(agent.name),
+        "agent": agent.name,
+        "config": render_instance_config(instance_config(agent, image)),
+        "state": "running",
+    }
+
+
+def step_fields(user_data: str) -> dict[str, Any]:
+    """How the cloud-config is applied: module names and script paths, nothing secret, so they
+    stay readable inputs (a preview shows when they change)."""
     modules, scripts = apply_steps(yaml.safe_load(user_data))
     return {"steps": steps_document(modules), "scripts": scripts}
 
@@ -201,16 +213,12 @@ class LimaBackend:
         if image is None and not agent.image:
             raise pulumi.RunError(f"{where}: the Lima VM image {image_id()} is not built; run scripts/setup "
                                   "(or give the agent an `image`)")
-        # Module names and script paths only: nothing secret, so they stay readable inputs.
-        steps = pulumi.Output.unsecret(user_data.apply(_steps_of))
+        steps = pulumi.Output.unsecret(user_data.apply(step_fields))
         vm = LimaVm(f"{agent.name}-vm", {
-            "name": context.machine_name(agent.name),
-            "agent": agent.name,
-            "config": render_instance_config(instance_config(agent, image)),
+            **vm_fields(context, agent, image),
             "steps": steps.apply(lambda s: s["steps"]),
             "scripts": steps.apply(lambda s: s["scripts"]),
             "host_public_key": host_public_key,
-            "state": "running",
         }, secret=user_data, opts=opts)
         return pulumi.Output.all(vm.host, vm.port).apply(lambda v: Endpoint(host=v[0], port=int(v[1])))
 

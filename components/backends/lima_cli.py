@@ -22,11 +22,12 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from components.hostkey import HostKeyTimeout, wait_for_host_key
-from components.process import TIMED_OUT, run, tail
+from components.process import NOT_FOUND, TIMED_OUT, run, tail
 
 LIST_TIMEOUT_S = 60
 DELETE_TIMEOUT_S = 120
@@ -180,6 +181,8 @@ class Lima:
     def run(self, *args: str, stdin: str | None = None, timeout: float = LIST_TIMEOUT_S,
             what: str = "") -> str:
         done = run([self.limactl, "--tty=false", *args], stdin=stdin or "", timeout_s=timeout)
+        if done.status == NOT_FOUND and shutil.which(self.limactl) is None:
+            raise LimaError(f"limactl is missing ({self.limactl}): run scripts/setup, which builds Lima from Go modules")
         if done.status == TIMED_OUT:
             raise LimaError(f"`limactl {args[0]}` did not finish within {timeout:.0f}s" +
                             (f"; {what}" if what else ""), tail(done.stderr))
@@ -292,50 +295,58 @@ def start(lima: Lima, host_public_key: str, ready_timeout_s: float,
     return endpoint
 
 
+@dataclass(frozen=True)
 class VmDriver:
     """An agent's Lima VM. A stopped VM is started in place; any change of its definition (the
-    instance config, the cloud-config, the pinned key) replaces it. Its disk holds the workspace."""
+    instance config, the cloud-config, the pinned key) replaces it. Its disk holds the workspace.
+    `ready_timeout_s` bounds the wait for the pinned key once Lima says the VM is up."""
 
-    replacing = frozenset({"agent", "config", "steps", "scripts", "host_public_key", "secret"})
+    ready_timeout_s: float = READY_TIMEOUT_S
+
+    replacing = frozenset({"name", "agent", "config", "steps", "scripts", "host_public_key", "secret"})
     outputs = frozenset({"host", "port"})
 
     @staticmethod
     def _lima(name: str, fields: dict[str, Any]) -> Lima:
         return Lima(limactl_command() or "limactl", fields["agent"], name)
 
-    def _failed(self, name: str, fields: dict[str, Any], error: LimaError) -> LimaError:
+    @staticmethod
+    def _failed(name: str, fields: dict[str, Any], error: Exception) -> LimaError:
+        """The error as Pulumi shows it: Lima's detail lines, then one line naming the agent."""
         detail = error.args[1] if len(error.args) > 1 else ""
         return LimaError(f"{detail}\nagent {fields['agent']} (Lima VM {name}): {error.args[0]}".strip())
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         try:
             endpoint = create(self._lima(name, fields), fields["host_public_key"], fields["config"],
-                              fields["steps"], fields["scripts"], secret or "")
-        except LimaError as error:
+                              fields["steps"], fields["scripts"], secret or "", self.ready_timeout_s)
+        except (LimaError, ValueError) as error:
             raise self._failed(name, fields, error) from None
         return {**endpoint, "state": "running"}
 
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        info = self._lima(name, fields).instance_info()
+        """None when the instance is gone; else its state ("running", "stopped", "broken") and
+        the port Lima forwards (also listed for a stopped VM: it is the agent's ssh_port)."""
+        try:
+            info = self._lima(name, fields).instance_info()
+        except (LimaError, ValueError) as error:
+            raise self._failed(name, fields, error) from None
         if info is None:
             return None
-        status = str(info.get("status") or "unknown")
-        port = info.get("sshLocalPort") or 0
-        return {"state": "running" if status == "Running" else status.lower(),
-                "host": info.get("sshAddress") or "127.0.0.1", "port": port}
+        return {"state": str(info.get("status") or "unknown").lower(),
+                "host": info.get("sshAddress") or "127.0.0.1", "port": info.get("sshLocalPort") or 0}
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        lima = self._lima(name, fields)
-        if lima.instance_info() is None:
+        if self.read(name, fields) is None:
             return self.create(name, fields, secret)
         try:
-            endpoint = start(lima, fields["host_public_key"], READY_TIMEOUT_S)
-        except (LimaError, HostKeyTimeout) as error:
-            raise self._failed(name, fields, LimaError(*error.args)) from None
+            endpoint = start(self._lima(name, fields), fields["host_public_key"], self.ready_timeout_s)
+        except (LimaError, ValueError, HostKeyTimeout) as error:
+            raise self._failed(name, fields, error) from None
         return {**endpoint, "state": "running"}
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
         try:
             self._lima(name, fields).delete()
-        except LimaError as error:
+        except (LimaError, ValueError) as error:
             raise self._failed(name, fields, error) from None

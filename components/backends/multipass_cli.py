@@ -3,8 +3,9 @@
 - The commands agentfleet issues to Multipass and how their outputs read are pure functions,
   tested from recorded outputs.
 - `VmDriver` launches the VM with the cloud-config on stdin, reads its endpoint, waits for the
-  pinned host key, reads the VM back on refresh (a changed address updates the outputs, a
-  missing instance reads as gone, a stopped one is started by `pulumi up`), and purges it.
+  pinned host key, reads the VM back on refresh (a changed address updates the outputs; a
+  missing instance, or one deleted without --purge, reads as gone; a stopped one reads as
+  stopped and `pulumi up` starts it), and purges it.
 
 What Multipass does, as read from its source (canonical/multipass, v1.16.3 unless noted; the
 fixtures in tests/unit/fixtures/multipass/ are written in these formats):
@@ -27,8 +28,13 @@ fixtures in tests/unit/fixtures/multipass/ are written in these formats):
 - `info <name> --format json` prints {"errors": [], "info": {<name>: {"state": "Running",
   "ipv4": [...], ...}}} (src/client/cli/formatter/json_formatter.cpp); for an unknown name it
   prints nothing on stdout and `info failed: ... instance "<name>" does not exist` on stderr.
+- `info` of an instance deleted without `--purge` prints it with state "Deleted"; its name stays
+  taken: `launch` with it fails with `instance "<name>" already exists` until it is purged
+  (src/daemon/daemon.cpp, launch).
 - `delete --purge` removes an instance at once, also one already deleted without --purge; an
   unknown name fails like info does.
+- `start <name>` boots a stopped (or suspended) instance and returns once it is up; on a running
+  one it does nothing.
 - `version` exits 0 even when the daemon is down: only the line `multipassd` is then missing.
 """
 
@@ -37,10 +43,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any, Callable, Optional, Sequence
+import shutil
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 from components.hostkey import HostKeyTimeout, wait_for_host_key
-from components.process import Completed, run, tail
+from components.process import run, tail
 
 GUEST_SSH_PORT = 22
 DEFAULT_IMAGE = "lts"
@@ -48,7 +56,9 @@ DEFAULT_IMAGE = "lts"
 LAUNCH_TIMEOUT_S = 900
 # After launch returned, cloud-init is done; sshd restarting with the pinned key is quick.
 READY_TIMEOUT_S = 120
-COMMAND_TIMEOUT_S = 120  # info, start and delete
+COMMAND_TIMEOUT_S = 120  # info and delete
+# `multipass start` waits for the boot itself (its own timer: 300 s); a little more on top.
+START_TIMEOUT_S = 360
 INSTANCE_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 DAEMON_LOG_HINT = "the daemon's log (`journalctl --unit 'snap.multipass*'` on Linux)"
 
@@ -110,7 +120,7 @@ def instance_name_problem(instance: str) -> Optional[str]:
 # --- outputs ------------------------------------------------------------------------------------
 
 
-def parse_info(json_text: str, name: str) -> dict:
+def parse_info(json_text: str, name: str, port: int = GUEST_SSH_PORT) -> dict:
     """The endpoint {"host", "port"} of a running instance from `multipass info --format json`."""
     try:
         document = json.loads(json_text)
@@ -129,7 +139,7 @@ def parse_info(json_text: str, name: str) -> dict:
     addresses = [a for a in instance.get("ipv4") or [] if _is_ipv4(a)]
     if not addresses:
         raise MultipassError(f"instance {name} is Running but has no IPv4 address yet")
-    return {"host": addresses[0], "port": GUEST_SSH_PORT}
+    return {"host": addresses[0], "port": port}
 
 
 def _is_ipv4(value: object) -> bool:
@@ -158,6 +168,8 @@ def explain_error(stderr: str) -> str:
     """One sentence that says what to do about a Multipass failure, from its stderr."""
     text = stderr.lower()
     instance = _quoted_instance(stderr) or "the instance"
+    if text.strip() == "multipass not found":  # what components.process.run says
+        return "multipass is not installed here: install it (`sudo snap install multipass`)."
     if "cannot connect to the multipass socket" in text:
         return (
             "The Multipass daemon is not running or its socket is unavailable: start it "
@@ -200,7 +212,19 @@ def explain_error(stderr: str) -> str:
     return f"See Multipass' message above; `multipass list` and {DAEMON_LOG_HINT} tell more."
 
 
-Runner = Callable[..., Completed]
+def parse_state(json_text: str, name: str, port: int = GUEST_SSH_PORT) -> dict[str, Any]:
+    """What refresh keeps of an instance: its state (lowercase), its port, and its first IPv4
+    address when it has one (a stopped VM has none: the last known address stays in the state)."""
+    try:
+        instance = json.loads(json_text)["info"][name]
+        state = str(instance.get("state") or "unknown")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise MultipassError(f"`multipass info {name}` printed no usable JSON") from None
+    addresses = [a for a in instance.get("ipv4") or [] if _is_ipv4(a)]
+    return {"state": state.lower(), "port": port, **({"host": addresses[0]} if addresses else {})}
+
+
+# --- the driver ---------------------------------------------------------------------------------
 
 
 def create(
@@ -210,35 +234,41 @@ def create(
     launch: Sequence[str],
     cloud_config: str,
     ready_timeout_s: float = READY_TIMEOUT_S,
-    runner: Runner = run,
+    ssh_port: int = GUEST_SSH_PORT,
 ) -> dict:
     """Launch, read the endpoint, wait for the pinned key; on failure purge and raise."""
     where = f"agent {agent} (Multipass instance {instance})"
     if not cloud_config.strip():
         raise MultipassError(f"{where}: no cloud-config on stdin; nothing was launched")
+    if shutil.which(launch[0]) is None:
+        raise MultipassError(f"{where}: {explain_error(f'{launch[0]} not found')} Nothing was launched.")
+    if (instance_state(agent, instance) or {}).get("state") == "deleted":
+        # Deleted without --purge: gone for agentfleet (refresh reads it so), but Multipass keeps
+        # its name taken until it is purged.
+        delete(agent, instance)
     timeout_s = int(launch[launch.index("--timeout") + 1]) if "--timeout" in launch else LAUNCH_TIMEOUT_S
-    launched = runner(launch, cloud_config, timeout_s + 60)  # Multipass' own timer fires first
-    if launched.status != 0:
+    launched = run(launch, cloud_config, timeout_s + 60)  # Multipass' own timer fires first
+    if not launched.ok:
         if "already exists" in launched.stderr.lower():
             # Not made by this run: it may hold someone's work, so it is left alone.
             advice = explain_error(launched.stderr)
             raise MultipassError(f"{tail(launched.stderr)}\n{where}: launch failed. {advice}")
-        raise _failed(where, "launch failed", launched.stderr, instance, runner)
-    info = runner(info_argv(instance))
-    if info.status != 0:
-        raise _failed(where, "launched, but `multipass info` failed", info.stderr, instance, runner)
+        raise _failed(where, "launch failed", launched.stderr, instance)
+    info = run(info_argv(instance), timeout_s=COMMAND_TIMEOUT_S)
+    if not info.ok:
+        raise _failed(where, "launched, but `multipass info` failed", info.stderr, instance)
     try:
-        endpoint = parse_info(info.stdout, instance)
+        endpoint = parse_info(info.stdout, instance, ssh_port)
         wait_for_host_key(endpoint["host"], endpoint["port"], host_public_key, ready_timeout_s)
     except (MultipassError, HostKeyTimeout) as error:
-        raise _failed(where, str(error), "", instance, runner) from None
+        raise _failed(where, str(error), "", instance) from None
     return endpoint
 
 
-def _failed(where: str, what: str, stderr: str, instance: str, runner: Runner) -> MultipassError:
+def _failed(where: str, what: str, stderr: str, instance: str) -> MultipassError:
     """Purge the half-made instance; the error says what failed, what to do, and the cleanup."""
-    purged = runner(delete_argv(instance))
-    if purged.status == 0:
+    purged = run(delete_argv(instance), timeout_s=COMMAND_TIMEOUT_S)
+    if purged.ok:
         cleanup = "The half-made instance was purged."
     elif is_missing_instance(purged.stderr):
         # A launch whose client timer fired may still be preparing the instance in the daemon.
@@ -256,10 +286,29 @@ def _failed(where: str, what: str, stderr: str, instance: str, runner: Runner) -
     return MultipassError(f"{shown}{where}: {what}.{advice} {cleanup}")
 
 
-def delete(agent: str, instance: str, runner: Runner = run) -> None:
+def start(agent: str, instance: str, host_public_key: str, ready_timeout_s: float = READY_TIMEOUT_S,
+          ssh_port: int = GUEST_SSH_PORT) -> dict:
+    """Boot a stopped instance, read its (maybe new) address, wait for the pinned key. A failure
+    leaves the VM as it is: its disk holds the agent's workspace."""
+    where = f"agent {agent} (Multipass instance {instance})"
+    started = run(start_argv(instance), timeout_s=START_TIMEOUT_S)
+    if not started.ok:
+        raise MultipassError(f"{tail(started.stderr)}\n{where}: start failed. {explain_error(started.stderr)}")
+    info = run(info_argv(instance), timeout_s=COMMAND_TIMEOUT_S)
+    try:
+        if not info.ok:
+            raise MultipassError(f"`multipass info` failed ({tail(info.stderr, 2)}). {explain_error(info.stderr)}")
+        endpoint = parse_info(info.stdout, instance, ssh_port)
+        wait_for_host_key(endpoint["host"], endpoint["port"], host_public_key, ready_timeout_s)
+    except (MultipassError, HostKeyTimeout) as error:
+        raise MultipassError(f"{where}: started, but {error}") from None
+    return endpoint
+
+
+def delete(agent: str, instance: str) -> None:
     """Purge the instance; one that no longer exists is already what delete wants."""
-    deleted = runner(delete_argv(instance))
-    if deleted.status == 0 or is_missing_instance(deleted.stderr):
+    deleted = run(delete_argv(instance), timeout_s=COMMAND_TIMEOUT_S)
+    if deleted.ok or is_missing_instance(deleted.stderr):
         return
     raise MultipassError(
         f"{tail(deleted.stderr)}\nagent {agent} (Multipass instance {instance}): delete failed. "
@@ -267,58 +316,46 @@ def delete(agent: str, instance: str, runner: Runner = run) -> None:
     )
 
 
-class VmDriver:
-    """An agent's Multipass VM. A stopped VM is started in place; a changed definition (launch
-    flags, cloud-config, pinned key) replaces it. Its disk holds the workspace."""
-
-    replacing = frozenset({"agent", "launch", "host_public_key", "secret"})
-    outputs = frozenset({"host", "port"})
-
-    def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        endpoint = create(fields["agent"], name, fields["host_public_key"], fields["launch"], secret or "")
-        return {**endpoint, "state": "running"}
-
-    def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        return read(fields["agent"], name)
-
-    def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        where = f"agent {fields['agent']} (Multipass instance {name})"
-        if read(fields["agent"], name) is None:
-            return self.create(name, fields, secret)
-        started = run(start_argv(name))
-        if not started.ok:
-            raise MultipassError(f"{tail(started.stderr)}\n{where}: start failed. {explain_error(started.stderr)}")
-        current = read(fields["agent"], name) or {}
-        try:
-            wait_for_host_key(current.get("host", ""), GUEST_SSH_PORT, fields["host_public_key"], READY_TIMEOUT_S)
-        except HostKeyTimeout as error:
-            raise MultipassError(f"{where}: started, but {error}") from None
-        return current
-
-    def delete(self, name: str, fields: dict[str, Any]) -> None:
-        delete(fields["agent"], name)
-
-
-def read(agent: str, instance: str, runner: Runner = run) -> Optional[dict[str, Any]]:
-    """What Multipass says of the instance: None when it does not exist (or was deleted)."""
-    info = runner(info_argv(instance))
+def instance_state(agent: str, instance: str, ssh_port: int = GUEST_SSH_PORT) -> Optional[dict[str, Any]]:
+    """What Multipass says of the instance (`parse_state`); None when it has no such instance."""
+    info = run(info_argv(instance), timeout_s=COMMAND_TIMEOUT_S)
     if not info.ok:
         if is_missing_instance(info.stderr):
             return None
         raise MultipassError(f"{tail(info.stderr)}\nagent {agent} (Multipass instance {instance}): "
                              f"info failed. {explain_error(info.stderr)}")
-    return parse_state(info.stdout, instance)
+    return parse_state(info.stdout, instance, ssh_port)
 
 
-def parse_state(json_text: str, name: str) -> Optional[dict[str, Any]]:
-    """state (lowercase, "running" when Running), host (first IPv4, "" when none) and port."""
-    try:
-        instance = json.loads(json_text)["info"][name]
-    except (ValueError, KeyError, TypeError):
-        raise MultipassError(f"`multipass info {name}` printed no usable JSON") from None
-    state = str(instance.get("state") or "unknown")
-    if state == "Deleted":
-        return None
-    addresses = [a for a in instance.get("ipv4") or [] if _is_ipv4(a)]
-    return {"state": "running" if state == "Running" else state.lower(),
-            "host": addresses[0] if addresses else "", "port": GUEST_SSH_PORT}
+@dataclass(frozen=True)
+class VmDriver:
+    """An agent's Multipass VM. A stopped VM is started in place; a changed definition (launch
+    flags, cloud-config, pinned key) replaces it. Its disk holds the workspace.
+
+    `ssh_port` is where the guest's sshd listens and `ready_timeout_s` bounds the wait for its
+    pinned key; the provider uses the defaults, tests point them at a throwaway sshd."""
+
+    ready_timeout_s: float = READY_TIMEOUT_S
+    ssh_port: int = GUEST_SSH_PORT
+
+    replacing = frozenset({"name", "agent", "launch", "host_public_key"})
+    outputs = frozenset({"host", "port"})
+
+    def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        endpoint = create(fields["agent"], name, fields["host_public_key"], fields["launch"], secret or "",
+                          self.ready_timeout_s, self.ssh_port)
+        return {**endpoint, "state": "running"}
+
+    def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """None when the instance is gone, also when it was deleted without --purge."""
+        state = instance_state(fields["agent"], name, self.ssh_port)
+        return None if state is None or state["state"] == "deleted" else state
+
+    def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        if self.read(name, fields) is None:
+            return self.create(name, fields, secret)
+        endpoint = start(fields["agent"], name, fields["host_public_key"], self.ready_timeout_s, self.ssh_port)
+        return {**endpoint, "state": "running"}
+
+    def delete(self, name: str, fields: dict[str, Any]) -> None:
+        delete(fields["agent"], name)

@@ -5,7 +5,9 @@ The VM reaches the git server of the Docker tests at its address on the Docker n
 user-mode network (slirp) makes the guest's connections from the host, which routes to Docker's
 bridges. The agent authenticates with a key given in config (a Pulumi secret), so its workspace is
 cloned on first boot, as a Docker agent's is. Needs what scripts/setup installs for Lima
-(limactl, qemu, the VM image); a machine without them fails here with what to run.
+(limactl, qemu, the VM image); a machine without them fails here with what to run. The VM is a
+reconciled resource: stopped behind Pulumi's back (as by a host reboot), it is seen by the
+refresh that precedes every `pulumi up` (Pulumi.yaml: `refresh: always`) and started again.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from tests.e2e.support import FleetStack, GitServer
 
 # A Lima agent under TCG boots in 1-2 minutes here; generous, bounded budgets on top.
 COMMAND_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 300
 
 
 def limactl() -> str:
     command = lima.limactl_command()
-    missing = lima.missing_tools()
+    missing = lima.BACKEND.missing_tools()
     if command is None or missing:
         pytest.fail(f"this machine cannot run Lima agents: needs {'; '.join(missing)}")
     return command
@@ -130,6 +133,31 @@ def test_the_cloud_config_is_in_no_host_file_argv_or_lima_config(fleet):
         assert "#cloud-config\nusers:" not in text.replace("\\n", "\n"), f"the cloud-config is in {where}"
         for line in secret_lines:
             assert line not in text, f"a private key is readable in {where}"
+
+
+def test_a_vm_stopped_with_limactl_is_started_by_up_and_answers_with_its_pinned_key(fleet):
+    stack, outputs, client, command, instance, _ = fleet
+    client.close()
+    subprocess.run([command, "--tty=false", "stop", instance], capture_output=True, text=True,
+                   timeout=STOP_TIMEOUT_S, check=True)
+    (listed,) = [i for i in lima_instances(command) if i["name"] == instance]
+    assert listed["status"] == "Stopped"
+
+    preview = stack.stack.preview(on_output=lambda _: None, diff=True)
+    assert preview.change_summary.get("update") == 1 and "replace" not in preview.change_summary
+    assert '"stopped" => "running"' in preview.stdout
+
+    started = time.monotonic()
+    healed = stack.up()
+    print(f"\nLima agent started again in {time.monotonic() - started:.0f} s")
+    assert healed == outputs, "same endpoint, same pinned host key"
+    (listed,) = [i for i in lima_instances(command) if i["name"] == instance]
+    assert listed["status"] == "Running"
+    # The client trusts only the pinned key: answering at all proves it. The disk kept the work.
+    with Fleet.from_outputs(healed, stack.name) as again:
+        result = again.agent("agent-1").run("git log -1 --format=%s", timeout=COMMAND_TIMEOUT_S)
+        assert result.ok and result.stdout.strip() == "work of the Lima agent", result.stderr
+    assert set(stack.stack.preview(on_output=lambda _: None).change_summary) == {"same"}
 
 
 def test_destroy_leaves_no_instance_and_no_disk(fleet):

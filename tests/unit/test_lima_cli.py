@@ -1,24 +1,28 @@
-"""Lima backend, the create/delete program against recorded limactl outputs.
+"""Lima backend, the VM's driver against recorded limactl outputs.
 
 tests/unit/fixtures/lima/ holds real outputs of limactl 1.2.1 run here (see its README). The
-pure functions are checked against them; the real create and delete commands run through
-LocalCommand's own code path (`components.command.run_command`) against a FAKE limactl that
-records its argv and stdin and replays those outputs. The readiness wait is real: the fake's
-`list --json` reports the port where the throwaway sshd of tests/conftest.py offers the key.
+pure functions are checked against them; the driver of the VM resource (`lima_cli.VmDriver`:
+create, read, update, delete, and the resource's provider on top of it) runs against a FAKE
+limactl first on PATH that keeps its instances' states, records its argv and stdin and replays
+those outputs. The readiness wait is real: the fake's `list --json` reports the port where the
+throwaway sshd of tests/conftest.py offers the key.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from components.backends import MachineContext, lima, parse_endpoint
+from components.backends import MachineContext, lima
 from components.backends.lima_cli import (
+    START_TIMEOUT_S,
     LimaError,
+    VmDriver,
     explain,
     find_instance,
     parse_list,
@@ -26,11 +30,11 @@ from components.backends.lima_cli import (
     ssh_endpoint,
 )
 from components.cloudinit import AgentKeys, render_cloud_config
-from components.command import CommandFailed, run_command
 from components.keys import generate_ed25519
+from components.reconciled import ReconciledProvider, digest
 from components.spec import load_fleet
 
-ROOT = Path(__file__).resolve().parents[2]
+DRIVER = "components.backends.lima_cli:VmDriver"
 FIXTURES = Path(__file__).parent / "fixtures" / "lima"
 RECORDED = "agentfleet-rec-agent-1"
 RECORDED_DIR = f"/var/lib/agentfleet/lima/instances/{RECORDED}"
@@ -92,10 +96,11 @@ def test_deleting_a_missing_instance_succeeds_in_lima_1_2():
     assert "Ignoring non-existent instance" in recorded("delete-missing")["stderr"]
 
 
-# --- the real commands against a FAKE limactl ------------------------------------------------------
+# --- the driver against a FAKE limactl ----------------------------------------------------------
 
 FAKE_LIMACTL = '''#!{python}
-"""FAKE limactl for agentfleet's tests: records argv and stdin, replays recorded outputs."""
+"""FAKE limactl for agentfleet's tests: keeps its instances' states, records argv and stdin,
+replays recorded outputs."""
 import json, sys
 from pathlib import Path
 
@@ -120,6 +125,8 @@ def answer(case, name):
 
 command = args[0]
 if command == "list":
+    if scenario.get("list"):
+        answer(scenario["list"], "")
     if not instances:
         answer("list-empty", "")
     name, status = next(iter(instances.items()))
@@ -144,7 +151,8 @@ if command == "shell":
     sys.exit(scenario.get("shell_exit", 0))
 if command == "delete":
     name = args[-1]
-    instances.pop(name, None)
+    if instances.pop(name, None) is None:
+        answer("delete-missing", name)
     answer("delete-ok", name)
 sys.stderr.write("FAKE limactl: unexpected arguments %r\\n" % (args,))
 sys.exit(1)
@@ -171,6 +179,10 @@ class FakeLimactl:
         state = self.directory / "instances.json"
         return json.loads(state.read_text()) if state.exists() else {}
 
+    def holds(self, **instances: str) -> None:
+        """Instances that exist before the test (name: status), as Lima would list them."""
+        (self.directory / "instances.json").write_text(json.dumps(instances))
+
 
 @pytest.fixture
 def fake_limactl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeLimactl:
@@ -180,7 +192,9 @@ def fake_limactl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeLimactl
     executable.write_text(FAKE_LIMACTL.format(python=sys.executable, fixtures=str(FIXTURES),
                                               recorded=RECORDED, recorded_dir=RECORDED_DIR))
     executable.chmod(0o755)
-    monkeypatch.chdir(ROOT)  # Pulumi runs providers (so LocalCommand) in the project directory
+    # No Lima of setup's here: the driver takes the limactl on PATH, which is the fake.
+    monkeypatch.setenv("AGENTFLEET_LIMA_DIR", str(tmp_path / "no-lima"))
+    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
     return FakeLimactl(directory)
 
 
@@ -191,14 +205,13 @@ def cloud_config() -> str:
     return render_cloud_config(AGENT, keys)
 
 
-def commands(fake: FakeLimactl, host_public_key: str, cloud_config: str) -> tuple[list[str], list[str]]:
-    modules, scripts = lima.apply_steps(yaml.safe_load(cloud_config))
-    image = lima.VmImage("/img/disk.qcow2", "/img/vmlinuz", "/img/initrd.img", "root=/dev/vda1")
-    config = lima.render_instance_config(lima.instance_config(AGENT, image))
-    create, delete = lima.machine_commands(CONTEXT, AGENT, host_public_key, fake.path, config, modules, scripts)
-    assert create[8] == str(lima.READY_TIMEOUT_S)
-    create[8] = "30"  # the pinned-key wait: bounded for tests
-    return create, delete
+IMAGE = lima.VmImage("/img/disk.qcow2", "/img/vmlinuz", "/img/initrd.img", "root=/dev/vda1")
+
+
+def fields(cloud_config: str, host_public_key: str = "ssh-ed25519 AAAAunused") -> dict:
+    """The VM's inputs as the backend declares them (without the secret cloud-config)."""
+    return {**lima.vm_fields(CONTEXT, AGENT, IMAGE), **lima.step_fields(cloud_config),
+            "host_public_key": host_public_key}
 
 
 def test_create_starts_the_vm_applies_the_cloud_config_over_limas_ssh_and_waits_for_the_pinned_key(
@@ -206,22 +219,24 @@ def test_create_starts_the_vm_applies_the_cloud_config_over_limas_ssh_and_waits_
 ):
     port = local_sshd.ports["agent-1"]
     fake_limactl.configure(port=port)
-    create, _ = commands(fake_limactl, local_sshd.host_key.public, cloud_config)
+    declared = fields(cloud_config, local_sshd.host_key.public)
 
-    stdout = run_command("creating agent-1-vm", create, cloud_config)
+    made = VmDriver(ready_timeout_s=30).create(INSTANCE, declared, cloud_config)
 
-    assert parse_endpoint(stdout) == {"host": "127.0.0.1", "port": port}
+    assert made == {"host": "127.0.0.1", "port": port, "state": "running"}
     assert fake_limactl.commands() == ["list", "create", "start", "list", "shell"]
-    _, made, started, _, shell = fake_limactl.calls()
-    assert made["argv"] == ["create", "--name", INSTANCE, "-"] and yaml.safe_load(made["stdin"])["plain"] is True
-    assert started["argv"] == ["start", "--timeout", f"{lima.START_TIMEOUT_S}s", INSTANCE]
+    _, created, started, _, shell = fake_limactl.calls()
+    assert created["argv"] == ["create", "--name", INSTANCE, "-"] and created["stdin"] == declared["config"]
+    assert yaml.safe_load(created["stdin"])["plain"] is True
+    assert started["argv"] == ["start", "--timeout", f"{START_TIMEOUT_S}s", INSTANCE]
     # The document reaches the guest on the shell's stdin, as root, with the module list.
     assert shell["stdin"] == cloud_config
     assert shell["argv"][:6] == ["shell", "--workdir", "/", INSTANCE, "sudo", "sh"]
-    assert "cloud-init --file" in shell["argv"][7] and "cloud_final_modules" in shell["argv"][9]
-    # The secret is in no command line: not LocalCommand's, not any limactl call's.
-    for argv in [create, *(call["argv"] for call in fake_limactl.calls())]:
-        assert not any("PRIVATE KEY" in arg or "#cloud-config" in arg for arg in argv)
+    assert "cloud-init --file" in shell["argv"][7] and shell["argv"][9] == declared["steps"]
+    assert shell["argv"][10:] == declared["scripts"]
+    # The secret is in no command line and in no input of the VM but the secret one.
+    for text in [json.dumps(declared), *(json.dumps(call["argv"]) for call in fake_limactl.calls())]:
+        assert "PRIVATE KEY" not in text and "#cloud-config" not in text
     assert fake_limactl.instances() == {INSTANCE: "Running"}
 
 
@@ -233,10 +248,9 @@ def test_create_starts_the_vm_applies_the_cloud_config_over_limas_ssh_and_waits_
 ])
 def test_a_failed_create_deletes_the_half_made_vm_and_names_the_agent(fake_limactl, cloud_config, scenario, says):
     fake_limactl.configure(**scenario)
-    create, _ = commands(fake_limactl, "ssh-ed25519 AAAAunused", cloud_config)
 
-    with pytest.raises(CommandFailed) as failure:
-        run_command("creating agent-1-vm", create, cloud_config)
+    with pytest.raises(LimaError) as failure:
+        VmDriver().create(INSTANCE, fields(cloud_config), cloud_config)
 
     message = str(failure.value)
     assert f"agent agent-1 (Lima VM {INSTANCE}): " in message and says in message
@@ -246,36 +260,35 @@ def test_a_failed_create_deletes_the_half_made_vm_and_names_the_agent(fake_limac
 
 def test_an_unreachable_sshd_is_a_timeout_naming_the_endpoint(fake_limactl, cloud_config):
     fake_limactl.configure(port=9)  # nothing answers there
-    create, _ = commands(fake_limactl, "ssh-ed25519 AAAAunused", cloud_config)
-    create[8] = "1"
 
-    with pytest.raises(CommandFailed, match=r"sshd on 127.0.0.1:9 did not offer the pinned host key within 1s"):
-        run_command("creating agent-1-vm", create, cloud_config)
+    with pytest.raises(LimaError, match=r"sshd on 127.0.0.1:9 did not offer the pinned host key within 1s "
+                                        r"\(last: no SSH answer\); the half-made VM was deleted"):
+        VmDriver(ready_timeout_s=1).create(INSTANCE, fields(cloud_config), cloud_config)
     assert fake_limactl.instances() == {}
 
 
 def test_an_instance_left_by_someone_else_is_not_touched(fake_limactl, cloud_config):
-    (fake_limactl.directory / "instances.json").write_text(json.dumps({INSTANCE: "Stopped"}))
-    create, _ = commands(fake_limactl, "ssh-ed25519 AAAAunused", cloud_config)
+    fake_limactl.holds(**{INSTANCE: "Stopped"})
 
-    with pytest.raises(CommandFailed, match=rf"exists already.*`{fake_limactl.path} delete --force {INSTANCE}`"):
-        run_command("creating agent-1-vm", create, cloud_config)
+    with pytest.raises(LimaError, match=rf"exists already.*`{fake_limactl.path} delete --force {INSTANCE}`"):
+        VmDriver().create(INSTANCE, fields(cloud_config), cloud_config)
     assert fake_limactl.commands() == ["list"] and fake_limactl.instances() == {INSTANCE: "Stopped"}
 
 
-def test_missing_limactl_says_to_run_setup(fake_limactl, cloud_config, tmp_path):
-    create, _ = commands(fake_limactl, "ssh-ed25519 AAAAunused", cloud_config)
-    create[5] = str(tmp_path / "nowhere" / "limactl")
-    with pytest.raises(CommandFailed, match="agent agent-1 .*limactl is missing .*run scripts/setup"):
-        run_command("creating agent-1-vm", create, cloud_config)
+def test_missing_limactl_says_to_run_setup(fake_limactl, cloud_config, monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(LimaError, match=r"agent agent-1 .*limactl is missing .*run scripts/setup"):
+        VmDriver().create(INSTANCE, fields(cloud_config), cloud_config)
+    with pytest.raises(LimaError, match=r"agent agent-1 .*limactl is missing .*run scripts/setup"):
+        VmDriver().read(INSTANCE, fields(cloud_config))
+    assert fake_limactl.calls() == []
 
 
-def test_delete_removes_the_instance_and_tolerates_one_already_gone(fake_limactl):
-    (fake_limactl.directory / "instances.json").write_text(json.dumps({INSTANCE: "Running"}))
-    _, delete = commands(fake_limactl, "ssh-ed25519 AAAAunused", "#cloud-config\n{}\n")
-    run_command("deleting agent-1-vm", delete, None)
+def test_delete_removes_the_instance_and_tolerates_one_already_gone(fake_limactl, cloud_config):
+    fake_limactl.holds(**{INSTANCE: "Running"})
+    VmDriver().delete(INSTANCE, fields(cloud_config))
     assert fake_limactl.instances() == {}
-    run_command("deleting agent-1-vm", delete, None)
+    VmDriver().delete(INSTANCE, fields(cloud_config))  # Lima says it ignores it; still a success
     assert fake_limactl.commands() == ["delete", "delete"]
 
 
@@ -283,10 +296,88 @@ def test_missing_qemu_says_what_to_install_before_anything_starts(fake_limactl, 
     only_python = tmp_path / "bin"
     only_python.mkdir()
     (only_python / "python3").symlink_to(sys.executable)
-    monkeypatch.setenv("PATH", str(only_python))
-    create, _ = commands(fake_limactl, "ssh-ed25519 AAAAunused", cloud_config)
+    monkeypatch.setenv("PATH", f"{fake_limactl.directory}:{only_python}")
 
-    with pytest.raises(CommandFailed, match=r"agent agent-1 .*qemu-system-x86_64 is missing: apt-get install "
-                                            r"qemu-system-x86 qemu-utils \(or run scripts/setup\)"):
-        run_command("creating agent-1-vm", create, cloud_config)
+    with pytest.raises(LimaError, match=r"agent agent-1 .*qemu-system-x86_64 is missing: apt-get install "
+                                        r"qemu-system-x86 qemu-utils \(or run scripts/setup\)"):
+        VmDriver().create(INSTANCE, fields(cloud_config), cloud_config)
     assert fake_limactl.commands() == []
+
+
+# --- refresh and up: the resource's provider on the driver --------------------------------------
+
+
+def state_after_up(cloud_config: str, host_public_key: str = "ssh-ed25519 AAAAunused", port: int = 22611) -> dict:
+    """The VM's outputs in the stack's state after `pulumi up`, as ReconciledProvider wrote them."""
+    return {**fields(cloud_config, host_public_key), "host": "127.0.0.1", "port": port,
+            "secret": digest(cloud_config), "__provider": "…"}
+
+
+def test_refresh_of_a_running_vm_changes_nothing(fake_limactl, cloud_config):
+    fake_limactl.holds(**{INSTANCE: "Running"})
+
+    read = ReconciledProvider(DRIVER).read(INSTANCE, state_after_up(cloud_config))
+
+    assert read.id == INSTANCE and read.outs == state_after_up(cloud_config) and read.inputs is None
+
+
+def test_refresh_of_a_missing_instance_reads_as_gone(fake_limactl, cloud_config):
+    read = ReconciledProvider(DRIVER).read(INSTANCE, state_after_up(cloud_config))
+
+    assert read.id is None  # Pulumi drops the VM from the state; `pulumi up` creates it again
+    assert fake_limactl.commands() == ["list"]
+
+
+def test_refresh_that_limactl_refuses_fails_naming_the_agent_and_the_fix(fake_limactl, cloud_config):
+    fake_limactl.configure(list="root-refused")
+
+    with pytest.raises(LimaError, match=rf"agent agent-1 \(Lima VM {INSTANCE}\): `limactl list` exited 1: "
+                                        r"limactl refuses root"):
+        ReconciledProvider(DRIVER).read(INSTANCE, state_after_up(cloud_config))
+
+
+def test_a_stopped_vm_reads_as_stopped_and_up_starts_it_and_waits_for_its_pinned_key(
+    fake_limactl, local_sshd, cloud_config
+):
+    port = local_sshd.ports["agent-1"]
+    fake_limactl.configure(port=port)
+    fake_limactl.holds(**{INSTANCE: "Stopped"})
+    provider = ReconciledProvider(DRIVER)
+    key = local_sshd.host_key.public
+
+    read = provider.read(INSTANCE, state_after_up(cloud_config, key, port))
+    assert read.outs["state"] == "stopped" and read.outs["port"] == port
+    assert read.inputs["state"] == "stopped" and "secret" not in read.inputs
+    # The next `pulumi up`: the state differs from the declaration, and it is changed in place.
+    declared = {**fields(cloud_config, key), "secret": cloud_config, "__provider": "…"}
+    planned = provider.diff(INSTANCE, read.outs, declared)
+    assert planned.changes and planned.replaces == []
+
+    started = VmDriver(ready_timeout_s=30).update(INSTANCE, fields(cloud_config, key), cloud_config)
+
+    assert started == {"host": "127.0.0.1", "port": port, "state": "running"}
+    assert fake_limactl.commands() == ["list", "list", "start", "list"]
+    assert fake_limactl.calls()[2]["argv"] == ["start", "--timeout", f"{START_TIMEOUT_S}s", INSTANCE]
+    # Started, not rebuilt: no create, and the cloud-config is not applied again.
+    assert fake_limactl.instances() == {INSTANCE: "Running"}
+
+
+def test_a_started_vm_that_never_offers_its_pinned_key_is_an_error_and_is_kept(fake_limactl, cloud_config):
+    fake_limactl.configure(port=9)  # nothing answers there
+    fake_limactl.holds(**{INSTANCE: "Stopped"})
+
+    with pytest.raises(LimaError, match=rf"agent agent-1 \(Lima VM {INSTANCE}\): sshd on 127.0.0.1:9 did not "
+                                        r"offer the pinned host key within 1s"):
+        VmDriver(ready_timeout_s=1).update(INSTANCE, fields(cloud_config), cloud_config)
+    assert fake_limactl.instances() == {INSTANCE: "Running"}  # its disk holds the workspace
+
+
+def test_up_after_the_vm_was_deleted_creates_it_anew(fake_limactl, local_sshd, cloud_config):
+    port = local_sshd.ports["agent-1"]
+    fake_limactl.configure(port=port)
+
+    made = VmDriver(ready_timeout_s=30).update(INSTANCE, fields(cloud_config, local_sshd.host_key.public),
+                                               cloud_config)
+
+    assert made == {"host": "127.0.0.1", "port": port, "state": "running"}
+    assert fake_limactl.commands() == ["list", "list", "create", "start", "list", "shell"]

@@ -1,8 +1,9 @@
 """Lima backend, the pure parts: instance config from the spec, which cloud-init modules apply an
-agent's document, the create/delete argv, where Lima is installed. No VM, no limactl."""
+agent's document, the VM's inputs, where Lima is installed. No VM, no limactl."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from components.backends import MachineContext, lima
-from components.backends.lima_cli import socket_path_problem
+from components.backends.lima_cli import VmDriver, socket_path_problem
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import FleetConfigError, load_fleet
@@ -100,21 +101,26 @@ def test_a_key_no_module_claims_is_refused_naming_where_to_add_it():
         lima.apply_steps({"users": [], "timezone": "UTC"})
 
 
-def test_commands_carry_no_secret_and_delete_works_from_the_state_alone():
+def test_the_vms_inputs_are_its_definition_and_carry_no_secret():
     agent = spec()
-    doc = document(agent)
-    modules, scripts = lima.apply_steps(doc)
-    config = lima.render_instance_config(lima.instance_config(agent, IMAGE))
-    create, delete = lima.machine_commands(CONTEXT, agent, "ssh-ed25519 AAAAhost", "/opt/lima/bin/limactl",
-                                           config, modules, scripts)
-    assert create[:7] == ["python3", "components/backends/lima_cli.py", "create", "agent-1",
-                          "agentfleet-lab-agent-1", "/opt/lima/bin/limactl", "ssh-ed25519 AAAAhost"]
-    assert create[9] == config and create[-1] == scripts[-1]
-    assert yaml.safe_load(create[10]) == {"cloud_final_modules": [[m, "always"] for m in modules]}
-    assert not any("PRIVATE KEY" in arg or "#cloud-config" in arg for arg in create + delete)
-    assert delete[:2] == ["python3", "-c"] and delete[3:] == ["delete", "agent-1", "agentfleet-lab-agent-1",
-                                                              "/opt/lima/bin/limactl"]
-    assert delete[2] == (ROOT / "components/backends/lima_cli.py").read_text()
+    keys = AgentKeys(operator_public_key=generate_ed25519("operator")[1],
+                     host_private_key=(host := generate_ed25519("host"))[0], host_public_key=host[1])
+    user_data = render_cloud_config(agent, keys)
+    modules, scripts = lima.apply_steps(yaml.safe_load(user_data))
+
+    inputs = {**lima.vm_fields(CONTEXT, agent, IMAGE), **lima.step_fields(user_data)}
+
+    assert inputs["name"] == "agentfleet-lab-agent-1" and inputs["agent"] == "agent-1"
+    assert inputs["state"] == "running"
+    assert yaml.safe_load(inputs["config"]) == lima.instance_config(agent, IMAGE)
+    assert yaml.safe_load(inputs["steps"]) == {"cloud_final_modules": [[m, "always"] for m in modules]}
+    assert inputs["scripts"] == scripts
+    # The cloud-config travels as the resource's one secret input; none of these holds any of it.
+    text = json.dumps(inputs)
+    assert "PRIVATE KEY" not in text and "#cloud-config" not in text
+    # What defines the VM replaces it; a stopped VM (state) is started in place.
+    assert {"config", "steps", "scripts", "host_public_key"} <= VmDriver.replacing
+    assert "state" not in VmDriver.replacing
 
 
 def test_lima_forwards_ssh_on_loopback_only_so_another_bind_address_is_refused():

@@ -6,10 +6,11 @@ written in that format, see its README):
 
 - the pure functions (commands, `multipass info --format json` parsing, error explanations)
   against the written outputs;
-- the real create and delete commands, run by LocalCommand's own code path
-  (`components.command.run_command`), against a FAKE `multipass` executable first on PATH that
-  records its argv and stdin and replays those outputs. The readiness wait is real: the fake's
-  `info` reports 127.0.0.1, where the throwaway sshd of tests/conftest.py offers the pinned key.
+- the driver of the VM resource (`multipass_cli.VmDriver`: create, read, update, delete, and
+  the resource's provider on top of it) against a FAKE `multipass` executable first on PATH that
+  keeps its instances' states, records its argv and stdin and replays those outputs. The
+  readiness wait is real: the fake's `info` reports 127.0.0.1, and the driver waits on the port
+  where the throwaway sshd of tests/conftest.py offers the pinned key.
 """
 
 from __future__ import annotations
@@ -22,27 +23,27 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.backends import MachineContext, parse_endpoint
-from components.backends import multipass
+from components.backends import MachineContext, multipass
 from components.backends.multipass_cli import (
     MultipassError,
+    VmDriver,
     daemon_answers,
     explain_error,
     instance_name_problem,
     launch_argv,
-    offers_key,
     parse_info,
-    wait_for_host_key,
+    parse_state,
 )
 from components.cloudinit import AgentKeys, render_cloud_config
-from components.command import CommandFailed, run_command
 from components.keys import generate_ed25519
+from components.reconciled import ReconciledProvider, digest
 from components.spec import load_fleet
 
-ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures" / "multipass"
 FIXTURE_INSTANCE = "agentfleet-mixed-agent-3"
 FIXTURE_IP = "10.108.7.23"
+NEW_IP = "10.108.7.42"  # info-new-address
+DRIVER = "components.backends.multipass_cli:VmDriver"
 
 SPEC = load_fleet("mixed", {
     "agents": [
@@ -76,6 +77,8 @@ def test_contract_launch_argv_carries_the_spec_and_reads_the_cloud_config_from_s
     assert fixture("launch-ok")["command"] == " ".join(
         launch_argv(FIXTURE_INSTANCE, cpus=2, memory_mib=768, disk_gib=12)
     )
+    # The VM's inputs are that command line: the spec, not a script.
+    assert multipass.vm_fields(CONTEXT, AGENT)["launch"] == argv
 
 
 def test_contract_info_json_of_a_running_instance_gives_its_first_ipv4_on_port_22():
@@ -86,6 +89,7 @@ def test_contract_info_json_of_a_running_instance_gives_its_first_ipv4_on_port_2
 
 @pytest.mark.parametrize("text, name, expected", [
     (fixture("info-deleted")["stdout"], FIXTURE_INSTANCE, "is Deleted, not Running"),
+    (fixture("info-stopped")["stdout"], FIXTURE_INSTANCE, "is Stopped, not Running"),
     (fixture("info-running")["stdout"], "agentfleet-mixed-other", "no instance agentfleet-mixed-other"),
     ("", FIXTURE_INSTANCE, "printed no JSON"),
     ('{"errors": [], "list": []}', FIXTURE_INSTANCE, "without an `info` mapping"),
@@ -96,6 +100,22 @@ def test_contract_info_json_of_a_running_instance_gives_its_first_ipv4_on_port_2
 def test_contract_info_json_that_gives_no_endpoint_is_an_error_saying_why(text, name, expected):
     with pytest.raises(MultipassError, match=expected):
         parse_info(text, name)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("info-running", {"state": "running", "host": FIXTURE_IP, "port": 22}),
+    ("info-new-address", {"state": "running", "host": NEW_IP, "port": 22}),
+    # No address while stopped: the state read back keeps the last one it knew.
+    ("info-stopped", {"state": "stopped", "port": 22}),
+    ("info-deleted", {"state": "deleted", "port": 22}),
+])
+def test_contract_refresh_reads_state_and_address_from_info_json(case, expected):
+    assert parse_state(fixture(case)["stdout"], FIXTURE_INSTANCE) == expected
+
+
+def test_contract_info_json_without_the_instance_is_no_state_but_an_error():
+    with pytest.raises(MultipassError, match="printed no usable JSON"):
+        parse_state(fixture("info-running")["stdout"], "agentfleet-mixed-other")
 
 
 @pytest.mark.parametrize("case, says", [
@@ -128,23 +148,14 @@ def test_contract_instance_names_follow_multipass_rules():
     assert instance_name_problem("a" * 64) is not None
     # A stack whose name Multipass would refuse fails the program before any resource exists.
     with pytest.raises(pulumi.RunError, match='stack "my_stack", agent "agent-3": .* not a Multipass instance name'):
-        multipass.provision(AGENT, MachineContext("my_stack"), None, None, None)
+        multipass.BACKEND.provision(AGENT, MachineContext("my_stack"), None, None, None)
 
 
-def test_readiness_wait_accepts_only_the_pinned_key_and_says_what_it_saw():
-    pinned = "ssh-ed25519 AAAApinned agent@host"
-    assert offers_key("10.0.0.1 ssh-ed25519 AAAApinned\n", pinned)
-    assert not offers_key("10.0.0.1 ssh-ed25519 AAAAother\n", pinned)
-    answers = iter(["", "10.0.0.1 ssh-ed25519 AAAApinned\n"])
-    wait_for_host_key("10.0.0.1", 22, pinned, 5, probe=lambda *_: next(answers), poll_s=0)
-    with pytest.raises(MultipassError, match=r"did not offer the pinned host key within 0s \(last: offered ssh-rsa"):
-        wait_for_host_key("10.0.0.1", 22, pinned, 0, probe=lambda *_: "10.0.0.1 ssh-rsa AAAAx\n")
-
-
-# --- the real commands against a FAKE multipass -------------------------------------------------
+# --- the driver against a FAKE multipass --------------------------------------------------------
 
 FAKE_MULTIPASS = '''#!{python}
-"""FAKE multipass for agentfleet's contract tests: records argv and stdin, replays written outputs."""
+"""FAKE multipass for agentfleet's contract tests: keeps its instances' states, records argv
+and stdin, replays written outputs."""
 import json, sys
 from pathlib import Path
 
@@ -157,11 +168,11 @@ stdin = sys.stdin.read()
 with open(here / "calls.jsonl", "a") as log:
     log.write(json.dumps({{"argv": args, "stdin": stdin}}) + "\\n")
 state = here / "instances.json"
-instances = set(json.loads(state.read_text())) if state.exists() else set()
+instances = json.loads(state.read_text()) if state.exists() else {{}}
 
 
 def answer(case, name):
-    state.write_text(json.dumps(sorted(instances)))
+    state.write_text(json.dumps(instances))
     result = json.loads((Path({fixtures!r}) / (case + ".json")).read_text())["result"]
     sys.stdout.write(result["stdout"].replace({instance!r}, name).replace({ip!r}, scenario["ip"]))
     sys.stderr.write(result["stderr"].replace({instance!r}, name))
@@ -179,19 +190,23 @@ if command == "launch":
         except yaml.YAMLError as error:
             sys.stderr.write("Could not load cloud-init configuration: %s\\n" % error)
             sys.exit(1)
-    case = scenario["launch"]
-    if case in ("launch-ok", "launch-timeout", "launch-init-timeout", "launch-exists"):
-        instances.add(name)  # a launch that timed out leaves its instance behind
+    case = "launch-exists" if name in instances else scenario["launch"]
+    if case != "launch-daemon-down":
+        instances.setdefault(name, "Running")  # a launch that timed out leaves its instance behind
     answer(case, name)
 if command == "info":
     name = args[1]
-    answer(scenario.get("info") or ("info-running" if name in instances else "info-missing"), name)
+    by_state = {{"Running": scenario["running_info"], "Stopped": "info-stopped", "Deleted": "info-deleted"}}
+    answer(scenario.get("info") or by_state.get(instances.get(name), "info-missing"), name)
+if command == "start" and instances.get(args[1]) == "Stopped":
+    instances[args[1]] = "Running"
+    answer("start-ok", args[1])
 if command == "delete" and args[1] == "--purge":
     name = args[2]
     if scenario.get("delete"):
         answer(scenario["delete"], name)
     if name in instances:
-        instances.discard(name)
+        del instances[name]
         answer("delete-ok", name)
     answer("delete-missing", name)
 sys.stderr.write("FAKE multipass: unexpected arguments %r\\n" % (args,))
@@ -207,7 +222,8 @@ class FakeMultipass:
         self.configure()
 
     def configure(self, **scenario: object) -> None:
-        merged = {"version": "version-daemon-up", "launch": "launch-ok", "ip": "127.0.0.1", **scenario}
+        merged = {"version": "version-daemon-up", "launch": "launch-ok", "running_info": "info-running",
+                  "ip": "127.0.0.1", **scenario}
         (self.directory / "scenario.json").write_text(json.dumps(merged))
 
     def calls(self) -> list[dict]:
@@ -217,9 +233,13 @@ class FakeMultipass:
     def commands(self) -> list[list[str]]:
         return [call["argv"][:2] for call in self.calls()]
 
-    def instances(self) -> list[str]:
+    def instances(self) -> dict[str, str]:
         state = self.directory / "instances.json"
-        return json.loads(state.read_text()) if state.exists() else []
+        return json.loads(state.read_text()) if state.exists() else {}
+
+    def holds(self, **instances: str) -> None:
+        """Instances that exist before the test (name: state), as Multipass would keep them."""
+        (self.directory / "instances.json").write_text(json.dumps(instances))
 
 
 @pytest.fixture
@@ -232,8 +252,6 @@ def fake_multipass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMulti
     ))
     executable.chmod(0o755)
     monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
-    # Pulumi runs providers (so LocalCommand) in the project directory.
-    monkeypatch.chdir(ROOT)
     return FakeMultipass(directory)
 
 
@@ -250,38 +268,44 @@ def cloud_config() -> str:
     return text
 
 
-def commands(host_public_key: str, port: int = 22, ready_timeout_s: int = 10) -> tuple[list[str], list[str]]:
-    return multipass.machine_commands(CONTEXT, AGENT, host_public_key, ssh_port=port, ready_timeout_s=ready_timeout_s)
+def fields(host_public_key: str = "ssh-ed25519 AAAAunused") -> dict:
+    """The VM's inputs as the backend declares them (without the secret cloud-config)."""
+    return {**multipass.vm_fields(CONTEXT, AGENT), "host_public_key": host_public_key}
+
+
+def driver(port: int = 22, ready_timeout_s: float = 10) -> VmDriver:
+    return VmDriver(ready_timeout_s=ready_timeout_s, ssh_port=port)
 
 
 def test_contract_create_launches_with_the_spec_and_cloud_config_on_stdin_then_waits_for_the_pinned_key(
     fake_multipass, local_sshd, cloud_config
 ):
     port = local_sshd.ports["agent-1"]
-    create, _ = commands(local_sshd.host_key.public, port)
 
-    stdout = run_command("creating agent-3-vm", create, cloud_config)
+    made = driver(port).create(INSTANCE, fields(local_sshd.host_key.public), cloud_config)
 
-    assert parse_endpoint(stdout) == {"host": "127.0.0.1", "port": port}
-    assert fake_multipass.commands() == [["launch", "--name"], ["info", INSTANCE]]
-    launch, info = fake_multipass.calls()
+    assert made == {"host": "127.0.0.1", "port": port, "state": "running"}
+    # Whether a deleted instance holds the name, then the launch, then where it answers.
+    assert fake_multipass.commands() == [["info", INSTANCE], ["launch", "--name"], ["info", INSTANCE]]
+    _, launch, info = fake_multipass.calls()
     assert launch["stdin"] == cloud_config and info["stdin"] == ""
     assert launch["argv"] == [
         "launch", "--name", INSTANCE, "--cpus", "2", "--memory", "768M", "--disk", "12G",
         "--timeout", "900", "--cloud-init", "-", "24.04",
     ]
     assert info["argv"] == ["info", INSTANCE, "--format", "json"]
-    # The secret is in no command line: not LocalCommand's, not any multipass call's.
-    for argv in [create, *(call["argv"] for call in fake_multipass.calls())]:
+    # The secret is in no command line: not in the VM's inputs, not in any multipass call.
+    for argv in [fields()["launch"], *(call["argv"] for call in fake_multipass.calls())]:
         assert not any("PRIVATE KEY" in arg or "#cloud-config" in arg for arg in argv)
-    assert fake_multipass.instances() == [INSTANCE]
+    assert fake_multipass.instances() == {INSTANCE: "Running"}
 
 
 @pytest.mark.parametrize("scenario, multipass_said, advice", [
     ({"launch": "launch-timeout"}, "Timed out waiting for instance launch.", "run `pulumi up` again"),
     ({"launch": "launch-init-timeout"}, "timed out waiting for initialization to complete", "run `pulumi up` again"),
-    ({"launch": "launch-daemon-down", "delete": "delete-daemon-down"},
-     "cannot connect to the multipass socket", "`sudo snap start multipass`"),
+    # The daemon went away during the launch: the purge fails too, and says what to run.
+    ({"launch": "launch-timeout", "delete": "delete-daemon-down"},
+     "Timed out waiting for instance launch.", "run `pulumi up` again"),
     # The client's timer fired while the daemon was still preparing: nothing to purge yet.
     ({"launch": "launch-timeout", "delete": "delete-missing"},
      "Timed out waiting for instance launch.", "run `pulumi up` again"),
@@ -290,15 +314,13 @@ def test_contract_failed_launch_purges_the_vm_and_names_the_agent(
     fake_multipass, cloud_config, scenario, multipass_said, advice
 ):
     fake_multipass.configure(**scenario)
-    create, _ = commands("ssh-ed25519 AAAAunused")
 
-    with pytest.raises(CommandFailed) as failure:
-        run_command("creating agent-3-vm", create, cloud_config)
+    with pytest.raises(MultipassError) as failure:
+        driver().create(INSTANCE, fields(), cloud_config)
 
     message = str(failure.value)
     assert f"agent agent-3 (Multipass instance {INSTANCE}): launch failed." in message
     assert multipass_said in message and advice in message
-    assert fake_multipass.commands()[-1] == ["delete", "--purge"]
     assert fake_multipass.calls()[-1]["argv"] == ["delete", "--purge", INSTANCE]
     if scenario.get("delete") == "delete-daemon-down":  # the daemon is down for the purge too
         assert "could not be purged" in message and f"`multipass delete --purge {INSTANCE}`" in message
@@ -306,90 +328,183 @@ def test_contract_failed_launch_purges_the_vm_and_names_the_agent(
         assert f"if `multipass list` later shows {INSTANCE}, remove it with `multipass delete --purge {INSTANCE}`" in message
     else:
         assert "The half-made instance was purged." in message
-        assert fake_multipass.instances() == []
+        assert fake_multipass.instances() == {}
+
+
+def test_contract_a_daemon_that_does_not_answer_stops_create_before_the_launch(fake_multipass, cloud_config):
+    fake_multipass.configure(info="info-daemon-down", launch="launch-daemon-down")
+
+    with pytest.raises(MultipassError, match=rf"agent agent-3 \(Multipass instance {INSTANCE}\): info failed\. "
+                                             r".*`sudo snap start multipass`"):
+        driver().create(INSTANCE, fields(), cloud_config)
+    assert fake_multipass.commands() == [["info", INSTANCE]]
 
 
 def test_contract_launch_onto_an_existing_instance_leaves_it_alone_and_says_how_to_remove_it(
     fake_multipass, cloud_config
 ):
-    fake_multipass.configure(launch="launch-exists")
-    create, _ = commands("ssh-ed25519 AAAAunused")
+    fake_multipass.holds(**{INSTANCE: "Stopped"})
 
-    with pytest.raises(CommandFailed, match=rf"remove it with `multipass delete --purge {INSTANCE}`"):
-        run_command("creating agent-3-vm", create, cloud_config)
+    with pytest.raises(MultipassError, match=rf"agent agent-3 .*remove it with `multipass delete --purge {INSTANCE}`"):
+        driver().create(INSTANCE, fields(), cloud_config)
 
-    assert fake_multipass.commands() == [["launch", "--name"]]
-    assert fake_multipass.instances() == [INSTANCE]
+    assert fake_multipass.commands() == [["info", INSTANCE], ["launch", "--name"]]
+    assert fake_multipass.instances() == {INSTANCE: "Stopped"}
 
 
 def test_contract_instance_gone_after_launch_is_reported_and_purged(fake_multipass, cloud_config):
     fake_multipass.configure(info="info-missing")
-    create, _ = commands("ssh-ed25519 AAAAunused")
 
-    with pytest.raises(CommandFailed) as failure:
-        run_command("creating agent-3-vm", create, cloud_config)
+    with pytest.raises(MultipassError) as failure:
+        driver().create(INSTANCE, fields(), cloud_config)
 
     assert "agent agent-3" in str(failure.value) and "`multipass list`" in str(failure.value)
-    assert fake_multipass.commands() == [["launch", "--name"], ["info", INSTANCE], ["delete", "--purge"]]
+    assert fake_multipass.commands() == [["info", INSTANCE], ["launch", "--name"], ["info", INSTANCE],
+                                         ["delete", "--purge"]]
 
 
 def test_contract_vm_whose_sshd_never_offers_the_pinned_key_is_purged(
     fake_multipass, local_sshd, make_key, cloud_config
 ):
-    create, _ = commands(make_key("not-the-host").public, local_sshd.ports["agent-1"], ready_timeout_s=1)
-
-    with pytest.raises(CommandFailed) as failure:
-        run_command("creating agent-3-vm", create, cloud_config)
+    with pytest.raises(MultipassError) as failure:
+        driver(local_sshd.ports["agent-1"], ready_timeout_s=1).create(
+            INSTANCE, fields(make_key("not-the-host").public), cloud_config)
 
     message = str(failure.value)
     assert "agent agent-3" in message and "did not offer the pinned host key within 1s" in message
-    assert "offered ssh-ed25519 but not the pinned key" in message
+    assert "(last: a different key)" in message
     assert "The half-made instance was purged." in message
-    assert fake_multipass.instances() == []
+    assert fake_multipass.instances() == {}
 
 
-def test_contract_delete_purges_and_a_missing_instance_is_not_an_error(fake_multipass, cloud_config):
-    create, delete = commands("ssh-ed25519 AAAAunused")
-    assert delete[:2] == ["python3", "-c"] and delete[-3:] == ["delete", "agent-3", INSTANCE]
-    fake_multipass.configure(info="info-missing")  # make a launch fail half-way: the instance exists
-    (fake_multipass.directory / "instances.json").write_text(json.dumps([INSTANCE]))
+def test_contract_missing_multipass_is_named_before_anything_runs(fake_multipass, cloud_config, tmp_path,
+                                                                  monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
 
-    run_command("deleting agent-3-vm", delete, None)
+    with pytest.raises(MultipassError, match=r"agent agent-3 .*multipass is not installed here: install it "
+                                             r"\(`sudo snap install multipass`\)\. Nothing was launched"):
+        driver().create(INSTANCE, fields(), cloud_config)
+    assert fake_multipass.calls() == []
+
+
+def test_contract_delete_purges_and_a_missing_instance_is_not_an_error(fake_multipass):
+    fake_multipass.holds(**{INSTANCE: "Running"})
+
+    driver().delete(INSTANCE, fields())
     assert fake_multipass.calls()[-1]["argv"] == ["delete", "--purge", INSTANCE]
-    assert fake_multipass.instances() == []
+    assert fake_multipass.instances() == {}
 
-    run_command("deleting agent-3-vm", delete, None)  # already gone: still a success
-    assert fake_multipass.calls()[-1]["argv"] == ["delete", "--purge", INSTANCE]
+    driver().delete(INSTANCE, fields())  # already gone: still a success
+    assert fake_multipass.commands() == [["delete", "--purge"], ["delete", "--purge"]]
 
 
 def test_contract_delete_with_the_daemon_down_fails_and_says_what_to_do(fake_multipass):
     fake_multipass.configure(delete="delete-daemon-down")
-    _, delete = commands("ssh-ed25519 AAAAunused")
 
-    with pytest.raises(CommandFailed) as failure:
-        run_command("deleting agent-3-vm", delete, None)
+    with pytest.raises(MultipassError) as failure:
+        driver().delete(INSTANCE, fields())
 
     message = str(failure.value)
     assert f"agent agent-3 (Multipass instance {INSTANCE}): delete failed." in message
     assert "`sudo snap start multipass`" in message
 
 
-def test_contract_create_refers_to_the_program_so_editing_it_replaces_no_vm():
-    create, delete = commands("ssh-ed25519 AAAAkey")
-    assert create[:3] == ["python3", multipass.PROGRAM_PATH, "create"]
-    assert (ROOT / multipass.PROGRAM_PATH).resolve() == multipass.PROGRAM
-    # The delete carries the program's text: `pulumi destroy` needs nothing but the state.
-    assert delete[2] == multipass.PROGRAM.read_text()
-
-
 def test_contract_missing_tools_names_multipass_and_the_daemon(fake_multipass, monkeypatch, tmp_path):
-    assert multipass.missing_tools() == []
+    assert multipass.BACKEND.missing_tools() == []
     fake_multipass.configure(version="version-daemon-down")
-    assert multipass.missing_tools() == [
+    assert multipass.BACKEND.missing_tools() == [
         "a running Multipass daemon (`multipass version` lists no multipassd: "
         "start it with `sudo snap start multipass`)"
     ]
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("PATH", f"{empty}:/usr/bin:/bin")
-    assert "multipass (install it: `sudo snap install multipass`)" in multipass.missing_tools()
+    assert "multipass (install it: `sudo snap install multipass`)" in multipass.BACKEND.missing_tools()
+
+
+# --- refresh and up: the resource's provider on the driver --------------------------------------
+
+
+def state_after_up(host: str = FIXTURE_IP) -> dict:
+    """The VM's outputs in the stack's state after `pulumi up`, as ReconciledProvider wrote them."""
+    return {**fields(), "host": host, "port": 22, "secret": digest("#cloud-config\n"), "__provider": "…"}
+
+
+def test_refresh_of_a_vm_with_a_changed_address_updates_the_host_and_changes_no_input(fake_multipass):
+    fake_multipass.holds(**{INSTANCE: "Running"})
+    fake_multipass.configure(running_info="info-new-address")
+
+    read = ReconciledProvider(DRIVER).read(INSTANCE, state_after_up())
+
+    assert read.id == INSTANCE
+    assert read.outs == {**state_after_up(), "host": NEW_IP}
+    # Nothing declared drifted: `pulumi up` has nothing to change, the endpoint follows the VM.
+    assert read.inputs is None
+    assert fake_multipass.calls()[-1]["argv"] == ["info", INSTANCE, "--format", "json"]
+
+
+@pytest.mark.parametrize("instances", [{}, {INSTANCE: "Deleted"}], ids=["purged", "deleted-without-purge"])
+def test_refresh_of_a_missing_or_deleted_instance_reads_as_gone(fake_multipass, instances):
+    fake_multipass.holds(**instances)
+
+    read = ReconciledProvider(DRIVER).read(INSTANCE, state_after_up())
+
+    assert read.id is None  # Pulumi drops the VM from the state; `pulumi up` creates it again
+    assert fake_multipass.instances() == instances  # reading changes nothing
+
+
+def test_refresh_of_a_daemon_that_does_not_answer_fails_naming_the_agent(fake_multipass):
+    fake_multipass.configure(info="info-daemon-down")
+
+    with pytest.raises(MultipassError, match=rf"agent agent-3 \(Multipass instance {INSTANCE}\): info failed\. "
+                                             r"The Multipass daemon is not running"):
+        ReconciledProvider(DRIVER).read(INSTANCE, state_after_up())
+
+
+def test_a_stopped_vm_reads_as_stopped_and_up_starts_it_and_waits_for_its_pinned_key(
+    fake_multipass, local_sshd
+):
+    fake_multipass.holds(**{INSTANCE: "Stopped"})
+    provider = ReconciledProvider(DRIVER)
+    declared = {**fields(local_sshd.host_key.public), "secret": "#cloud-config\n", "__provider": "…"}
+    after_up = {**state_after_up(), "host_public_key": local_sshd.host_key.public}
+
+    read = provider.read(INSTANCE, after_up)
+    assert read.outs["state"] == "stopped" and read.outs["host"] == FIXTURE_IP  # no address while stopped
+    assert read.inputs["state"] == "stopped" and "secret" not in read.inputs
+    # The next `pulumi up`: the state differs from the declaration, and it is changed in place.
+    planned = provider.diff(INSTANCE, read.outs, declared)
+    assert planned.changes and planned.replaces == []
+
+    port = local_sshd.ports["agent-1"]
+    started = driver(port).update(INSTANCE, fields(local_sshd.host_key.public), "#cloud-config\n")
+
+    assert started == {"host": "127.0.0.1", "port": port, "state": "running"}
+    assert fake_multipass.commands()[-3:] == [["info", INSTANCE], ["start", INSTANCE], ["info", INSTANCE]]
+    assert not any(call["argv"][0] == "launch" for call in fake_multipass.calls())  # started, not rebuilt
+    assert fake_multipass.instances() == {INSTANCE: "Running"}
+
+
+def test_a_started_vm_that_never_offers_its_pinned_key_is_an_error_and_is_kept(fake_multipass, local_sshd, make_key):
+    fake_multipass.holds(**{INSTANCE: "Stopped"})
+
+    with pytest.raises(MultipassError, match=rf"agent agent-3 \(Multipass instance {INSTANCE}\): started, but "
+                                             r"sshd on 127\.0\.0\.1:\d+ did not offer the pinned host key within 1s"):
+        driver(local_sshd.ports["agent-1"], ready_timeout_s=1).update(
+            INSTANCE, fields(make_key("not-the-host").public), "#cloud-config\n")
+    assert fake_multipass.instances() == {INSTANCE: "Running"}  # its disk holds the workspace
+
+
+def test_up_after_a_delete_without_purge_purges_it_and_launches_anew(fake_multipass, local_sshd, cloud_config):
+    fake_multipass.holds(**{INSTANCE: "Deleted"})
+    port = local_sshd.ports["agent-1"]
+
+    made = driver(port).update(INSTANCE, fields(local_sshd.host_key.public), cloud_config)
+
+    assert made == {"host": "127.0.0.1", "port": port, "state": "running"}
+    # Multipass keeps a deleted instance's name taken: it is purged first, then launched.
+    assert fake_multipass.commands() == [["info", INSTANCE], ["info", INSTANCE], ["delete", "--purge"],
+                                         ["launch", "--name"], ["info", INSTANCE]]
+    assert fake_multipass.instances() == {INSTANCE: "Running"}
