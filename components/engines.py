@@ -420,6 +420,28 @@ def port_holders(client: HostClient, port: int, protocol: str = "tcp") -> list[P
     return holders
 
 
+def held_ports(client: HostClient, protocol: str = "tcp") -> set[int]:
+    """Every host port a container on this engine publishes or, stopped, would take on start."""
+    held: set[int] = set()
+    try:
+        for summary in client.api.containers(all=True):
+            if summary.get("State") == "running":
+                held.update(entry["PublicPort"] for entry in summary.get("Ports") or []
+                            if entry.get("PublicPort") and entry.get("Type", "tcp") == protocol)
+                continue
+            bindings = client.api.inspect_container(summary["Id"])["HostConfig"].get("PortBindings") or {}
+            for inner, entries in bindings.items():
+                if (inner.partition("/")[2] or "tcp") != protocol:
+                    continue
+                for entry in entries or []:
+                    low, _, high = (entry.get("HostPort") or "").partition("-")
+                    if low:
+                        held.update(range(int(low), int(high or low) + 1))
+    except (docker.errors.DockerException, *_LINK_ERRORS) as exc:
+        raise client.engine.error(f"cannot list its containers ({_first_line(exc)})") from None
+    return held
+
+
 def published_on(ports: Iterable[Mapping[str, Any]], port: int, protocol: str) -> list[tuple[str, str]]:
     """(host IP, container port) pairs of a running container's `Ports` list that use `port`;
     a binding on every address is listed once (Docker shows it for 0.0.0.0 and again for ::)."""

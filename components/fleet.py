@@ -31,7 +31,7 @@ class Fleet(pulumi.ComponentResource):
         super().__init__("agentfleet:index:Fleet", name, None, opts)
         spec = args.spec
         sharing = frozenset(agent.name for agent in spec.agents if spec.shares_objects(agent))
-        context = MachineContext(spec.stack, spec.attach_networks, sharing)
+        context = MachineContext(spec.stack, spec.attach_networks, sharing, spec)
         child = pulumi.ResourceOptions(parent=self)
         needs: dict[str, list[pulumi.Resource]] = {}
         for kind in sorted(spec.backends()):

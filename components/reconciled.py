@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from importlib import import_module
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -23,23 +23,31 @@ SECRET = "secret"
 PROVIDER_KEY = "__provider"
 
 
-class Driver(Protocol):
-    """How one kind of thing lives. `fields` are its inputs without the secret; each method
-    returns the fields as they really are, plus any of `outputs` (e.g. the endpoint)."""
+class Driver:
+    """How one kind of thing lives. `fields` are its inputs without the secret (plus, after it
+    was made, what was read back of it); each method returns the fields as they really are,
+    plus any of `outputs` (e.g. the endpoint). `read` returns None when the thing is gone."""
 
     # Fields a thing that exists cannot change: a new value replaces it ("secret" among them
     # when a changed secret cannot be delivered to the running thing).
-    replacing: frozenset[str]
+    replacing: frozenset[str] = frozenset()
     # Outputs that are read, never declared (they do not take part in the diff).
-    outputs: frozenset[str]
+    outputs: frozenset[str] = frozenset()
+    # Fields that guide the making only (a port to start searching at, a default placement):
+    # never compared, so a changed hint moves nothing that exists.
+    hints: frozenset[str] = frozenset()
 
-    def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]: ...
+    def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        raise NotImplementedError
 
-    def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]: ...
+    def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
+        raise NotImplementedError
 
-    def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]: ...
+    def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        raise NotImplementedError
 
-    def delete(self, name: str, fields: dict[str, Any]) -> None: ...
+    def delete(self, name: str, fields: dict[str, Any]) -> None:
+        raise NotImplementedError
 
 
 def digest(secret: Optional[str]) -> Optional[str]:
@@ -50,7 +58,8 @@ def changed_fields(olds: dict[str, Any], news: dict[str, Any], driver: Driver) -
     """Declared fields whose value differs from what was read back, and the secret if it changed
     (or is not known yet, as in a preview where a key it holds is about to be made)."""
     changed = [key for key, value in news.items()
-               if key not in (SECRET, PROVIDER_KEY) and key not in driver.outputs and olds.get(key) != value]
+               if key not in (SECRET, PROVIDER_KEY) and key not in driver.outputs | driver.hints
+               and olds.get(key) != value]
     secret = news.get(SECRET)
     if isinstance(secret, Unknown) or digest(secret) != olds.get(SECRET):
         changed.append(SECRET)
@@ -72,7 +81,13 @@ class ReconciledProvider(ResourceProvider):
 
     @staticmethod
     def _fields(props: dict[str, Any], driver: Driver) -> dict[str, Any]:
+        """The declared fields."""
         return {k: v for k, v in props.items() if k not in (SECRET, PROVIDER_KEY) and k not in driver.outputs}
+
+    @staticmethod
+    def _known(props: dict[str, Any]) -> dict[str, Any]:
+        """Everything known of a thing that exists: its fields and what was read back."""
+        return {k: v for k, v in props.items() if k not in (SECRET, PROVIDER_KEY)}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         driver = self._driver()
@@ -83,11 +98,11 @@ class ReconciledProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         driver = self._driver()
         fields = self._fields(props, driver)
-        real = driver.read(id_, fields)
+        real = driver.read(id_, self._known(props))
         if real is None:
             return ReadResult(None, {})
         outs = {**props, **real}
-        drifted = any(outs.get(key) != value for key, value in fields.items())
+        drifted = any(outs.get(key) != value for key, value in fields.items() if key not in driver.hints)
         # What was read becomes the inputs the next preview compares the declaration with, so it
         # names the drifted fields (`~ state: "stopped" => "running"`).
         inputs = self._fields(outs, driver) if drifted else None
@@ -104,12 +119,13 @@ class ReconciledProvider(ResourceProvider):
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         driver = self._driver()
-        real = driver.update(id_, self._fields(news, driver), news.get(SECRET))
+        # What was read back (where the thing lives, a port it was given) stays known to the driver.
+        known = {key: olds[key] for key in driver.outputs if key in olds}
+        real = driver.update(id_, {**known, **self._fields(news, driver)}, news.get(SECRET))
         return UpdateResult(outs={**self._fields(news, driver), **real, SECRET: digest(news.get(SECRET))})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        driver = self._driver()
-        driver.delete(id_, self._fields(props, driver))
+        self._driver().delete(id_, self._known(props))
 
 
 class Reconciled(Resource, module="agentfleet", name="Reconciled"):
@@ -126,7 +142,7 @@ class Reconciled(Resource, module="agentfleet", name="Reconciled"):
         secret: Optional[pulumi.Input[str]] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ) -> None:
-        props: dict[str, Any] = {**fields, **{key: None for key in self.OUTPUTS}}
+        props: dict[str, Any] = {**{key: None for key in self.OUTPUTS}, **fields}
         if secret is not None:
             props[SECRET] = pulumi.Output.secret(secret)
         super().__init__(ReconciledProvider(self.DRIVER), resource_name, props, opts)

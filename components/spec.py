@@ -53,11 +53,14 @@ GITHUB_KNOWN_HOSTS = (
 
 AGENT_FIELDS = {
     "name", "backend", "identity", "remote", "branch", "credential", "known_hosts",
-    "resources", "ssh_port", "bind_address", "image", "retain_workspace", "packages",
+    "resources", "ssh_port", "bind_address", "image", "retain_workspace", "packages", "host",
     "egress", "allow",
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
-FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects"}
+FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts"}
+HOST_FIELDS = {"address", "known_hosts", "identity_file", "endpoint_address", "attach_networks"}
+LOCAL_HOST = "local"
+HOST_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
 CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")  # SharedObjects also knows "none"
 EGRESS_MODES = ("restricted", "open")
@@ -115,13 +118,32 @@ class AgentSpec:
     credential: Credential
     known_hosts: tuple[str, ...]
     resources: Resources
-    ssh_port: int
-    bind_address: str
+    ssh_port: Optional[int]  # explicit; else chosen free on the agent's host when it is made
+    preferred_port: int  # where the search for a free port starts (stable per stack and agent)
+    bind_address: Optional[str]  # explicit; else its host's endpoint address
     image: Optional[str]
     retain_workspace: bool
     packages: tuple[str, ...]
     egress: str = "restricted"
     allow: tuple[tuple[str, int], ...] = ()
+    host: Optional[str] = None  # explicit placement; else the fleet places it (FleetSpec.placement)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A Docker engine the fleet places agents on: the local one, or one reached over SSH the way
+    Docker reaches remote engines, trusting only its pinned host key."""
+
+    name: str
+    address: str = LOCAL_HOST  # or ssh://user@host[:port]
+    known_hosts: tuple[str, ...] = ()
+    identity_file: Optional[str] = None  # the operator's key for it (default ~/.ssh/id_ed25519)
+    endpoint_address: str = "127.0.0.1"  # where agents' SSH ports bind and the operator dials them
+    attach_networks: tuple[str, ...] = ()
+
+    @property
+    def is_local(self) -> bool:
+        return self.address == LOCAL_HOST
 
 
 @dataclass(frozen=True)
@@ -141,6 +163,18 @@ class FleetSpec:
     agents: tuple[AgentSpec, ...]
     attach_networks: tuple[str, ...] = ()
     shared_objects: Optional[SharedObjects] = None
+    hosts: tuple[HostSpec, ...] = (HostSpec(LOCAL_HOST),)
+    port_base: int = 22000
+
+    def host(self, name: str) -> HostSpec:
+        return next(host for host in self.hosts if host.name == name)
+
+    def placement(self, agent: AgentSpec) -> str:
+        """The host an agent is made on: its `host`, else the one rendezvous hashing picks. Once
+        made, an agent stays where it was made (its machine records it) until `host` says otherwise."""
+        if agent.host is not None:
+            return agent.host
+        return max(self.hosts, key=lambda h: hashlib.sha256(f"{self.stack}/{agent.name}@{h.name}".encode()).digest()).name
 
     def shares_objects(self, agent: AgentSpec) -> bool:
         """Whether this agent's first clone borrows the fleet's shared objects."""
@@ -400,23 +434,76 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
         else:
             explicit_ports[port] = merged["name"]
 
-    taken = set(explicit_ports)
+    hosts = _load_hosts(raw.get("hosts"), networks, problems)
     agents: list[AgentSpec] = []
     for merged in parsed:
-        port = merged.get("ssh_port")
-        if not isinstance(port, int) or isinstance(port, bool) or not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
-            port = _stable_port(stack, merged["name"], port_base)
-            while port in taken:
-                port = port_base + (port - port_base + 1) % PORT_SPAN
-            taken.add(port)
-        agent = _load_agent(merged, port, problems, read_secret)
-        if agent is not None:
+        port = merged.get("ssh_port") if merged["name"] in explicit_ports.values() else None
+        agent = _load_agent(merged, port, _stable_port(stack, merged["name"], port_base), problems, read_secret)
+        if agent is not None and agent.host is not None and agent.host not in {h.name for h in hosts}:
+            problems.add(agent.name, "host", f"{agent.host!r} is not a host of this fleet; use one of "
+                         f"{', '.join(h.name for h in hosts)} (declare others under `hosts:`)")
+        elif agent is not None and agent.host not in (None, LOCAL_HOST) and agent.backend != "docker":
+            problems.add(agent.name, "host", f"remote hosts run Docker agents only; remove `host` or use backend docker")
+        elif agent is not None:
             agents.append(agent)
 
     shared = _load_shared_objects(raw.get("shared_objects", False), agents, problems, read_secret)
     if problems.items:
         raise FleetConfigError(problems.items)
-    return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared)
+    return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared,
+                     hosts=hosts, port_base=port_base)
+
+
+def _load_hosts(raw: Any, local_networks: list[str], problems: _Problems) -> tuple[HostSpec, ...]:
+    """`hosts: {name: {address: ssh://user@host[:port], known_hosts: [line], ...}}`; the local
+    engine is always there, as host `local`."""
+    hosts = [HostSpec(LOCAL_HOST, attach_networks=tuple(local_networks))]
+    if raw is None:
+        return tuple(hosts)
+    if not isinstance(raw, Mapping):
+        problems.add(None, "hosts", "must map host names to `{address: ssh://user@host, known_hosts: [...]}`")
+        return tuple(hosts)
+    from components.engines import SshTarget
+
+    for name, entry in raw.items():
+        where = f"hosts.{name}"
+        if name == LOCAL_HOST or not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+            problems.add(None, where, f"{name!r} is not a host name; use 1-31 lowercase letters, digits and '-' "
+                         f"(not {LOCAL_HOST!r}: the local engine is always host {LOCAL_HOST!r})")
+            continue
+        if not isinstance(entry, Mapping):
+            problems.add(None, where, "must be a mapping with `address` and `known_hosts`")
+            continue
+        _check_unknown(entry, HOST_FIELDS, problems, None, f"{where}.")
+        try:
+            target = SshTarget.parse(str(entry.get("address", "")))
+        except ValueError as error:
+            problems.add(None, f"{where}.address", str(error))
+            continue
+        pinned = entry.get("known_hosts")
+        if not isinstance(pinned, list) or not pinned or not all(
+                isinstance(line, str) and len(line.split()) >= 3 and not unwritable(line) for line in pinned):
+            problems.add(None, f"{where}.known_hosts", "must list the host's pinned SSH key as known_hosts lines "
+                         f"(check `ssh-keyscan -p {target.port} {target.host}` out of band)")
+            continue
+        if not any(target.host_key_name in line.split()[0].split(",") for line in pinned):
+            problems.add(None, f"{where}.known_hosts", f"has no key for {target.host_key_name}; add its line")
+            continue
+        identity = entry.get("identity_file")
+        if identity is not None and (not isinstance(identity, str) or not identity.strip()):
+            problems.add(None, f"{where}.identity_file", "must be the path of the operator's private key for this host")
+            continue
+        endpoint = entry.get("endpoint_address", target.host)
+        if not isinstance(endpoint, str) or not _is_ipv4(endpoint) or endpoint == "0.0.0.0":
+            problems.add(None, f"{where}.endpoint_address", f"{endpoint!r} is not an IPv4 address the operator reaches "
+                         "the host on (agents' SSH ports bind there; 0.0.0.0 is refused)")
+            continue
+        networks = entry.get("attach_networks") or []
+        if not isinstance(networks, list) or not all(isinstance(n, str) and DOCKER_NAME.fullmatch(n) for n in networks):
+            problems.add(None, f"{where}.attach_networks", "must be a list of Docker network names on that host")
+            continue
+        hosts.append(HostSpec(name, target.address, tuple(pinned), identity, endpoint, tuple(networks)))
+    return tuple(hosts)
 
 
 def _load_shared_objects(raw: Any, agents: list[AgentSpec], problems: _Problems,
@@ -468,7 +555,8 @@ def _load_shared_objects(raw: Any, agents: list[AgentSpec], problems: _Problems,
     return SharedObjects(remote=first.remote, credential=credential, known_hosts=first.known_hosts)
 
 
-def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_secret: SecretReader) -> Optional[AgentSpec]:
+def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int, problems: _Problems,
+                read_secret: SecretReader) -> Optional[AgentSpec]:
     name: str = raw["name"]
     before = len(problems.items)
 
@@ -500,10 +588,10 @@ def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_sec
 
     resources = _load_resources(raw.get("resources") or {}, name, problems)
 
-    bind_address = raw.get("bind_address", "127.0.0.1")
-    if not isinstance(bind_address, str) or not _is_ipv4(bind_address):
-        problems.add(name, "bind_address", f"{bind_address!r} is not an IPv4 address; the default 127.0.0.1 keeps the endpoint private")
-    elif backend == "lima" and bind_address != "127.0.0.1":
+    bind_address = raw.get("bind_address")
+    if bind_address is not None and (not isinstance(bind_address, str) or not _is_ipv4(bind_address)):
+        problems.add(name, "bind_address", f"{bind_address!r} is not an IPv4 address; the default (127.0.0.1, or a remote host's endpoint_address) keeps the endpoint private")
+    elif backend == "lima" and bind_address not in (None, "127.0.0.1"):
         problems.add(name, "bind_address", "Lima forwards SSH on 127.0.0.1 only; remove bind_address or use the docker backend")
 
     packages = raw.get("packages") or []
@@ -530,13 +618,17 @@ def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_sec
         problems.add(name, "egress", f"{egress!r} is not an egress mode; use restricted (default: only the remote and `allow` entries) or open")
     allow = _load_allow(raw.get("allow") or [], name, problems)
 
+    host = raw.get("host")
+    if host is not None and not isinstance(host, str):
+        problems.add(name, "host", f"{host!r} is not a host name; use `local` or a name under `hosts:`")
+
     if len(problems.items) > before or identity is None or credential is None:
         return None
     return AgentSpec(
         name=name, backend=backend, identity=identity, remote=remote, branch=branch,
         credential=credential, known_hosts=tuple(known_hosts_raw), resources=resources,
-        ssh_port=port, bind_address=bind_address, image=image, retain_workspace=retain,
-        packages=tuple(packages), egress=egress, allow=allow,
+        ssh_port=port, preferred_port=preferred_port, bind_address=bind_address, image=image,
+        retain_workspace=retain, packages=tuple(packages), egress=egress, allow=allow, host=host,
     )
 
 

@@ -29,6 +29,7 @@ class MachineContext:
     attach_networks: tuple[str, ...] = ()
     # Agents that mount the fleet's shared objects (FleetSpec.shares_objects).
     shared_objects: frozenset[str] = frozenset()
+    fleet: FleetSpec | None = None  # hosts, placement, port range
 
     def machine_name(self, agent: str) -> str:
         """The name of an agent's container or VM: unique per stack, the same in create and delete."""

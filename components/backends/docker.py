@@ -21,7 +21,7 @@ from components.backends import Endpoint, MachineContext
 from components.cloudinit import SHARED_OBJECTS
 from components.image import agent_image_tag
 from components.reconciled import Reconciled
-from components.spec import AgentSpec, FleetSpec
+from components.spec import PORT_SPAN, AgentSpec, FleetSpec, HostSpec
 
 ENGINE = "components.backends.docker_engine"
 # What cloud-init and sshd need, measured: sshd privilege separation and chroot, user creation,
@@ -32,17 +32,22 @@ RESTART_POLICY = "unless-stopped"
 
 class DockerContainer(Reconciled, module="agentfleet", name="DockerContainer"):
     DRIVER = f"{ENGINE}:ContainerDriver"
-    OUTPUTS = frozenset({"host"})
+    OUTPUTS = frozenset({"host", "port", "bind_address", "engine"})
     host: pulumi.Output[str]
     port: pulumi.Output[int]
 
 
 class DockerVolume(Reconciled, module="agentfleet", name="DockerVolume"):
     DRIVER = f"{ENGINE}:VolumeDriver"
+    OUTPUTS = frozenset({"engine"})
 
 
 class DockerNetwork(Reconciled, module="agentfleet", name="DockerNetwork"):
     DRIVER = f"{ENGINE}:NetworkDriver"
+
+
+class DockerImage(Reconciled, module="agentfleet", name="DockerImage"):
+    DRIVER = f"{ENGINE}:ImageDriver"
 
 
 class SharedObjectsVolume(Reconciled, module="agentfleet", name="SharedObjects"):
@@ -66,25 +71,38 @@ def shared_objects_volume(context: MachineContext) -> str:
     return f"agentfleet-{context.stack}-shared-objects"
 
 
-def endpoint_host(agent: AgentSpec) -> str:
-    """The address a client dials: the bound address, or loopback when bound to all."""
-    return "127.0.0.1" if agent.bind_address == "0.0.0.0" else agent.bind_address
+def fleet_of(context: MachineContext) -> FleetSpec:
+    return context.fleet or FleetSpec(context.stack, (), context.attach_networks)
+
+
+def engine_fields(host: HostSpec) -> dict[str, Any]:
+    """How a driver reaches a host's engine: nothing secret (the operator key stays in its file)."""
+    fields: dict[str, Any] = {"name": host.name, "address": host.address, "endpoint_address": host.endpoint_address,
+                              "attach_networks": list(host.attach_networks)}
+    if not host.is_local:
+        fields["known_hosts"] = list(host.known_hosts)
+        fields["identity_file"] = host.identity_file or "~/.ssh/id_ed25519"
+    return fields
+
+
+def placed(context: MachineContext, agent: AgentSpec) -> dict[str, Any]:
+    """Where an agent is made: every host's engine and its placement (hints), or its `host`."""
+    fleet = fleet_of(context)
+    fields = {"engines": {host.name: engine_fields(host) for host in fleet.hosts}, "placement": fleet.placement(agent)}
+    return {**fields, "engine_host": agent.host} if agent.host else fields
 
 
 def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any]:
-    """Everything that defines one agent's container, as the resource's inputs."""
-    return {
+    """Everything that defines one agent's container, as the resource's inputs; its port and bind
+    address only when the config gives them (else they are chosen on its host when it is made)."""
+    fleet = fleet_of(context)
+    fields: dict[str, Any] = {
         "name": context.machine_name(agent.name),
         "image": agent.image or agent_image_tag(),
         "hostname": agent.name,
         "network": network_name(context),
-        "extra_networks": list(context.attach_networks),
-        "bind_address": agent.bind_address,
-        "port": agent.ssh_port,
-        "endpoint_host": endpoint_host(agent),
         "workspace_volume": volume_name(context, agent.name),
         "workspace_mount": WORKSPACE,
-        "shared_objects_volume": shared_objects_volume(context) if agent.name in context.shared_objects else None,
         "shared_objects_mount": SHARED_OBJECTS,
         "capabilities": sorted(capabilities(agent)),
         "memory_mib": agent.resources.memory_mib,
@@ -93,48 +111,74 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
         "restart": RESTART_POLICY,
         "labels": context.labels(agent.name),
         "state": "running",
+        "preferred_port": agent.preferred_port,
+        "port_base": fleet.port_base,
+        "port_span": PORT_SPAN,
+        **placed(context, agent),
     }
+    if agent.name in context.shared_objects:
+        fields["shared_objects_volume"] = shared_objects_volume(context)
+    if agent.ssh_port is not None:
+        fields["port"] = agent.ssh_port
+    if agent.bind_address is not None:
+        fields["bind_address"] = agent.bind_address
+    return fields
 
 
 class DockerBackend:
     def missing_tools(self) -> list[str]:
-        from components.backends.docker_engine import engine
+        from components.backends.docker_engine import client
+        from components.engines import EngineError
 
         try:
-            engine().ping()
-        except Exception:  # noqa: BLE001 - any failure means the same thing here
+            client().ping()
+        except (EngineError, Exception):  # noqa: BLE001 - any failure means the same thing here
             return ["a running Docker daemon (start dockerd, or run scripts/setup)"]
         return []
 
     def preflight(self, fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
-        return port_conflicts(agents, MachineContext(fleet.stack, fleet.attach_networks))
+        return host_problems(fleet, agents)
 
     def fleet_resources(self, fleet: FleetSpec, context: MachineContext,
                         opts: pulumi.ResourceOptions) -> dict[str, list[pulumi.Resource]]:
-        """The stack's network; the shared objects before the agents that mount them."""
-        name = network_name(context)
-        network = DockerNetwork(f"fleet-network", {"name": name, "labels": context.labels(), "state": "present"},
-                                opts=opts)
-        needs: dict[str, list[pulumi.Resource]] = {a.name: [network] for a in fleet.agents if a.backend == "docker"}
-        sharing = [a for a in fleet.agents if a.name in context.shared_objects]
+        """Per host: the stack's network and (remote hosts) the agent image; the shared objects
+        before the agents that mount them."""
+        agents = [a for a in fleet.agents if a.backend == "docker"]
+        images = sorted({a.image or agent_image_tag() for a in agents})
+        per_host: dict[str, list[pulumi.Resource]] = {}
+        for host in fleet.hosts:
+            suffix = "" if host.is_local else f"-{host.name}"
+            engine = engine_fields(host)
+            made: list[pulumi.Resource] = [DockerNetwork(f"fleet-network{suffix}", {
+                "name": network_name(context), "labels": context.labels(), "state": "present", "engine": engine,
+            }, opts=opts)]
+            if not host.is_local:
+                made += [DockerImage(f"fleet-image-{host.name}-{image.rsplit(':', 1)[-1]}", {
+                    "name": image, "engine": engine, "state": "present"}, opts=opts) for image in images]
+            per_host[host.name] = made
+        needs = {a.name: list(per_host[fleet.placement(a)]) for a in agents}
+        sharing = [a for a in agents if a.name in context.shared_objects]
         if fleet.shared_objects is not None and sharing:
             shared = fleet.shared_objects
-            secret = shared.credential.secret
-            mirror = SharedObjectsVolume("fleet-shared-objects", {
-                "name": shared_objects_volume(context),
-                "remote": shared.remote.url,
-                "kind": shared.credential.kind,
-                "known_hosts": list(shared.known_hosts),
-                "networks": [name, *context.attach_networks],
-                "image": sharing[0].image or agent_image_tag(),
-                "labels": context.labels(),
-                "state": "present",
-            }, secret=secret, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[network],
-                # Kept while a kept workspace borrows from it.
-                retain_on_delete=any(a.retain_workspace for a in sharing))))
-            for agent in sharing:
-                needs[agent.name].append(mirror)
+            for host_name in sorted({fleet.placement(a) for a in sharing}):
+                host = fleet.host(host_name)
+                mirror = SharedObjectsVolume(f"fleet-shared-objects{'' if host.is_local else '-' + host.name}", {
+                    "name": shared_objects_volume(context),
+                    "remote": shared.remote.url,
+                    "kind": shared.credential.kind,
+                    "known_hosts": list(shared.known_hosts),
+                    "networks": [network_name(context), *host.attach_networks],
+                    "image": sharing[0].image or agent_image_tag(),
+                    "labels": context.labels(),
+                    "engine": engine_fields(host),
+                    "state": "present",
+                }, secret=shared.credential.secret, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                    depends_on=per_host[host_name],
+                    # Kept while a kept workspace borrows from it.
+                    retain_on_delete=any(a.retain_workspace for a in sharing))))
+                for agent in sharing:
+                    if fleet.placement(agent) == host_name:
+                        needs[agent.name].append(mirror)
         return needs
 
     def provision(self, agent: AgentSpec, context: MachineContext, user_data: pulumi.Output[str],
@@ -142,7 +186,8 @@ class DockerBackend:
         """The workspace volume and the container; returns the endpoint the container answers on."""
         volume = DockerVolume(
             f"{agent.name}-workspace",
-            {"name": volume_name(context, agent.name), "labels": context.labels(agent.name), "state": "present"},
+            {"name": volume_name(context, agent.name), "labels": context.labels(agent.name), "state": "present",
+             **placed(context, agent)},
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=agent.retain_workspace)),
         )
         container = DockerContainer(
@@ -158,27 +203,53 @@ class DockerBackend:
 BACKEND = DockerBackend()
 
 
-def port_conflicts(agents: list[AgentSpec], context: MachineContext) -> list[str]:
-    """Agents whose SSH port is held by something other than their own container on this host."""
-    from components.backends.docker_engine import engine
+def host_problems(fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
+    """Per host its agents are placed on: reachable with its pinned key and Docker answering (the
+    error names the host and its agents), the agent images at hand, explicit ports free there."""
+    from components.backends.docker_engine import client
+    from components.engines import EngineError, has_image, held_ports
 
-    client = engine()
+    problems = []
+    by_host: dict[str, list[AgentSpec]] = {}
+    for agent in agents:
+        by_host.setdefault(fleet.placement(agent), []).append(agent)
 
-    def holders(agent: AgentSpec) -> list[str]:
-        return [c.name for c in client.containers.list(all=True, filters={"publish": str(agent.ssh_port)})]
+    def check(host_name: str) -> list[str]:
+        host, placed_agents = fleet.host(host_name), by_host[host_name]
+        where = f'stack "{fleet.stack}": host "{host.name}"' + ("" if host.is_local else f" ({host.address})")
+        names = ", ".join(a.name for a in placed_agents)
+        try:
+            docker = client(engine_fields(host))
+            docker.ping()
+            found = []
+            for image in sorted({a.image or agent_image_tag() for a in placed_agents}):
+                if not has_image(docker, image) and not has_image(client(), image):
+                    found.append(f"{where} (agents {names}): the image {image} is neither there nor on the "
+                                 "local engine to send; run scripts/setup (it builds the agent image)")
+            held = held_ports(docker)
+        except (EngineError, Exception) as error:  # noqa: BLE001 - whatever failed, the host is unusable
+            return [f"{where} (agents {names}): {error}"]
+        for agent in placed_agents:
+            if agent.ssh_port is None:
+                continue
+            mine = context_name(fleet, agent)
+            holders = [c.name for c in docker.containers.list(all=True, filters={"publish": str(agent.ssh_port)})]
+            others = [name for name in holders if name != mine]
+            if others or (agent.ssh_port in held and mine not in holders) or (
+                    host.is_local and not holders and not _port_free(agent.bind_address or "127.0.0.1", agent.ssh_port)):
+                holder = f"container {others[0]}" if others else "another process"
+                found.append(f'stack "{fleet.stack}", agent "{agent.name}": port {agent.ssh_port} is taken on host '
+                             f'"{host.name}" by {holder}; set `ssh_port` to a free port or leave it out to have one chosen')
+        return found
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        found = list(pool.map(holders, agents))
-    problems = []
-    for agent, names in zip(agents, found):
-        others = [name for name in names if name != context.machine_name(agent.name)]
-        if others or (not names and not _port_free(agent.bind_address, agent.ssh_port)):
-            holder = f"container {others[0]}" if others else "another process"
-            problems.append(
-                f'stack "{context.stack}", agent "{agent.name}": port {agent.ssh_port} is taken on this '
-                f"host by {holder}; set `ssh_port` for this agent to a free port"
-            )
+        for found in pool.map(check, sorted(by_host)):
+            problems += found
     return problems
+
+
+def context_name(fleet: FleetSpec, agent: AgentSpec) -> str:
+    return MachineContext(fleet.stack).machine_name(agent.name)
 
 
 def _port_free(address: str, port: int) -> bool:

@@ -1,27 +1,36 @@
-"""The Docker side of agentfleet's resources: containers, volumes and networks through the
-Docker Engine API (the `docker` SDK), created, read back, changed in place and removed.
+"""The Docker side of agentfleet's resources: containers, volumes, networks and images through
+the Docker Engine API (the `docker` SDK), on the local engine or remote ones over SSH, created,
+read back, changed in place and removed.
 
 Why the API and not the CLI: one connection per engine instead of a process per call, and the
-same code reaches remote engines. Secrets travel in request bodies only: the cloud-config is
-copied into the created container as a NoCloud seed (`put_archive`) before it starts, and the
-shared objects' credential likewise; neither is ever in arguments, environment or labels.
+same code reaches remote engines (components/engines.py pins their host keys). Secrets travel in
+request bodies only: the cloud-config is copied into the created container as a NoCloud seed
+(`put_archive`) before it starts, and the shared objects' credential likewise; neither is ever
+in arguments, environment or labels.
+
+Where a thing lives: its fields name the engines of the fleet's hosts (`engines`, a hint) and
+its host (`engine_host` when the config says, else the `placement` hint); once made, the engine
+it was made on is recorded (`engine`) and used from then on, so a new default placement (a host
+added) moves nothing that exists.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
+import socket
 import tarfile
 import threading
 import time
+from pathlib import Path
 from typing import Any, Optional
 
-import docker
 from docker.errors import APIError, NotFound
 from docker.types import Mount
 
+from components.engines import Engine, EngineError, HostClient, ensure_image, has_image, held_ports, open_client
 from components.hostkey import HostKeyTimeout, wait_for_host_key
+from components.reconciled import Driver
 
 READY_TIMEOUT_S = 180
 SEED_DIR = "var/lib/cloud/seed/nocloud"
@@ -67,17 +76,47 @@ class DockerError(Exception):
     """The engine refused or the container never became ready; the message names the thing."""
 
 
-_clients: dict[str, docker.DockerClient] = {}
+LOCAL_ENGINE = {"name": "local", "address": "local"}
+DEFAULT_IDENTITY = "~/.ssh/id_ed25519"
+_clients: dict[str, HostClient] = {}
+_locks: dict[str, threading.Lock] = {}
 _clients_lock = threading.Lock()
 
 
-def engine() -> docker.DockerClient:
-    """One client per engine address for the whole provider process (DOCKER_HOST, else local)."""
-    address = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+def engine_of(fields: dict[str, Any]) -> dict[str, Any]:
+    """The engine a thing lives on: recorded once made, else the one its host names."""
+    if fields.get("engine"):
+        return fields["engine"]
+    if "engines" not in fields:
+        return LOCAL_ENGINE
+    return fields["engines"][fields.get("engine_host") or fields["placement"]]
+
+
+def client(engine: dict[str, Any] = LOCAL_ENGINE) -> HostClient:
+    """One client per engine for the whole provider process; remote ones trust only the pinned
+    key and log in with the operator's key file (read here, never put in state or arguments)."""
     with _clients_lock:
-        if address not in _clients:
-            _clients[address] = docker.DockerClient(base_url=address, max_pool_size=64, timeout=READY_TIMEOUT_S)
-        return _clients[address]
+        if engine["address"] not in _clients:
+            key_file = Path(engine.get("identity_file") or DEFAULT_IDENTITY).expanduser()
+            private_key = None if engine["address"] == "local" else _read_key(engine["name"], key_file)
+            _clients[engine["address"]] = open_client(
+                Engine(engine["name"], engine["address"], "\n".join(engine.get("known_hosts") or []) or None,
+                       private_key), timeout=READY_TIMEOUT_S + 30)
+        return _clients[engine["address"]]
+
+
+def engine_lock(engine: dict[str, Any]) -> threading.Lock:
+    """Serialises choosing a free port and claiming it on one engine."""
+    with _clients_lock:
+        return _locks.setdefault(engine["address"], threading.Lock())
+
+
+def _read_key(host: str, path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise EngineError(host, f'host "{host}": cannot read the operator key {path} ({error.strerror}); '
+                                "set `identity_file` for the host") from None
 
 
 def tar_of(files: dict[str, tuple[bytes, int]], directories: dict[str, int]) -> bytes:
@@ -105,10 +144,10 @@ def seed_archive(instance_id: str, hostname: str, user_data: str) -> bytes:
     )
 
 
-def _exists(collection: str, name: str) -> bool:
+def _exists(docker: HostClient, collection: str, name: str) -> bool:
     """Whether the engine has the volume or network (`collection`: "volumes" or "networks")."""
     try:
-        getattr(engine(), collection).get(name)
+        getattr(docker, collection).get(name)
         return True
     except NotFound:
         return False
@@ -124,59 +163,92 @@ def _ignore_missing(action) -> None:
         pass
 
 
-class ContainerDriver:
-    """An agent's container. Limits, restart policy and running state change in place; the rest
-    (image, ports, mounts, networks, privileges, the cloud-config) replaces the container."""
+def choose_port(docker: HostClient, preferred: int, base: int, span: int) -> int:
+    """The first port from `preferred` on (wrapping within [base, base + span)) that no container
+    on the engine holds and, on the local engine, no other process listens on."""
+    held = held_ports(docker)
+    for step in range(span):
+        port = base + (preferred - base + step) % span
+        if port not in held and (not docker.engine.is_local or _bindable(port)):
+            return port
+    raise DockerError(f"no free port in {base}-{base + span - 1} on {docker.engine.describe()}; "
+                      "set `ssh_port` or another `port_base`")
 
-    replacing = frozenset({"image", "hostname", "network", "extra_networks", "bind_address", "port",
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+class ContainerDriver(Driver):
+    """An agent's container. Limits, restart policy and running state change in place; the rest
+    (image, ports, mounts, networks, privileges, the cloud-config) replaces the container. Its
+    port, when the config gives none, is chosen free on its host when it is made and kept."""
+
+    replacing = frozenset({"image", "hostname", "network", "bind_address", "port", "engine_host",
                            "workspace_volume", "shared_objects_volume", "capabilities", "labels",
-                           "workspace_mount", "shared_objects_mount", "host_public_key", "endpoint_host",
-                           "secret"})
-    outputs = frozenset({"host"})
+                           "workspace_mount", "shared_objects_mount", "host_public_key", "secret"})
+    outputs = frozenset({"host", "engine"})
+    hints = frozenset({"engines", "placement", "preferred_port", "port_base", "port_span"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        client = engine()
+        engine = engine_of(fields)
+        docker = client(engine)
+        bind = fields.get("bind_address") or engine.get("endpoint_address", "127.0.0.1")
+        with engine_lock(engine):  # two agents of one run never choose the same free port
+            port = int(fields.get("port") or choose_port(docker, int(fields["preferred_port"]),
+                                                         int(fields["port_base"]), int(fields["port_span"])))
+            container = self._create(docker, name, fields, bind, port)
+        made = {**fields, "engine": engine, "bind_address": bind, "port": port,
+                "host": engine.get("endpoint_address", "127.0.0.1") if bind == "0.0.0.0" else bind}
         try:
-            container = client.containers.create(
-                fields["image"], name=name, hostname=fields["hostname"], detach=True,
-                network=fields["network"], labels=fields["labels"],
-                ports={"22/tcp": (fields["bind_address"], int(fields["port"]))},
-                mounts=self._mounts(fields),
-                cap_drop=["ALL"], cap_add=list(fields["capabilities"]), security_opt=["no-new-privileges"],
-                restart_policy={"Name": fields["restart"]}, **self._limits(fields),
-            )
-        except APIError as error:
-            if error.status_code == 409:
-                raise DockerError(f"container {name}: a container of that name exists but is not in this "
-                                  f"stack's state (left by an interrupted run?): `docker rm -f {name}`") from None
-            raise DockerError(f"container {name}: the engine refused to create it: {error.explanation}") from None
-        try:
-            for network in fields["extra_networks"]:
-                client.networks.get(network).connect(container)
+            for network in engine.get("attach_networks") or []:
+                docker.networks.get(network).connect(container)
             container.put_archive("/", seed_archive(name, fields["hostname"], secret or ""))
-            self._start(container, fields)
+            self._start(container, made)
         except (DockerError, APIError, HostKeyTimeout) as error:
             logs = container.logs(tail=LOG_TAIL).decode(errors="replace").strip()
             _ignore_missing(lambda: container.remove(force=True))
             detail = getattr(error, "explanation", None) or str(error)
-            raise DockerError(f"container {name}: {detail}; the half-made container was removed"
-                              + (f"\n--- its last output:\n{logs}" if logs else "")) from None
-        return self.read(name, fields) or {}
+            raise DockerError(f"container {name} on {docker.engine.describe()}: {detail}; the half-made "
+                              "container was removed" + (f"\n--- its last output:\n{logs}" if logs else "")) from None
+        return self.read(name, made) or {}
+
+    @staticmethod
+    def _create(docker: HostClient, name: str, fields: dict[str, Any], bind: str, port: int):
+        try:
+            return docker.containers.create(
+                fields["image"], name=name, hostname=fields["hostname"], detach=True,
+                network=fields["network"], labels=fields["labels"],
+                ports={"22/tcp": (bind, port)}, mounts=ContainerDriver._mounts(fields),
+                cap_drop=["ALL"], cap_add=list(fields["capabilities"]), security_opt=["no-new-privileges"],
+                restart_policy={"Name": fields["restart"]}, **ContainerDriver._limits(fields),
+            )
+        except APIError as error:
+            if error.status_code == 409:
+                raise DockerError(f"container {name}: a container of that name exists on {docker.engine.describe()} "
+                                  f"but is not in this stack's state (left by an interrupted run?): remove it "
+                                  f"(`docker rm -f {name}` there)") from None
+            raise DockerError(f"container {name}: {docker.engine.describe()} refused to create it: "
+                              f"{error.explanation}") from None
 
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
         try:
-            attrs = engine().containers.get(name).attrs
+            attrs = client(engine_of(fields)).containers.get(name).attrs
         except NotFound:
             return None
         host, config = attrs["HostConfig"], attrs["Config"]
         binding = ((host.get("PortBindings") or {}).get("22/tcp") or [{}])[0]
-        networks = list((attrs["NetworkSettings"].get("Networks") or {}))
         mounts = {m.get("Destination"): m.get("Name") for m in attrs.get("Mounts") or []}
         return {
             "image": config.get("Image"),
             "hostname": config.get("Hostname"),
             "network": host.get("NetworkMode"),
-            "extra_networks": [n for n in fields["extra_networks"] if n in networks],
             "bind_address": binding.get("HostIp") or "0.0.0.0",
             "port": int(binding.get("HostPort") or 0),
             "workspace_volume": mounts.get(fields["workspace_mount"]),
@@ -188,13 +260,14 @@ class ContainerDriver:
             "pids": host.get("PidsLimit") or 0,
             "restart": (host.get("RestartPolicy") or {}).get("Name", ""),
             "state": attrs["State"].get("Status", "unknown"),
-            "host": fields["endpoint_host"],
+            "host": fields["host"],
+            "engine": engine_of(fields),
         }
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        client = engine()
+        docker = client(engine_of(fields))
         try:
-            container = client.containers.get(name)
+            container = docker.containers.get(name)
         except NotFound:
             return self.create(name, fields, secret)
         limits = self._limits(fields)
@@ -204,18 +277,18 @@ class ContainerDriver:
             "PidsLimit": limits["pids_limit"], "RestartPolicy": {"Name": fields["restart"]},
         }
         # The SDK's update_container knows neither PidsLimit nor MemorySwap-with-Memory in one call.
-        api = client.api
+        api = docker.api
         api._result(api._post_json(api._url("/containers/{0}/update", container.id), data=body), True)
         container.reload()
         if container.status != "running":
             try:
-                self._start(container, fields)
+                self._start(container, {**fields, **(self.read(name, fields) or {})})
             except (DockerError, HostKeyTimeout) as error:
                 raise DockerError(f"container {name}: started again, but {error}") from None
         return self.read(name, fields) or {}
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
-        _ignore_missing(lambda: engine().api.remove_container(name, force=True))
+        _ignore_missing(lambda: client(engine_of(fields)).api.remove_container(name, force=True))
 
     @staticmethod
     def _limits(fields: dict[str, Any]) -> dict[str, Any]:
@@ -249,66 +322,94 @@ class ContainerDriver:
         if errors:
             raise DockerError(f"cloud-init reported errors: {'; '.join(map(str, errors))}")
         remaining = max(1.0, READY_TIMEOUT_S - (time.monotonic() - started))
-        wait_for_host_key(fields["endpoint_host"], int(fields["port"]), fields["host_public_key"], remaining)
+        wait_for_host_key(fields["host"], int(fields["port"]), fields["host_public_key"], remaining)
 
 
-class VolumeDriver:
+class VolumeDriver(Driver):
     """A named volume. One deleted out of band reads as `state: "deleted: its content is lost"`,
     so the preview says so before `pulumi up` makes it again, empty."""
 
-    replacing = frozenset({"labels"})
-    outputs: frozenset[str] = frozenset()
+    replacing = frozenset({"labels", "engine_host"})
+    outputs = frozenset({"engine"})
+    hints = frozenset({"engines", "placement"})
     GONE = "deleted: its content is lost"
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        if not _exists("volumes", name):  # a kept workspace (retain_workspace) is taken up again
-            engine().volumes.create(name, labels=fields["labels"])
-        return PRESENT
+        docker = client(engine_of(fields))
+        if not _exists(docker, "volumes", name):  # a kept workspace (retain_workspace) is taken up again
+            docker.volumes.create(name, labels=fields["labels"])
+        return {**PRESENT, "engine": engine_of(fields)}
 
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        return PRESENT if _exists("volumes", name) else {"state": self.GONE}
+        present = _exists(client(engine_of(fields)), "volumes", name)
+        return {**(PRESENT if present else {"state": self.GONE}), "engine": engine_of(fields)}
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         return self.create(name, fields, secret)
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
-        _ignore_missing(lambda: engine().api.remove_volume(name, force=True))
+        _ignore_missing(lambda: client(engine_of(fields)).api.remove_volume(name, force=True))
 
 
-class NetworkDriver:
-    """A stack's bridge network; one deleted out of band is made again."""
+class NetworkDriver(Driver):
+    """A stack's bridge network on one host; one deleted out of band is made again."""
 
-    replacing = frozenset({"labels"})
-    outputs: frozenset[str] = frozenset()
+    replacing = frozenset({"labels", "engine"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        engine().networks.create(name, driver="bridge", labels=fields["labels"])
+        client(fields["engine"]).networks.create(name, driver="bridge", labels=fields["labels"])
         return PRESENT
 
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        return PRESENT if _exists("networks", name) else None
+        return PRESENT if _exists(client(fields["engine"]), "networks", name) else None
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         return self.create(name, fields, secret)
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
-        _ignore_missing(lambda: engine().networks.get(name).remove())
+        _ignore_missing(lambda: client(fields["engine"]).networks.get(name).remove())
 
 
-class MirrorDriver:
-    """The fleet's shared objects: a volume holding `git clone --mirror` of the agents' remote,
-    made once by a throwaway container of the agent image. Agents mount it read-only."""
+class ImageDriver(Driver):
+    """The agent image on a remote host, sent from the local engine (no registry needed) once per
+    tag per host. Destroy removes it unless a container there still uses it."""
 
-    replacing = frozenset({"remote", "kind", "known_hosts", "networks", "image", "labels", "secret"})
-    outputs: frozenset[str] = frozenset()
+    replacing = frozenset({"engine"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        client = engine()
-        client.volumes.create(name, labels=fields["labels"])
+        ensure_image(client(), client(fields["engine"]), name)
+        return PRESENT
+
+    def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
+        return PRESENT if has_image(client(fields["engine"]), name) else None
+
+    def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        return self.create(name, fields, secret)
+
+    def delete(self, name: str, fields: dict[str, Any]) -> None:
+        try:
+            client(fields["engine"]).api.remove_image(name)
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code != 409:  # 409: still used by a container (another stack's)
+                raise
+
+
+class MirrorDriver(Driver):
+    """The fleet's shared objects on one host: a volume holding `git clone --mirror` of the
+    agents' remote, made once by a throwaway container of the agent image. Agents mount it
+    read-only."""
+
+    replacing = frozenset({"remote", "kind", "known_hosts", "networks", "image", "labels", "engine", "secret"})
+
+    def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        docker = client(fields["engine"])
+        docker.volumes.create(name, labels=fields["labels"])
         networks = list(fields["networks"])
         cloner = None
         try:
-            cloner = client.containers.create(
+            cloner = docker.containers.create(
                 fields["image"], entrypoint=["sh", "-c", MIRROR_CLONE, "clone"],
                 command=[fields["kind"], fields["remote"], "\n".join(fields["known_hosts"])],
                 name=f"{name}-clone", labels=fields["labels"], network=networks[0],
@@ -316,7 +417,7 @@ class MirrorDriver:
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], detach=True,
             )
             for network in networks[1:]:
-                client.networks.get(network).connect(cloner)
+                docker.networks.get(network).connect(cloner)
             if secret:
                 credential = secret.rstrip("\n") + "\n" if fields["kind"] == "ssh_key" else secret
                 cloner.put_archive("/run", tar_of({"agentfleet-credential": (credential.encode(), 0o600)}, {}))
@@ -328,17 +429,17 @@ class MirrorDriver:
         except (APIError, DockerError) as error:
             if cloner is not None:
                 _ignore_missing(lambda: cloner.remove(force=True))
-            _ignore_missing(lambda: client.api.remove_volume(name, force=True))
+            _ignore_missing(lambda: docker.api.remove_volume(name, force=True))
             raise DockerError(str(error) if isinstance(error, DockerError) else
                               f"shared objects: {error.explanation}") from None
         cloner.remove(force=True)
         return PRESENT
 
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        return PRESENT if _exists("volumes", name) else None
+        return PRESENT if _exists(client(fields["engine"]), "volumes", name) else None
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         return PRESENT
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
-        _ignore_missing(lambda: engine().api.remove_volume(name, force=True))
+        _ignore_missing(lambda: client(fields["engine"]).api.remove_volume(name, force=True))

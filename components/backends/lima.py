@@ -116,7 +116,7 @@ def instance_config(agent: AgentSpec, image: VmImage | None) -> dict[str, Any]:
         "plain": True,
         "mounts": [],
         "containerd": {"system": False, "user": False},
-        "ssh": {"localPort": agent.ssh_port, "loadDotSSHPubKeys": False, "forwardAgent": False},
+        "ssh": {"localPort": agent.ssh_port or agent.preferred_port, "loadDotSSHPubKeys": False, "forwardAgent": False},
         "user": dict(LIMA_USER),
         "video": {"display": "none"},
     }

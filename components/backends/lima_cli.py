@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from components.reconciled import Driver
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.process import NOT_FOUND, TIMED_OUT, run, tail
 
@@ -296,7 +297,7 @@ def start(lima: Lima, host_public_key: str, ready_timeout_s: float,
 
 
 @dataclass(frozen=True)
-class VmDriver:
+class VmDriver(Driver):
     """An agent's Lima VM. A stopped VM is started in place; any change of its definition (the
     instance config, the cloud-config, the pinned key) replaces it. Its disk holds the workspace.
     `ready_timeout_s` bounds the wait for the pinned key once Lima says the VM is up."""

@@ -47,6 +47,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from components.reconciled import Driver
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.process import run, tail
 
@@ -328,7 +329,7 @@ def instance_state(agent: str, instance: str, ssh_port: int = GUEST_SSH_PORT) ->
 
 
 @dataclass(frozen=True)
-class VmDriver:
+class VmDriver(Driver):
     """An agent's Multipass VM. A stopped VM is started in place; a changed definition (launch
     flags, cloud-config, pinned key) replaces it. Its disk holds the workspace.
 
@@ -338,7 +339,7 @@ class VmDriver:
     ready_timeout_s: float = READY_TIMEOUT_S
     ssh_port: int = GUEST_SSH_PORT
 
-    replacing = frozenset({"name", "agent", "launch", "host_public_key"})
+    replacing = frozenset({"name", "agent", "launch", "host_public_key", "secret"})
     outputs = frozenset({"host", "port"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:

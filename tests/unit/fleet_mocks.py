@@ -22,7 +22,7 @@ class FleetMocks(pulumi.runtime.Mocks):
         if args.typ.endswith(":SshKeyPair"):
             outputs["private_key"], outputs["public_key"] = generate_ed25519(args.inputs["comment"])
         if args.typ.endswith(":DockerContainer"):
-            outputs["host"] = args.inputs["endpoint_host"]
+            outputs.update(host=args.inputs.get("bind_address", "127.0.0.1"), port=args.inputs.get("port", 22555))
         if args.typ.endswith(("Vm")):
             outputs.update(host=VM_ADDRESS, port=22)
         return f"{args.name}-id", outputs

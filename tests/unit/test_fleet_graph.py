@@ -59,7 +59,11 @@ def test_container_runs_least_privileged_on_a_private_port():
         assert container["capabilities"] == sorted(
             ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "NET_ADMIN", "SETGID", "SETUID", "SYS_CHROOT"])
         assert (container["memory_mib"], container["cpus"], container["pids"]) == (768, 2, 99)
-        assert (container["bind_address"], container["port"]) == ("127.0.0.1", SPEC.agents[1].ssh_port)
+        # No port or bind address in the config: both are chosen on the agent's host when it is made.
+        assert "port" not in container and "bind_address" not in container
+        assert container["preferred_port"] == SPEC.agents[1].preferred_port
+        assert (container["placement"], container["engines"]["local"]["endpoint_address"]) == ("local", "127.0.0.1")
+        assert inputs("agent-1-container")["port"] == 23001  # given in the config: kept as given
         assert container["restart"] == "unless-stopped" and container["state"] == "running"
         assert container["workspace_volume"] == "agentfleet-unit-agent-2-workspace"
         # The image's init is PID 1; privileges and the Docker socket are not fields at all.

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import pytest
 from pulumi.output import Unknown
 
-from components.reconciled import PROVIDER_KEY, SECRET, ReconciledProvider, digest
+from components.reconciled import PROVIDER_KEY, SECRET, Driver, ReconciledProvider, digest
 
 # Machines of the in-memory driver, by name: what "really exists".
 MACHINES: dict[str, dict[str, Any]] = {}
@@ -22,11 +22,11 @@ CALLS: list[tuple[str, str, dict[str, Any], Optional[str]]] = []
 SECRET_TEXT = "#cloud-config\nssh_keys: {ed25519_private: PRIVATE KEY}\n"
 
 
-class MemoryDriver:
+class MemoryDriver(Driver):
     """A machine with an image (replacing), a memory limit (changed in place), a state that can
     drift, and an address that is read, never declared."""
 
-    replacing = frozenset({"image"})
+    replacing = frozenset({"image", SECRET})  # a new secret cannot reach a made machine
     outputs = frozenset({"host"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
@@ -138,7 +138,8 @@ def test_read_of_a_drifted_field_returns_what_was_read_as_inputs_so_up_reconcile
     planned = PROVIDER.diff("m-1", result.outs, declared())
     assert planned.changes and planned.replaces == []
     updated = PROVIDER.update("m-1", result.outs, declared())
-    assert CALLS[-1] == ("update", "m-1", FIELDS, SECRET_TEXT)
+    # The driver also learns what was read back of it (where it lives).
+    assert CALLS[-1] == ("update", "m-1", {**FIELDS, "host": "10.0.0.1"}, SECRET_TEXT)
     assert updated.outs == {**FIELDS, "host": "10.0.0.1", SECRET: digest(SECRET_TEXT)}
     assert machines["m-1"]["state"] == "running"
 
@@ -151,5 +152,5 @@ def test_read_of_a_machine_that_is_gone_drops_it_from_the_state(created, machine
 
 def test_delete_hands_the_driver_the_fields_from_the_state_alone(created, machines):
     PROVIDER.delete("m-1", created)
-    assert CALLS[-1] == ("delete", "m-1", FIELDS, None) and machines == {}
+    assert CALLS[-1] == ("delete", "m-1", {**FIELDS, "host": "10.0.0.1"}, None) and machines == {}
     PROVIDER.delete("m-1", created)  # the driver's delete is idempotent; the provider adds nothing

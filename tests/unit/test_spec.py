@@ -15,9 +15,12 @@ from tests.unit.spec_helpers import agent, load, problems
 def test_minimal_fleet_takes_documented_defaults():
     fleet = load({"agents": [agent()]})
     (spec,) = fleet.agents
-    assert (spec.backend, spec.branch, spec.bind_address) == ("docker", "agent/agent-1", "127.0.0.1")
+    # No port, address or host given: the port is chosen free on the agent's host when it is made,
+    # bound to that host's endpoint address (127.0.0.1 here), on the placement the fleet picks.
+    assert (spec.backend, spec.branch, spec.bind_address, spec.ssh_port, spec.host) == (
+        "docker", "agent/agent-1", None, None, None)
     assert spec.credential.kind == "generate"
-    assert DEFAULT_PORT_BASE <= spec.ssh_port < DEFAULT_PORT_BASE + PORT_SPAN
+    assert DEFAULT_PORT_BASE <= spec.preferred_port < DEFAULT_PORT_BASE + PORT_SPAN
     assert any(line.startswith("github.com ssh-ed25519") for line in spec.known_hosts)
 
 
@@ -77,17 +80,16 @@ def test_missing_secret_says_which_config_key_to_set():
     assert any("pulumi config set --secret tok" in p for p in problems(raw))
 
 
-def test_assigned_ports_are_stable_when_agents_are_added_or_removed():
-    two = {a.name: a.ssh_port for a in load({"agents": [agent("a"), agent("b")]}).agents}
-    three = {a.name: a.ssh_port for a in load({"agents": [agent("a"), agent("b"), agent("c")]}).agents}
-    only_b = {a.name: a.ssh_port for a in load({"agents": [agent("b")]}).agents}
+def test_where_the_port_search_starts_is_stable_when_agents_are_added_or_removed():
+    two = {a.name: a.preferred_port for a in load({"agents": [agent("a"), agent("b")]}).agents}
+    three = {a.name: a.preferred_port for a in load({"agents": [agent("a"), agent("b"), agent("c")]}).agents}
+    only_b = {a.name: a.preferred_port for a in load({"agents": [agent("b")]}).agents}
     assert three["a"] == two["a"] and three["b"] == two["b"] == only_b["b"]
 
 
-def test_assigned_ports_never_collide():
-    fleet = load({"agents": [agent(f"agent-{i}") for i in range(200)]})
-    ports = [a.ssh_port for a in fleet.agents]
-    assert len(set(ports)) == len(ports)
+def test_an_explicit_port_is_kept_and_the_others_are_left_to_the_host():
+    fleet = load({"agents": [agent("a", ssh_port=23001), agent("b")]})
+    assert [a.ssh_port for a in fleet.agents] == [23001, None]
 
 
 @pytest.mark.parametrize(
