@@ -35,7 +35,7 @@ LOCAL = "local"
 CONNECT_TIMEOUT = 10.0  # TCP connect, SSH banner and authentication, each
 API_TIMEOUT = 60.0  # one Docker API call (an image load streams, so this bounds each read)
 # What a broken, refused or unanswered link raises on the way (paramiko, sockets, HTTP over SSH).
-_LINK_ERRORS = (paramiko.SSHException, OSError, EOFError, requests.RequestException)
+LINK_ERRORS = (paramiko.SSHException, OSError, EOFError, requests.RequestException)
 _KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
 
@@ -222,14 +222,14 @@ def open_client(engine: Engine, connect_timeout: float = CONNECT_TIMEOUT, timeou
             f"the operator key ({_describe_key(pkey)}) was refused for user {target.user}; "
             f"add its public key to that user's ~/.ssh/authorized_keys on the host"
         ) from None
-    except _LINK_ERRORS as exc:
+    except LINK_ERRORS as exc:
         raise engine.error(
             f"cannot reach {target.host}:{target.port} ({_link_reason(exc, connect_timeout)}); "
             f"is the host up and sshd listening there?"
         ) from None
     try:
         api = _PinnedSSHAPIClient(adapter, timeout)
-    except (docker.errors.DockerException, *_LINK_ERRORS) as exc:
+    except (docker.errors.DockerException, *LINK_ERRORS) as exc:
         problem = _remote_docker_problem(adapter, exc)
         adapter.close()
         raise engine.error(f"sshd answered but Docker did not ({problem}); "
@@ -274,7 +274,7 @@ def _remote_docker_problem(adapter: _PinnedSSHAdapter, exc: BaseException) -> st
             channel.close()
             if stderr:
                 return stderr.splitlines()[-1]
-    except _LINK_ERRORS:
+    except LINK_ERRORS:
         pass
     return _first_line(exc)
 
@@ -302,7 +302,7 @@ def engine_facts(client: HostClient) -> EngineFacts:
     engine = client.engine
     try:
         version = client.version()
-    except (docker.errors.DockerException, *_LINK_ERRORS) as exc:
+    except (docker.errors.DockerException, *LINK_ERRORS) as exc:
         return EngineFacts(engine.name, False, problem=f"{engine.describe()}: Docker stopped answering ({_first_line(exc)})")
     return EngineFacts(engine.name, True, version.get("Version"), version.get("ApiVersion"),
                        version.get("Os"), version.get("Arch"))
@@ -345,7 +345,7 @@ def ensure_image(source: HostClient, target: HostClient, tag: str) -> ImageTrans
         try:
             if has_image(target, tag):
                 return ImageTransfer(target.engine.name, tag, transferred=False)
-        except (docker.errors.DockerException, *_LINK_ERRORS) as exc:
+        except (docker.errors.DockerException, *LINK_ERRORS) as exc:
             raise target.engine.error(f"cannot list its images ({_first_line(exc)})") from None
         return _transfer(source, target, tag)
 
@@ -358,7 +358,7 @@ def _transfer(source: HostClient, target: HostClient, tag: str) -> ImageTransfer
         raise source.engine.error(
             f"has no image {tag} to send to {target.engine.describe()}; build it there first "
             f"(scripts/setup builds the agent image)") from None
-    except (docker.errors.DockerException, *_LINK_ERRORS) as exc:
+    except (docker.errors.DockerException, *LINK_ERRORS) as exc:
         raise source.engine.error(f"cannot read image {tag} ({_first_line(exc)})") from None
     started = time.monotonic()
     archive = _Counted(source.api.get_image(tag, chunk_size=1 << 20))
@@ -369,7 +369,7 @@ def _transfer(source: HostClient, target: HostClient, tag: str) -> ImageTransfer
         loaded = target.api.inspect_image(tag)["Id"]
     except EngineError:
         raise
-    except (docker.errors.DockerException, *_LINK_ERRORS) as exc:
+    except (docker.errors.DockerException, *LINK_ERRORS) as exc:
         raise target.engine.error(f"{where}: {_first_line(exc)}; run again (an interrupted load leaves nothing tagged)") from None
     if loaded != wanted:
         raise target.engine.error(f"{where}: loaded {loaded}, expected {wanted}; remove the tag there and run again")
@@ -415,7 +415,7 @@ def port_holders(client: HostClient, port: int, protocol: str = "tcp") -> list[P
                 config = client.api.inspect_container(summary["Id"])["HostConfig"]
                 found = bound_on(config.get("PortBindings") or {}, port, protocol)
             holders.extend(PortHolder(name, ip, inner, summary.get("State") == "running", labels) for ip, inner in found)
-    except (docker.errors.DockerException, *_LINK_ERRORS) as exc:
+    except (docker.errors.DockerException, *LINK_ERRORS) as exc:
         raise client.engine.error(f"cannot list its containers ({_first_line(exc)})") from None
     return holders
 
@@ -429,7 +429,10 @@ def held_ports(client: HostClient, protocol: str = "tcp") -> set[int]:
                 held.update(entry["PublicPort"] for entry in summary.get("Ports") or []
                             if entry.get("PublicPort") and entry.get("Type", "tcp") == protocol)
                 continue
-            bindings = client.api.inspect_container(summary["Id"])["HostConfig"].get("PortBindings") or {}
+            try:
+                bindings = client.api.inspect_container(summary["Id"])["HostConfig"].get("PortBindings") or {}
+            except docker.errors.NotFound:  # removed since it was listed
+                continue
             for inner, entries in bindings.items():
                 if (inner.partition("/")[2] or "tcp") != protocol:
                     continue
@@ -437,7 +440,7 @@ def held_ports(client: HostClient, protocol: str = "tcp") -> set[int]:
                     low, _, high = (entry.get("HostPort") or "").partition("-")
                     if low:
                         held.update(range(int(low), int(high or low) + 1))
-    except (docker.errors.DockerException, *_LINK_ERRORS) as exc:
+    except (docker.errors.DockerException, *LINK_ERRORS) as exc:
         raise client.engine.error(f"cannot list its containers ({_first_line(exc)})") from None
     return held
 

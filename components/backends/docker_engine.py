@@ -28,7 +28,7 @@ from typing import Any, Optional
 from docker.errors import APIError, NotFound
 from docker.types import Mount
 
-from components.engines import Engine, EngineError, HostClient, ensure_image, has_image, held_ports, open_client
+from components.engines import LINK_ERRORS, Engine, EngineError, HostClient, ensure_image, has_image, held_ports, open_client
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.reconciled import Driver
 
@@ -144,6 +144,24 @@ def seed_archive(instance_id: str, hostname: str, user_data: str) -> bytes:
     )
 
 
+UNREACHABLE = (EngineError, *LINK_ERRORS)
+
+
+def unless_unreachable(read):
+    """A read of a thing on a host that does not answer reports nothing new (not "gone"): the
+    preview goes on, and the preflight names the host and its agents."""
+
+    def reading(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
+        try:
+            return read(self, name, fields)
+        except UNREACHABLE:
+            with _clients_lock:
+                _clients.pop(engine_of(fields)["address"], None)
+            return {}
+
+    return reading
+
+
 def _exists(docker: HostClient, collection: str, name: str) -> bool:
     """Whether the engine has the volume or network (`collection`: "volumes" or "networks")."""
     try:
@@ -237,6 +255,7 @@ class ContainerDriver(Driver):
             raise DockerError(f"container {name}: {docker.engine.describe()} refused to create it: "
                               f"{error.explanation}") from None
 
+    @unless_unreachable
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
         try:
             attrs = client(engine_of(fields)).containers.get(name).attrs
@@ -340,6 +359,7 @@ class VolumeDriver(Driver):
             docker.volumes.create(name, labels=fields["labels"])
         return {**PRESENT, "engine": engine_of(fields)}
 
+    @unless_unreachable
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
         present = _exists(client(engine_of(fields)), "volumes", name)
         return {**(PRESENT if present else {"state": self.GONE}), "engine": engine_of(fields)}
@@ -357,17 +377,18 @@ class NetworkDriver(Driver):
     replacing = frozenset({"labels", "engine"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        client(fields["engine"]).networks.create(name, driver="bridge", labels=fields["labels"])
+        client(engine_of(fields)).networks.create(name, driver="bridge", labels=fields["labels"])
         return PRESENT
 
+    @unless_unreachable
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        return PRESENT if _exists(client(fields["engine"]), "networks", name) else None
+        return PRESENT if _exists(client(engine_of(fields)), "networks", name) else None
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         return self.create(name, fields, secret)
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
-        _ignore_missing(lambda: client(fields["engine"]).networks.get(name).remove())
+        _ignore_missing(lambda: client(engine_of(fields)).networks.get(name).remove())
 
 
 class ImageDriver(Driver):
@@ -377,18 +398,19 @@ class ImageDriver(Driver):
     replacing = frozenset({"engine"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        ensure_image(client(), client(fields["engine"]), name)
+        ensure_image(client(), client(engine_of(fields)), name)
         return PRESENT
 
+    @unless_unreachable
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        return PRESENT if has_image(client(fields["engine"]), name) else None
+        return PRESENT if has_image(client(engine_of(fields)), name) else None
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         return self.create(name, fields, secret)
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
         try:
-            client(fields["engine"]).api.remove_image(name)
+            client(engine_of(fields)).api.remove_image(name)
         except NotFound:
             pass
         except APIError as error:
@@ -404,7 +426,7 @@ class MirrorDriver(Driver):
     replacing = frozenset({"remote", "kind", "known_hosts", "networks", "image", "labels", "engine", "secret"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        docker = client(fields["engine"])
+        docker = client(engine_of(fields))
         docker.volumes.create(name, labels=fields["labels"])
         networks = list(fields["networks"])
         cloner = None
@@ -435,11 +457,12 @@ class MirrorDriver(Driver):
         cloner.remove(force=True)
         return PRESENT
 
+    @unless_unreachable
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        return PRESENT if _exists(client(fields["engine"]), "volumes", name) else None
+        return PRESENT if _exists(client(engine_of(fields)), "volumes", name) else None
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         return PRESENT
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
-        _ignore_missing(lambda: client(fields["engine"]).api.remove_volume(name, force=True))
+        _ignore_missing(lambda: client(engine_of(fields)).api.remove_volume(name, force=True))
