@@ -60,7 +60,7 @@ def test_a_host_port_already_taken_is_refused(stack):
         port = holder.getsockname()[1]
         message = refused(stack, {"agents": [{"name": "agent-1", "identity": IDENTITY, "ssh_port": port}]},
                           preview_fails=False)
-    assert f'agent "agent-1": port {port} is taken on this host by another process' in message
+    assert f'agent "agent-1": port {port} is taken on host "local" by another process' in message
 
 
 def test_an_unresolvable_remote_is_refused_under_a_restricted_policy(stack):
