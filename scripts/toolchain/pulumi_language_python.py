@@ -4,8 +4,10 @@ Why it exists: the upstream host (`pulumi-language-python`, a Go module of its o
 by the Go module proxy that these machines reach, while the Pulumi CLI and the Python SDK are.
 This host covers what `pulumi preview/up/destroy/refresh` need of a language host: it runs the
 program with Pulumi's own `pulumi-language-python-exec` launcher (installed beside this file by
-scripts/setup from the SDK module) in the interpreter that runs this host, with the stack's
-configuration in the environment, exactly as the upstream host hands it over.
+scripts/setup from the SDK module) in the interpreter that runs this host. Unlike the upstream
+host, it hands the program the stack's configuration on stdin, never in the environment: a
+process's environment is readable in /proc/<pid>/environ for its whole life, and the
+configuration holds the stack's decrypted secrets.
 Where the official installer works, setup uses the upstream host instead.
 """
 
@@ -29,6 +31,20 @@ EXIT_AFTER_USER_MESSAGE = 32
 VERSION = os.environ.get("AGENTFLEET_PULUMI_VERSION", "3.0.0").lstrip("v")
 
 
+# Runs first in the program's interpreter, then becomes Pulumi's launcher with its own arguments.
+# The launcher loads the configuration through the SDK's two environment readers: here they read
+# what arrived on stdin instead.
+CONFIG_FROM_STDIN = """import json, runpy, sys
+import pulumi.runtime
+given = json.load(sys.stdin)
+pulumi.runtime.get_config_env = lambda: given["config"]
+pulumi.runtime.get_config_secret_keys_env = lambda: given["secret_keys"]
+pulumi.runtime.set_all_config(given["config"], given["secret_keys"])
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def launcher_argv(request: language_pb2.RunRequest, engine_address: str) -> list[str]:
     """The launcher's command line: the same flags the upstream host passes, empty ones left out."""
     flags = {
@@ -42,20 +58,16 @@ def launcher_argv(request: language_pb2.RunRequest, engine_address: str) -> list
         "parallel": str(request.parallel),
         "organization": request.organization,
     }
-    argv = [sys.executable, "-u", str(EXEC_LAUNCHER)]
+    argv = [sys.executable, "-u", "-c", CONFIG_FROM_STDIN, str(EXEC_LAUNCHER)]
     for name, value in flags.items():
         if value:
             argv += [f"--{name}", value]
     return [*argv, request.info.entry_point or ".", *request.args]
 
 
-def launcher_env(request: language_pb2.RunRequest) -> dict[str, str]:
-    """Configuration travels in the environment, as with the upstream host (never in argv)."""
-    return {
-        **os.environ,
-        "PULUMI_CONFIG": json.dumps(dict(request.config)),
-        "PULUMI_CONFIG_SECRET_KEYS": json.dumps(list(request.configSecretKeys)),
-    }
+def launcher_input(request: language_pb2.RunRequest) -> bytes:
+    """The configuration, for the program's stdin (never its arguments or environment)."""
+    return json.dumps({"config": dict(request.config), "secret_keys": list(request.configSecretKeys)}).encode()
 
 
 class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
@@ -85,9 +97,10 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
 
     def Run(self, request, context):
         cwd = request.pwd or request.info.program_directory or None
-        self.running = subprocess.Popen(
-            launcher_argv(request, self.engine_address), env=launcher_env(request), cwd=cwd
-        )
+        self.running = subprocess.Popen(launcher_argv(request, self.engine_address), stdin=subprocess.PIPE, cwd=cwd)
+        assert self.running.stdin is not None
+        self.running.stdin.write(launcher_input(request))
+        self.running.stdin.close()
         status = self.running.wait()
         self.running = None
         if status == 0:

@@ -28,8 +28,8 @@ def request(**fields) -> language_pb2.RunRequest:
 
 def test_launcher_gets_the_upstream_flags_then_the_program_and_its_args():
     argv = host.launcher_argv(request(), "127.0.0.1:5000")
-    assert argv[2].endswith("pulumi-language-python-exec")
-    flags = dict(zip(argv[3:-2:2], argv[4:-2:2]))
+    assert argv[2:4] == ["-c", host.CONFIG_FROM_STDIN] and argv[4].endswith("pulumi-language-python-exec")
+    flags = dict(zip(argv[5:-2:2], argv[6:-2:2]))
     assert flags == {
         "--monitor": "127.0.0.1:4000", "--engine": "127.0.0.1:5000", "--project": "agentfleet",
         "--root_directory": "/work/project", "--stack": "dev", "--pwd": "/work/project",
@@ -38,9 +38,25 @@ def test_launcher_gets_the_upstream_flags_then_the_program_and_its_args():
     assert argv[-2:] == [".", "extra"]
 
 
-def test_config_travels_in_the_environment_not_in_argv():
+def test_config_travels_on_stdin_never_in_argv_or_the_environment():
     message = request()
-    env = host.launcher_env(message)
-    assert json.loads(env["PULUMI_CONFIG"]) == {"agentfleet:fleet": '{"agents": []}'}
-    assert json.loads(env["PULUMI_CONFIG_SECRET_KEYS"]) == ["agentfleet:key1"]
+    given = json.loads(host.launcher_input(message))
+    assert given == {"config": {"agentfleet:fleet": '{"agents": []}'}, "secret_keys": ["agentfleet:key1"]}
     assert not any("agents" in arg for arg in host.launcher_argv(message, "e"))
+
+
+def test_the_program_reads_its_config_from_stdin_into_the_sdk(tmp_path):
+    """The shim as the program's interpreter runs it, with a stand-in launcher that prints what
+    the SDK's config holds."""
+    import subprocess
+    import sys
+
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text("import json, os, sys\nfrom pulumi.runtime import config\n"
+                        "print(json.dumps([sys.argv, config.get_config('agentfleet:key1'), "
+                        "config.is_config_secret('agentfleet:key1'), 'PULUMI_CONFIG' in os.environ]))\n")
+    message = request()
+    message.config["agentfleet:key1"] = "s3cret"
+    done = subprocess.run([sys.executable, "-c", host.CONFIG_FROM_STDIN, str(launcher), "--stack", "dev"],
+                          input=host.launcher_input(message), capture_output=True, check=True)
+    assert json.loads(done.stdout) == [[str(launcher), "--stack", "dev"], "s3cret", True, False]

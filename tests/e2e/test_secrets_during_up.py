@@ -1,0 +1,121 @@
+"""Secrets during `up`, not only after it: while a real `pulumi up` makes a fleet that uses every
+credential kind (a generated key, a given key, an https token) and pinned host keys, every host
+process's arguments and environment are sampled, and every call to the Docker engine is recorded
+through a proxy on its socket. No key or token may appear in any of them; the cloud-config may
+reach the engine only as the body of the archive upload that seeds its container.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from components.keys import generate_ed25519
+from tests.e2e.docker_api_recorder import Recorder
+from tests.e2e.support import FleetStack, GitServer
+
+TOKEN = "ghp_e2eTokenNeverInArgvOrEnv0123456789"
+SEED_UPLOAD = re.compile(r"/containers/[^/]+/archive\?path=%2F$")
+
+
+class ProcessSampler:
+    """Reads every process's command line and environment every few milliseconds."""
+
+    def __init__(self) -> None:
+        self.seen: set[bytes] = set()
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "ProcessSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit():
+                    for part in ("cmdline", "environ"):
+                        try:
+                            self.seen.add((proc / part).read_bytes())
+                        except OSError:
+                            pass
+            self.rounds += 1
+            time.sleep(0.005)
+
+
+def secret_lines(state: str) -> set[str]:
+    """Every line of every private key in the decrypted state, but the ones all keys share."""
+    lines = set()
+    for block in re.findall(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END", state.replace("\\n", "\n"), re.S):
+        lines.update(line for line in block.split() if len(line) > 20)
+    return lines - {"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW"}
+
+
+@pytest.fixture(scope="module")
+def observed(make_stack, git_server: GitServer, tmp_path_factory, agent_image):
+    stack: FleetStack = make_stack("secrets")
+    given_private, given_public = generate_ed25519("given-key")
+    git_server.authorize(given_public)
+    stack.set_secret("givenKey", given_private)
+    stack.set_secret("token", TOKEN)
+    ssh_remote = {"remote": git_server.url, "known_hosts": [git_server.known_hosts_line]}
+    stack.set_fleet({"attach_networks": [git_server.network],
+                     "defaults": {"resources": {"cpus": 0.5, "memory": "192m", "pids": 128}}, "agents": [
+        {"name": "generated", "identity": {"name": "G", "email": "g@fleet.test"}, **ssh_remote},
+        {"name": "given", "identity": {"name": "K", "email": "k@fleet.test"}, "credential": {"ssh_key": "givenKey"},
+         **ssh_remote},
+        {"name": "token", "identity": {"name": "T", "email": "t@fleet.test"}, "egress": "open",
+         "remote": "https://127.0.0.1/nowhere.git", "credential": {"https_token": "token"}},
+    ]})
+    socket_path = tmp_path_factory.mktemp("docker") / "recorded.sock"
+    stack.env["DOCKER_HOST"] = f"unix://{socket_path}"
+    stack.stack.workspace.env_vars["DOCKER_HOST"] = f"unix://{socket_path}"
+    try:
+        with Recorder(socket_path) as recorder, ProcessSampler() as sampler:
+            stack.up()
+    finally:  # later runs (and the teardown's destroy) talk to the daemon directly again
+        stack.env.pop("DOCKER_HOST", None)
+        stack.stack.workspace.env_vars.pop("DOCKER_HOST", None)
+    state = stack.stack.export_stack().deployment  # decrypted, as --show-secrets shows it
+    secrets = secret_lines(json.dumps(state)) | {TOKEN}
+    assert len(secrets) > 20, "the decrypted state should hold every key"
+    yield recorder, sampler, secrets, given_private
+
+
+def test_the_sampler_and_recorder_saw_the_up(observed):
+    recorder, sampler, _, _ = observed
+    assert sampler.rounds > 100
+    paths = [path for _, path, _ in recorder.calls()]
+    assert sum(1 for path in paths if "/containers/create" in path) == 3
+
+
+def test_no_key_or_token_in_any_process_arguments_or_environment_during_up(observed):
+    _, sampler, secrets, given_private = observed
+    seen = b"\n".join(sampler.seen)
+    for secret in secrets:
+        holders = [value[:40] for text in sampler.seen for value in text.split(b"\0") if secret.encode() in value]
+        assert not holders, f"a secret was in some process's argv or environment: {holders}"
+    assert b"PRIVATE KEY" not in seen
+
+
+def test_key_material_reaches_the_engine_only_in_the_seed_upload(observed):
+    recorder, _, secrets, _ = observed
+    uploads = 0
+    for method, path, sent in recorder.calls():
+        carries = [s for s in secrets if s.encode() in sent]
+        if method == "PUT" and SEED_UPLOAD.search(path):
+            uploads += 1
+            continue
+        assert not carries, f"{method} {path} carries key material"
+        assert b"PRIVATE KEY" not in sent, f"{method} {path} carries a private key"
+    assert uploads == 3, "each container gets its cloud-config in exactly one archive upload"
