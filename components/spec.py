@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 BACKENDS = ("docker", "lima", "multipass")
+DEFAULT_BACKEND = "docker"
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
 DOCKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -213,6 +214,19 @@ def _valid_private_key(text: str) -> bool:
     return False
 
 
+def declared_backends(raw: Any) -> list[str]:
+    """The backends a raw `agentfleet:fleet` object names (agent, else defaults, else docker), in
+    order of first use. Read without validating (setup needs them before it can run Pulumi);
+    load_fleet judges the names."""
+    if not isinstance(raw, Mapping):
+        return []
+    defaults = raw.get("defaults")
+    fallback = defaults.get("backend", DEFAULT_BACKEND) if isinstance(defaults, Mapping) else DEFAULT_BACKEND
+    agents = raw.get("agents")
+    named = [agent.get("backend", fallback) for agent in agents if isinstance(agent, Mapping)] if isinstance(agents, list) else []
+    return list(dict.fromkeys(str(backend) for backend in named))
+
+
 def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
     """Turn the `agentfleet:fleet` config object into a FleetSpec, or raise FleetConfigError.
 
@@ -350,7 +364,7 @@ def _load_agent(raw: Mapping[str, Any], port: int, problems: _Problems, read_sec
     name: str = raw["name"]
     before = len(problems.items)
 
-    backend = raw.get("backend", "docker")
+    backend = raw.get("backend", DEFAULT_BACKEND)
     if backend not in BACKENDS:
         problems.add(name, "backend", f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
