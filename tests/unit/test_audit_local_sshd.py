@@ -64,15 +64,16 @@ def test_exec_is_on_record_with_its_exit_status(cli, log_path, local_sshd):
 def test_exec_all_timeout_and_doctor_are_on_record(cli, log_path):
     assert cli("exec", "--all", "--", "git", "rev-parse", "--abbrev-ref", "HEAD")[0] == 0
     assert cli("exec", "--timeout", "0.5", "agent-1", "--", "sleep", "5")[0] == 124
-    assert cli("doctor", "agent-2")[0] == 1  # this machine has no cloud-init
+    assert cli("doctor", "agent-2")[0] == 1  # cloud-init has not run on this machine, if it has one
     logged = records(log_path)
     assert sorted((r["agent"], r["exit_status"]) for r in logged[:2]) == [("agent-1", 0), ("agent-2", 0)]
     assert (logged[2]["exit_status"], logged[2]["error"]) == (None, "timed out after 0.5 s")
     doctor = [(r["agent"], r["command"].split()[4:6], r["exit_status"]) for r in logged[3:]]
-    assert doctor == [
-        ("agent-2", ["cloud-init", "status"], 127),
+    assert doctor[0][:2] == ("agent-2", ["cloud-init", "status"])  # 127 where it is not installed
+    assert [entry for entry in doctor if entry[1][0] != "cloud-init"] == [
         ("agent-2", ["git", "config"], 0),
-        ("agent-2", ["git", "-C"], 0),
+        ("agent-2", ["git", "-C"], 0),  # the workspace holds a repository
+        ("agent-2", ["git", "-C"], 0),  # so the remote is asked through its origin
         ("agent-2", ["env", "GIT_TERMINAL_PROMPT=0"], 0),
     ]
 
