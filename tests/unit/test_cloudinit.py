@@ -85,3 +85,13 @@ def test_open_egress_ships_no_policy():
 def test_every_git_process_traces_to_the_audit_directory():
     written = files(yaml.safe_load(render_cloud_config(spec(), keys())))
     assert "eventTarget = /var/log/agentfleet/git-trace2" in written["/etc/gitconfig"]["content"]
+
+
+def test_the_first_clone_script_is_where_agentfleet_clone_runs_it():
+    """`agentfleet clone` runs the agent's own first-boot script at FIRST_CLONE."""
+    from agentfleet.workspace import FIRST_CLONE
+
+    document = yaml.safe_load(render_cloud_config(spec(remote="git@github.com:acme/app.git"), keys()))
+    script = files(document)[FIRST_CLONE]
+    assert script["permissions"] == "0755" and "git clone" in script["content"]
+    assert ["runuser", "-l", "agent", "-c", FIRST_CLONE] in document["runcmd"]
