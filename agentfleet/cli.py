@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(f"{status.value} {status.name.lower()}" for status in ExitStatus),
     )
     _source_options(parser, None)
-    parser.add_argument("--version", action="version", version=f"agentfleet from {LOCATION}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="say which clone's code this is, and exit")
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
     def add(name: str, help: str, usage: str | None = None, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -184,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"{control.DEFAULT_PERSIST:g}; 0: never start one)",
     )
     return parser
+
+
+class _Version(argparse.Action):
+    """Prints the location unwrapped (argparse's version action wraps long paths)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        sys.stdout.write(f"agentfleet from {LOCATION}\n")
+        parser.exit()
 
 
 def _positive(text: str) -> int:

@@ -163,7 +163,8 @@ def spawn_master(source: Source, environ: Mapping[str, str]) -> None:
     log = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "agentfleet.master", "--stack", source.stack, "--cwd", str(source.project_dir)],
+            # -P: the project directory it runs in (maybe another clone) must not shadow this code.
+            [sys.executable, "-P", "-m", "agentfleet.master", "--stack", source.stack, "--cwd", str(source.project_dir)],
             cwd=source.project_dir,
             env=env,
             stdin=subprocess.DEVNULL,
