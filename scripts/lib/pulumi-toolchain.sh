@@ -27,11 +27,18 @@ ensure_pulumi_toolchain() {
         mkdir -p "$dir.partial/bin"
         # A failed install leaves nothing behind that a later run could take for complete.
         trap "rm -rf '$dir.partial'" EXIT
-        if curl -fsS --max-time 5 https://get.pulumi.com/ >/dev/null 2>&1; then
-            install_official_pulumi "$dir.partial"
-        else
-            build_pulumi_from_go_modules "$dir.partial"
-        fi
+        # AGENTFLEET_PULUMI_FROM=go skips asking get.pulumi.com (machines that reach only registries).
+        case ${AGENTFLEET_PULUMI_FROM:-auto} in
+            go) build_pulumi_from_go_modules "$dir.partial" ;;
+            installer) install_official_pulumi "$dir.partial" ;;
+            auto)
+                if curl -fsS --max-time 5 https://get.pulumi.com/ >/dev/null 2>&1; then
+                    install_official_pulumi "$dir.partial"
+                else
+                    build_pulumi_from_go_modules "$dir.partial"
+                fi ;;
+            *) die "AGENTFLEET_PULUMI_FROM=${AGENTFLEET_PULUMI_FROM} is none of auto, go, installer" ;;
+        esac
         touch "$dir.partial/.complete"
         mv "$dir.partial" "$dir"
         trap - EXIT
