@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -153,6 +152,8 @@ def stop_master(source: Source) -> bool:
 def spawn_master(source: Source, environ: Mapping[str, str]) -> None:
     """Start the stack's master in the background, with this process's code and environment;
     it exits at once if another one runs (it holds the lock)."""
+    import subprocess  # only here: the fast path of `exec` never needs it
+
     assert source.directory is not None and source.stack is not None and source.project_dir is not None
     directory = source.directory
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)

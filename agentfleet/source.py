@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +121,8 @@ def stack_output_argv(stack: str) -> list[str]:
 
 def read_stack_outputs(project_dir: Path, stack: str) -> object:
     """Run `pulumi stack output` for the stack; its stdout is returned, never logged."""
+    import subprocess  # only here: the fast path of `exec` never needs it
+
     argv = stack_output_argv(stack)
     try:
         done = subprocess.run(argv, cwd=project_dir, capture_output=True, text=True, timeout=PULUMI_TIMEOUT)
