@@ -163,3 +163,26 @@ def test_disconnect_ends_the_master(stack):
         time.sleep(0.05)
     assert not (stack.directory / SOCKET_NAME).exists()
     assert stack.cli("disconnect") == (0, "no background connection of stack 'dev'\n", "")
+
+
+@pytest.mark.parametrize(("layout", "stack"), [
+    (".pulumi/stacks/agentfleet/dev.json", "dev"),  # Pulumi's project-scoped layout
+    (".pulumi/stacks/agentfleet/dev.json.gz", "dev"),  # PULUMI_SELF_MANAGED_STATE_GZIP
+    (".pulumi/stacks/dev.json", "dev"),  # backends from before projects
+    (".pulumi/stacks/other/dev.json", "organization/other/dev"),  # a qualified stack name
+])
+def test_the_state_file_of_a_file_backend_is_found(tmp_path, layout, stack):
+    from agentfleet.cache import state_file, state_key
+
+    (tmp_path / "Pulumi.yaml").write_text("name: agentfleet # the project\nruntime: python\n")
+    (tmp_path / layout).parent.mkdir(parents=True)
+    (tmp_path / layout).write_text("{}")
+    assert state_file(f"file://{tmp_path}", tmp_path, stack) == tmp_path / layout
+    assert state_key(f"file://{tmp_path}", tmp_path, stack).startswith(f"{tmp_path / layout}:")
+
+
+@pytest.mark.parametrize("backend", [None, "", "s3://bucket/agentfleet", "https://api.pulumi.com"])
+def test_other_backends_have_no_state_file_to_watch(tmp_path, backend):
+    from agentfleet.cache import state_key
+
+    assert state_key(backend, tmp_path, "dev") is None
