@@ -21,6 +21,7 @@ from typing import Any
 from agentfleet import Fleet
 from agentfleet.control import SOCKET_NAME
 from agentfleet.sshconfig import SshFiles, write_ssh_files
+from bench.common import load
 from tests.e2e.support import FleetStack
 
 COMMAND = "git status --short --branch"
@@ -77,6 +78,7 @@ def run(stack: FleetStack, rounds: int, directory: Path) -> dict[str, Any]:
     for action in ways.values():  # warm-up: first connection, page cache
         action()
     samples: dict[str, list[float]] = {name: [] for name in ways}
+    load_before = load()
     try:
         for _ in range(rounds):
             for name, action in ways.items():
@@ -92,6 +94,7 @@ def run(stack: FleetStack, rounds: int, directory: Path) -> dict[str, Any]:
         "rounds": rounds,
         "cli_vs_fresh_ssh": round(cli_ratio, 2),
         "cli_aim_met": cli_ratio <= AIM,
+        "load_1min": [load_before, load()],  # before and after: other work on the machine
         "results": [
             {"way": name, "median_ms": round(statistics.median(values) * 1000, 2),
              "p90_ms": round(sorted(values)[int(0.9 * len(values)) - 1] * 1000, 2),
