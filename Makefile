@@ -1,6 +1,8 @@
 # The two commands a newcomer needs; both run scripts/setup first (seconds when warm).
-#   make up     bring up the dev fleet (STACK=name for another) and write its SSH config
-#   make test   run every test: unit, client, and end to end against real Docker and Pulumi
+#   make up     bring up the dev fleet (STACK=name for another) and write its SSH config;
+#               setup installs only what that stack's backends need
+#   make test   run every test: unit, client, and end to end against real Docker and Pulumi;
+#               setup installs every backend
 SHELL := /bin/bash
 STACK ?= dev
 ACTIVATE := . scripts/activate
@@ -8,17 +10,20 @@ ACTIVATE := . scripts/activate
 .PHONY: setup up down test bench
 
 setup:
-	@scripts/setup
+	@scripts/setup all
 
-up: setup
+up:
+	@scripts/setup --stack $(STACK)
 	@$(ACTIVATE) && pulumi stack select --create $(STACK) --secrets-provider passphrase \
 		&& pulumi up --yes --stack $(STACK) && agentfleet --stack $(STACK) ssh-config
 
-down: setup
-	@$(ACTIVATE) && pulumi destroy --yes --stack $(STACK)
+down:
+	@scripts/setup --stack $(STACK)
+	@$(ACTIVATE) && pulumi destroy --yes --stack $(STACK) && agentfleet --stack $(STACK) disconnect
 
 test: setup
 	@$(ACTIVATE) && python -m pytest
 
-bench: setup
+bench:
+	@scripts/setup docker
 	@$(ACTIVATE) && python -m bench

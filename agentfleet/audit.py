@@ -209,6 +209,6 @@ def audit_log_for(source: Source, environ: Mapping[str, str]) -> AuditLog | None
     configured = environ.get(LOG_ENV)
     if configured:
         return AuditLog(Path(configured).expanduser().absolute(), source.name)
-    if source.stack is None or source.project_dir is None:
+    if source.directory is None:
         return None
-    return AuditLog(source.project_dir / ".agentfleet" / source.stack / LOG_NAME, source.name)
+    return AuditLog(source.directory / LOG_NAME, source.name)

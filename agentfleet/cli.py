@@ -1,6 +1,8 @@
 """`agentfleet`: argument parsing and the one place expected failures become exit statuses.
 
-Streams and environment are parameters of main(), so tests run the CLI in-process.
+Streams and environment are parameters of main(), so tests run the CLI in-process. Start-up is
+kept light (`python -X importtime -m agentfleet`): the subcommands, and with them paramiko, are
+imported only when a command runs in-process, not when a background connection runs it.
 """
 
 from __future__ import annotations
@@ -9,15 +11,15 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import TextIO
 
+from agentfleet import control
 from agentfleet.audit import LOG_ENV
-from agentfleet.commands import Context, cmd_audit, cmd_doctor, cmd_exec, cmd_ls, cmd_ssh_config
 from agentfleet.errors import (
     AgentfleetError,
     AuthenticationFailed,
@@ -29,9 +31,7 @@ from agentfleet.errors import (
     Unreachable,
     UsageError,
 )
-from agentfleet.fleet import Fleet
-from agentfleet.source import OUTPUTS_ENV, STACK_ENV, resolve_source
-from agentfleet.timeline import parse_since
+from agentfleet.source import OUTPUTS_ENV, STACK_ENV, Source, resolve_source
 
 
 class ExitStatus(IntEnum):
@@ -58,8 +58,8 @@ ERROR_STATUS: tuple[tuple[type[AgentfleetError], ExitStatus], ...] = (
     (AuthenticationFailed, ExitStatus.CONNECTION),
 )
 
-Command = Callable[[argparse.Namespace, Context], int]
 CONNECT_TIMEOUT = 10.0
+LOCATION = str(Path(__file__).resolve().parents[1])  # which clone's code runs (--version)
 
 
 def exit_status_for(error: AgentfleetError) -> ExitStatus:
@@ -99,17 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(f"{status.value} {status.name.lower()}" for status in ExitStatus),
     )
     _source_options(parser, None)
+    parser.add_argument("--version", action=_Version, nargs=0, help="say which clone's code this is, and exit")
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
-    def add(
-        name: str, command: Command, help: str, usage: str | None = None, epilog: str | None = None
-    ) -> argparse.ArgumentParser:
+    def add(name: str, help: str, usage: str | None = None, epilog: str | None = None) -> argparse.ArgumentParser:
+        """A subcommand run by agentfleet.commands.cmd_<name> (imported when it runs)."""
         child = sub.add_parser(name, help=help, description=help, usage=usage, epilog=epilog)
         _source_options(child, argparse.SUPPRESS)
-        child.set_defaults(run=command, connect_timeout=CONNECT_TIMEOUT)
+        child.set_defaults(connect_timeout=CONNECT_TIMEOUT)
         return child
 
-    ls = add("ls", cmd_ls, "list the agents, their endpoints and whether each answers")
+    ls = add("ls", "list the agents, their endpoints and whether each answers")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.add_argument(
         "--timeout",
@@ -123,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add(
         "exec",
-        cmd_exec,
         "run a command in one agent, or in all: exec NAME -- CMD ...",
         usage="agentfleet exec [options] (NAME | --all) -- CMD [ARG ...]\n"
         "  several words after -- are an argv, quoted for the remote shell; "
@@ -147,18 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
         "-C", "--dir", metavar="DIR", help="directory on the agent to run in (default: its workspace)"
     )
 
-    ssh = add("ssh-config", cmd_ssh_config, "write ssh_config, known_hosts and keys for OpenSSH")
+    ssh = add("ssh-config", "write ssh_config, known_hosts and keys for OpenSSH")
     ssh.add_argument(
         "--output", metavar="DIR", help="where to write them (default: .agentfleet/<stack> in the project)"
     )
 
-    doctor = add("doctor", cmd_doctor, "check each agent: reachable, cloud-init, git identity, remote")
+    doctor = add("doctor", "check each agent: reachable, cloud-init, git identity, workspace, remote")
     doctor.add_argument("name", nargs="?", metavar="NAME")
     doctor.add_argument("--parallel", type=_positive, default=4, metavar="N")
 
     audit = add(
         "audit",
-        cmd_audit,
         "show the commands run in the agents: the operator's log and git's own trace, merged by time",
         epilog=f"the operator's log: ${LOG_ENV}, else .agentfleet/<stack>/audit.jsonl in the project",
     )
@@ -171,7 +169,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     audit.add_argument("--parallel", type=_positive, default=8, metavar="N")
+
+    keys = add(
+        "deploy-keys",
+        "list the keys the fleet generated for its remotes, to register as deploy keys",
+        epilog="each with write access (agents push); --json prints title, key and read_only as "
+        "GitHub's deploy-key API takes them, with agent and remote",
+    )
+    keys.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    clone = add("clone", "clone the remote into every agent's empty workspace (after deploy-keys)")
+    clone.add_argument("name", nargs="?", metavar="NAME", help="only this agent (default: all)")
+    clone.add_argument(
+        "--timeout", type=_seconds, default=600.0, metavar="SECONDS", help="per clone (default: 600)"
+    )
+    clone.add_argument("--parallel", type=_positive, default=4, metavar="N")
+
+    add(
+        "disconnect",
+        "end the stack's background connection (`exec` starts one; it ends by itself when idle)",
+        epilog=f"${control.PERSIST_ENV}: seconds it stays after its last command (default "
+        f"{control.DEFAULT_PERSIST:g}; 0: never start one)",
+    )
     return parser
+
+
+class _Version(argparse.Action):
+    """Prints the location unwrapped (argparse's version action wraps long paths)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        sys.stdout.write(f"agentfleet from {LOCATION}\n")
+        parser.exit()
 
 
 def _positive(text: str) -> int:
@@ -196,6 +224,8 @@ def _seconds(text: str) -> float:
 
 
 def _since(text: str) -> datetime:
+    from agentfleet.timeline import parse_since  # imports the SSH client: only for `audit`
+
     try:
         return parse_since(text, datetime.now(UTC))
     except ValueError as exc:
@@ -226,7 +256,7 @@ def main(
         return int(exit.code or 0)
     args.command = command
     try:
-        return _run(args, out, err, os.environ if environ is None else environ)
+        return _dispatch(args, out, err, os.environ if environ is None else environ)
     except AgentfleetError as error:
         if args.traceback:
             traceback.print_exc(file=err)
@@ -242,12 +272,64 @@ def main(
         return ExitStatus.BROKEN_PIPE
 
 
-def _run(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[str, str]) -> int:
+def remote_command(words: list[str]) -> list[str] | str:
+    """Several words are an argv (quoted for the remote shell); one word is a shell line."""
+    if not words:
+        raise UsageError("give the command after --: agentfleet exec agent-1 -- git status")
+    return words[0] if len(words) == 1 else words
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[str, str]) -> int:
     if args.command and args.subcommand != "exec":
         raise UsageError(f"`agentfleet {args.subcommand}` takes no command after --")
+    if args.subcommand == "exec":
+        args.remote_command = remote_command(args.command)
+        if args.all == bool(args.name):
+            raise UsageError("give one agent NAME or --all: agentfleet exec agent-1 -- git status")
     source = resolve_source(args.stack, args.outputs, args.cwd, environ)
+    if args.subcommand == "disconnect":
+        return _disconnect(source, out)
+    key = _background(source, environ) if args.subcommand == "exec" and args.name else None
+    if key is not None:
+        request = {"agent": args.name, "command": args.remote_command, "cwd": args.dir, "timeout": args.timeout}
+        status = control.exec_via_master(source, key, request, out, err)
+        if status is not None:
+            return status
+    return _run(args, source, out, err, environ, start_master=key is not None)
+
+
+def _background(source: Source, environ: Mapping[str, str]) -> dict[str, object] | None:
+    """The key of the background connection `exec` may use, or None where there is none."""
+    if source.directory is None or control.persist_seconds(environ) == 0:
+        return None
+    return control.master_key(source, environ)
+
+
+def _disconnect(source: Source, out: TextIO) -> int:
+    if source.directory is None:
+        raise UsageError("`disconnect` ends a stack's background connection; give --stack, not --outputs")
+    stopped = control.stop_master(source)
+    out.write(f"{'ended' if stopped else 'no'} background connection of {source.describe()}\n")
+    return 0
+
+
+def _run(
+    args: argparse.Namespace,
+    source: Source,
+    out: TextIO,
+    err: TextIO,
+    environ: Mapping[str, str],
+    start_master: bool = False,
+) -> int:
+    """Run the subcommand in this process: read the fleet, open connections as needed. With
+    start_master, a background connection starts for the next calls once the outputs are kept."""
+    from agentfleet import commands  # the SSH client and everything else: not needed earlier
+    from agentfleet.fleet import Fleet
+
     fleet = Fleet.from_source(source, environ, connect_timeout=args.connect_timeout)
+    if start_master:
+        control.spawn_master(source, environ)
     start = Path(args.cwd).absolute() if args.cwd else Path.cwd()
-    command: Command = args.run
+    command = getattr(commands, "cmd_" + args.subcommand.replace("-", "_"))
     with fleet:
-        return command(args, Context(fleet, source, start, out, err))
+        return int(command(args, commands.Context(fleet, source, start, out, err)))

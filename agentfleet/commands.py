@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from agentfleet.audit import LOG_ENV, AuditRecord
+from agentfleet.connection import Connection
 from agentfleet.doctor import diagnose
-from agentfleet.errors import AgentfleetError, UsageError
+from agentfleet.errors import AgentfleetError
 from agentfleet.fleet import Fleet
 from agentfleet.parallel import for_each
 from agentfleet.render import (
     PrefixedLines,
+    render_clone,
+    render_deploy_keys,
     ls_record,
     outcome_line,
     render_audit_json,
@@ -29,6 +33,14 @@ from agentfleet.source import Source
 from agentfleet.sshconfig import SshFiles, write_ssh_files
 from agentfleet.timeline import timeline
 from agentfleet.trace2 import AgentTrace, read_trace
+from agentfleet.workspace import (
+    FIRST_CLONE,
+    NEUTRAL_DIR,
+    CloneOutcome,
+    deploy_keys,
+    judge_clone,
+    repository_command,
+)
 
 
 @dataclass(frozen=True)
@@ -58,9 +70,8 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
-    command = _remote_command(args.command)
-    if args.all == bool(args.name):
-        raise UsageError("give one agent NAME or --all: agentfleet exec agent-1 -- git status")
+    """args.remote_command and NAME or --all were checked by the CLI before anything was read."""
+    command = args.remote_command
     if args.all:
         return _exec_all(args, ctx, command)
     streams = {"stdout": ctx.out, "stderr": ctx.err}
@@ -76,13 +87,6 @@ def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
         command, cwd=args.dir, timeout=args.timeout, stream=forward, retries=args.retry, on_retry=retrying
     )
     return result.exit_status if 0 <= result.exit_status <= 255 else 255
-
-
-def _remote_command(words: list[str]) -> list[str] | str:
-    """Several words are an argv (quoted for the remote shell); one word is a shell line."""
-    if not words:
-        raise UsageError("give the command after --: agentfleet exec agent-1 -- git status")
-    return words[0] if len(words) == 1 else words
 
 
 def _exec_all(args: argparse.Namespace, ctx: Context, command: list[str] | str) -> int:
@@ -174,3 +178,43 @@ def cmd_audit(args: argparse.Namespace, ctx: Context) -> int:
     for problem in problems:
         ctx.err.write(f"{problem}\n")
     return 1 if problems else 0
+
+
+def cmd_deploy_keys(args: argparse.Namespace, ctx: Context) -> int:
+    """The generated keys to register on the remotes; reads the outputs only, connects nowhere."""
+    keys = deploy_keys(ctx.fleet.agents.values(), ctx.fleet.name)
+    if args.json:
+        ctx.out.write(json.dumps([key.to_json() for key in keys], indent=2) + "\n")
+    elif keys:
+        ctx.out.write(render_deploy_keys(keys))
+    if not keys:
+        ctx.err.write(
+            f"no agent of {ctx.source.describe()} has a generated remote key (agents without a "
+            "remote, or with credential ssh_key or https_token, have none to register)\n"
+        )
+    return 0
+
+
+def cmd_clone(args: argparse.Namespace, ctx: Context) -> int:
+    """Run each chosen agent's first-boot clone where its workspace holds no repository yet."""
+    fleet = ctx.fleet
+    names = [fleet.endpoint(args.name).name] if args.name else list(fleet.names)
+    outcomes = for_each(names, lambda name: _clone(fleet.agent(name), args.timeout), args.parallel)
+    failed = 0
+    for name, outcome in outcomes.items():
+        if isinstance(outcome, AgentfleetError):
+            outcome = CloneOutcome(name, "failed", str(outcome))
+        ctx.out.write(render_clone(outcome))
+        failed += not outcome.ok
+    return 1 if failed else 0
+
+
+def _clone(connection: Connection, timeout: float) -> CloneOutcome:
+    agent = connection.endpoint
+    if agent.workspace is None:
+        return CloneOutcome(agent.name, "present", "the outputs name no workspace")
+    check = repository_command(agent.workspace)
+    if connection.run(check, cwd=NEUTRAL_DIR, timeout=timeout).ok:
+        return CloneOutcome(agent.name, "present", f"{agent.workspace} holds a repository already")
+    run = connection.run([FIRST_CLONE], cwd=NEUTRAL_DIR, timeout=timeout)
+    return judge_clone(agent, run, connection.run(check, cwd=NEUTRAL_DIR, timeout=timeout).ok)

@@ -20,9 +20,9 @@ from agentfleet.errors import (
     Unreachable,
 )
 from agentfleet.result import Result, head, tail
+from agentfleet.workspace import NEUTRAL_DIR, empty_workspace_hint, repository_command
 
 CHECK_TIMEOUT = 30.0
-NEUTRAL_DIR = "/"  # the checks must not depend on the workspace existing
 
 CLOUD_INIT_STATUS = ["cloud-init", "status"]
 CLOUD_INIT_STATUS_LONG = ["cloud-init", "status", "--long"]
@@ -170,6 +170,15 @@ def judge_identity(result: Result, expected: Identity) -> Check:
     return Check("git identity", Verdict.OK, str(expected))
 
 
+def judge_workspace(agent: AgentEndpoint, result: Result) -> Check:
+    """The workspace must hold a repository: the remote's clone, or the agent's own."""
+    if result.ok:
+        what = f"a clone of {agent.remote}" if agent.remote else "a repository"
+        return Check("workspace", Verdict.OK, f"{agent.workspace} holds {what}")
+    missing = f"no clone of {agent.remote}" if agent.remote else "no repository"
+    return Check("workspace", Verdict.FAIL, f"{missing} in {agent.workspace}", empty_workspace_hint(agent))
+
+
 def remote_command(remote: str, clone: str | None) -> list[str]:
     """ls-remote through the clone's origin when there is a clone, else the remote URL itself."""
     if clone is not None:
@@ -204,13 +213,18 @@ def _identity(connection: Connection) -> Check:
     return judge_identity(_run(connection, GIT_IDENTITY), connection.endpoint.identity)
 
 
+def _workspace(connection: Connection) -> Check:
+    workspace = connection.endpoint.workspace
+    if workspace is None:
+        return Check("workspace", Verdict.SKIP, "the outputs name no workspace")
+    return judge_workspace(connection.endpoint, _run(connection, repository_command(workspace)))
+
+
 def _remote(connection: Connection) -> Check:
     remote, workspace = connection.endpoint.remote, connection.endpoint.workspace
     if remote is None:
         return Check("remote", Verdict.SKIP, "no remote")
-    is_clone = (
-        workspace is not None and _run(connection, ["git", "-C", workspace, "rev-parse", "--git-dir"]).ok
-    )
+    is_clone = workspace is not None and _run(connection, repository_command(workspace)).ok
     clone = workspace if is_clone else None
     return judge_remote(remote, _run(connection, remote_command(remote, clone)), is_clone)
 
@@ -219,4 +233,9 @@ def _run(connection: Connection, command: list[str]) -> Result:
     return connection.run(command, cwd=NEUTRAL_DIR, timeout=CHECK_TIMEOUT)
 
 
-_REMOTE_CHECKS = (("cloud-init", _cloud_init), ("git identity", _identity), ("remote", _remote))
+_REMOTE_CHECKS = (
+    ("cloud-init", _cloud_init),
+    ("git identity", _identity),
+    ("workspace", _workspace),
+    ("remote", _remote),
+)

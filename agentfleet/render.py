@@ -12,6 +12,7 @@ from agentfleet.endpoint import AgentEndpoint
 from agentfleet.errors import AgentfleetError
 from agentfleet.result import Result
 from agentfleet.timeline import Entry
+from agentfleet.workspace import CloneOutcome, DeployKey
 
 
 def ls_record(agent: AgentEndpoint, error: AgentfleetError | None) -> dict[str, object]:
@@ -134,3 +135,20 @@ def render_audit_table(entries: Sequence[Entry]) -> str:
 def render_audit_json(entries: Sequence[Entry]) -> str:
     """JSON lines, one entry each, for tools that read the trail."""
     return "".join(json.dumps(entry.to_json(), ensure_ascii=False) + "\n" for entry in entries)
+
+
+def render_deploy_keys(keys: Sequence[DeployKey]) -> str:
+    """Per key: the remote it is for, then title and key as a deploy-key form asks for them."""
+    blocks = [
+        f"{key.agent}: {key.remote}\n  title: {key.title}\n  key:   {key.key}\n" for key in keys
+    ]
+    return (
+        "# Add each key as a deploy key of its remote, with write access (GitHub: Settings > "
+        "Deploy keys > Add deploy key,\n# tick 'Allow write access'); then `agentfleet clone` "
+        "makes the first clones.\n" + "".join(blocks)
+    )
+
+
+def render_clone(outcome: CloneOutcome) -> str:
+    line = f"{outcome.agent}: {outcome.state}: {outcome.detail}\n"
+    return line + (f"  hint: {outcome.hint}\n" if not outcome.ok and outcome.hint else "")

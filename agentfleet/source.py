@@ -1,23 +1,25 @@
 """Where a fleet's outputs come from: a Pulumi stack of the project, or a JSON file of them.
 
 The stack path shells out to the Pulumi CLI (argv list, stdout captured and never logged,
-since it holds the agents' private keys); the file path serves machines without Pulumi.
+since it holds the agents' private keys) unless the outputs kept from the last call still match
+the stack's state (agentfleet/cache.py); the file path serves machines without Pulumi.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentfleet.cache import read_cached, state_key, write_cached
 from agentfleet.errors import OutputsInvalid, PulumiError, StackNotFound, UsageError
 
 DEFAULT_STACK = "dev"
 STACK_ENV = "AGENTFLEET_STACK"
 OUTPUTS_ENV = "AGENTFLEET_OUTPUTS"
+BACKEND_ENV = "PULUMI_BACKEND_URL"
 PULUMI_TIMEOUT = 120.0
 
 
@@ -38,18 +40,45 @@ class Source:
     stack: str | None
     outputs_file: Path | None
     project_dir: Path | None
+    backend_url: str | None = None  # $PULUMI_BACKEND_URL when the source was resolved
 
     def describe(self) -> str:
         if self.outputs_file is not None:
             return f"outputs file {self.outputs_file}"
         return f"stack {self.stack!r}"
 
+    @property
+    def directory(self) -> Path | None:
+        """The stack's own directory in the project (.agentfleet/<stack>): SSH files, audit log,
+        kept outputs, background connection. None for an outputs file."""
+        if self.stack is None or self.project_dir is None:
+            return None
+        return self.project_dir / ".agentfleet" / self.stack
+
+    def state_key(self) -> str | None:
+        """Identity of the stack's current state, if it can be watched (see agentfleet/cache.py)."""
+        if self.stack is None or self.project_dir is None:
+            return None
+        return state_key(self.backend_url, self.project_dir, self.stack)
+
     def read(self) -> object:
         """The outputs as decoded JSON (secrets included)."""
+        return self.read_keyed()[0]
+
+    def read_keyed(self) -> tuple[object, str | None]:
+        """The outputs, and the state key they belong to (None if they could not be kept)."""
         if self.outputs_file is not None:
-            return _read_file(self.outputs_file, self.describe())
-        assert self.stack is not None and self.project_dir is not None
-        return read_stack_outputs(self.project_dir, self.stack)
+            return _read_file(self.outputs_file, self.describe()), None
+        assert self.stack is not None and self.project_dir is not None and self.directory is not None
+        key = self.state_key()  # taken first: a state written meanwhile is read again next time
+        if key is not None:
+            kept = read_cached(self.directory, key)
+            if kept is not None:
+                return kept, key
+        outputs = read_stack_outputs(self.project_dir, self.stack)
+        if key is not None:
+            write_cached(self.directory, key, outputs)
+        return outputs, key
 
 
 def resolve_source(
@@ -81,7 +110,9 @@ def resolve_source(
             f"no Pulumi project (Pulumi.yaml) in {start} or its parents to read stack "
             f"{stack!r} from; run inside the project, pass --cwd DIR, or --outputs FILE"
         )
-    return Source(name=stack, stack=stack, outputs_file=None, project_dir=project)
+    return Source(
+        name=stack, stack=stack, outputs_file=None, project_dir=project, backend_url=env.get(BACKEND_ENV)
+    )
 
 
 def stack_output_argv(stack: str) -> list[str]:
@@ -90,6 +121,8 @@ def stack_output_argv(stack: str) -> list[str]:
 
 def read_stack_outputs(project_dir: Path, stack: str) -> object:
     """Run `pulumi stack output` for the stack; its stdout is returned, never logged."""
+    import subprocess  # only here: the fast path of `exec` never needs it
+
     argv = stack_output_argv(stack)
     try:
         done = subprocess.run(argv, cwd=project_dir, capture_output=True, text=True, timeout=PULUMI_TIMEOUT)

@@ -29,7 +29,7 @@ def sizes(text: str) -> list[int]:
 def exec_latency_run(bench: Workbench, rounds: int) -> dict[str, Any]:
     stack, _ = bench.up("exec", bench.fleet(1))
     try:
-        return exec_latency.run(stack.outputs(), stack.name, rounds, bench.scratch / "exec-latency")
+        return exec_latency.run(stack, rounds, bench.scratch / "exec-latency")
     finally:
         bench.discard_stack(stack)
 

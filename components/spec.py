@@ -369,6 +369,19 @@ def _valid_private_key(text: str) -> bool:
     return False
 
 
+def declared_backends(raw: Any) -> list[str]:
+    """The backends a raw `agentfleet:fleet` object names (agent, else defaults, else docker), in
+    order of first use. Read without validating (setup needs them before it can run Pulumi);
+    load_fleet judges the names."""
+    if not isinstance(raw, Mapping):
+        return []
+    defaults = raw.get("defaults")
+    fallback = defaults.get("backend", DEFAULT_BACKEND) if isinstance(defaults, Mapping) else DEFAULT_BACKEND
+    agents = raw.get("agents")
+    named = [agent.get("backend", fallback) for agent in agents if isinstance(agent, Mapping)] if isinstance(agents, list) else []
+    return list(dict.fromkeys(str(backend) for backend in named))
+
+
 def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
     """Turn the `agentfleet:fleet` config object into a FleetSpec, or raise FleetConfigError.
 
@@ -560,7 +573,7 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
     name: str = raw["name"]
     before = len(problems.items)
 
-    backend = raw.get("backend", "docker")
+    backend = raw.get("backend", DEFAULT_BACKEND)
     if backend not in BACKENDS:
         problems.add(name, "backend", f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 

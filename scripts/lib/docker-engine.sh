@@ -19,6 +19,8 @@
 _AGENTFLEET_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=log.sh
 source "$_AGENTFLEET_LIB/log.sh"
+# shellcheck source-path=SCRIPTDIR source=apt.sh
+source "$_AGENTFLEET_LIB/apt.sh"
 
 _DOCKERD_READY_TIMEOUT=60
 
@@ -44,8 +46,7 @@ ensure_docker_engine() {
 
     if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
         log_step "Installing Docker (Debian package docker.io)"
-        if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; }; then
+        if ! log_timed "apt-get install docker.io" - apt_install docker.io; then
             printf 'error: could not install docker.io with apt-get (see the output above); install Docker and run this again\n' >&2
             return 1
         fi

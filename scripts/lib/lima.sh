@@ -18,6 +18,8 @@
 _AGENTFLEET_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=log.sh
 source "$_AGENTFLEET_LIB/log.sh"
+# shellcheck source-path=SCRIPTDIR source=apt.sh
+source "$_AGENTFLEET_LIB/apt.sh"
 
 LIMA_VERSION=1.2.1
 LIMA_RUNNER=agentfleet-lima
@@ -62,8 +64,7 @@ _lima_host_packages() {
     [ ${#missing[@]} -eq 0 ] && { log_info "qemu and image tools present"; return 0; }
     [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; as root: apt-get install ${LIMA_HOST_PACKAGES[*]}"
     log_step "Installing qemu and image tools (${missing[*]})"
-    { apt-get update -qq >/dev/null &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${LIMA_HOST_PACKAGES[@]}" >/dev/null; } \
+    log_timed "apt-get install ${LIMA_HOST_PACKAGES[*]}" - apt_install --no-install-recommends "${LIMA_HOST_PACKAGES[@]}" \
         || die "apt-get could not install ${LIMA_HOST_PACKAGES[*]}"
 }
 
@@ -105,16 +106,16 @@ _lima_limactl() {
         "$LIMA_VERSION" >"$work/go.mod"
     printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "github.com/lima-vm/lima/cmd/limactl"\n\t_ "github.com/lima-vm/lima/cmd/lima-guestagent"\n)\n' \
         >"$work/tools.go"
-    (cd "$work" && go mod tidy >/dev/null 2>"$work/tidy.log") \
+    log_timed "resolving Lima's Go modules (go mod tidy)" "$work/tidy.log" go -C "$work" mod tidy \
         || die "resolving Lima's Go modules failed (is the Go module proxy reachable?): $(tail -3 "$work/tidy.log")"
     ldflags="-s -w -X github.com/lima-vm/lima/pkg/version.Version=v$LIMA_VERSION"
-    (cd "$work" && go build -trimpath -ldflags "$ldflags" -o "$target.partial/bin/limactl" \
-        github.com/lima-vm/lima/cmd/limactl 2>"$work/build.log") \
+    log_timed "compiling limactl (go build)" "$work/build.log" go -C "$work" build -trimpath -ldflags "$ldflags" \
+        -o "$target.partial/bin/limactl" github.com/lima-vm/lima/cmd/limactl \
         || die "building limactl failed: $(tail -5 "$work/build.log")"
     # Lima looks for <prefix>/share/lima/lima-guestagent.Linux-x86_64 next to <prefix>/bin/limactl.
-    (cd "$work" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags "$ldflags" \
-        -o "$target.partial/share/lima/lima-guestagent.Linux-x86_64" \
-        github.com/lima-vm/lima/cmd/lima-guestagent 2>"$work/build.log") \
+    log_timed "compiling lima-guestagent (go build)" "$work/build.log" \
+        env CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go -C "$work" build -trimpath -ldflags "$ldflags" \
+        -o "$target.partial/share/lima/lima-guestagent.Linux-x86_64" github.com/lima-vm/lima/cmd/lima-guestagent \
         || die "building lima-guestagent failed: $(tail -5 "$work/build.log")"
     chmod 0644 "$target.partial/share/lima/lima-guestagent.Linux-x86_64"
     # Lima's own templates, as `make install` places them: `limactl info`, and `limactl create
@@ -141,7 +142,7 @@ _lima_image() {
     [ "$(id -u)" -eq 0 ] || die "building the Lima VM image needs root (debootstrap); run scripts/setup as root once, or give Lima agents an \`image\`"
     log_step "Building the Lima VM image $id from Debian packages (a few minutes)"
     rm -rf "$image" "$image.partial"
-    "$_AGENTFLEET_LIB/../../images/lima/build-vm-image" "$image.partial" \
+    log_timed "building the Lima VM image" - "$_AGENTFLEET_LIB/../../images/lima/build-vm-image" "$image.partial" \
         || die "building the Lima VM image failed (see above)"
     touch "$image.partial/.complete"
     mv "$image.partial" "$image"

@@ -27,11 +27,18 @@ ensure_pulumi_toolchain() {
         mkdir -p "$dir.partial/bin"
         # A failed install leaves nothing behind that a later run could take for complete.
         trap "rm -rf '$dir.partial'" EXIT
-        if curl -fsS --max-time 5 https://get.pulumi.com/ >/dev/null 2>&1; then
-            install_official_pulumi "$dir.partial"
-        else
-            build_pulumi_from_go_modules "$dir.partial"
-        fi
+        # AGENTFLEET_PULUMI_FROM=go skips asking get.pulumi.com (machines that reach only registries).
+        case ${AGENTFLEET_PULUMI_FROM:-auto} in
+            go) build_pulumi_from_go_modules "$dir.partial" ;;
+            installer) install_official_pulumi "$dir.partial" ;;
+            auto)
+                if curl -fsS --max-time 5 https://get.pulumi.com/ >/dev/null 2>&1; then
+                    install_official_pulumi "$dir.partial"
+                else
+                    build_pulumi_from_go_modules "$dir.partial"
+                fi ;;
+            *) die "AGENTFLEET_PULUMI_FROM=${AGENTFLEET_PULUMI_FROM} is none of auto, go, installer" ;;
+        esac
         touch "$dir.partial/.complete"
         mv "$dir.partial" "$dir"
         trap - EXIT
@@ -66,11 +73,11 @@ require (
 replace github.com/atotto/clipboard => github.com/tgummerer/clipboard v0.0.0-20241001131231-d02d263e614e
 GOMOD
     printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"\n' > "$work/tools.go"
-    (cd "$work" && go mod tidy >/dev/null 2>"$work/tidy.log") \
+    log_timed "resolving Pulumi's Go modules (go mod tidy)" "$work/tidy.log" go -C "$work" mod tidy \
         || die "resolving Pulumi's Go modules failed (is the Go module proxy reachable?): $(tail -3 "$work/tidy.log")"
-    (cd "$work" && go build -trimpath \
+    log_timed "compiling the Pulumi CLI (go build)" "$work/build.log" go -C "$work" build -trimpath \
         -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
-        -o "$target/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi 2>"$work/build.log") \
+        -o "$target/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi \
         || die "building the Pulumi CLI failed: $(tail -5 "$work/build.log")"
     log_info "built $target/bin/pulumi"
 

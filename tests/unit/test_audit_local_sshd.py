@@ -80,7 +80,8 @@ def test_exec_all_timeout_and_doctor_are_on_record(cli, log_path, local_sshd):
         ("agent-2", ["cloud-init", "status"], 1),
         ("agent-2", ["cloud-init", "status"], 1),  # --long, for the reason
         ("agent-2", ["git", "config"], 0),
-        ("agent-2", ["git", "-C"], 0),
+        ("agent-2", ["git", "-C"], 0),  # the workspace holds a repository
+        ("agent-2", ["git", "-C"], 0),  # so the remote is asked through its origin
         ("agent-2", ["env", "GIT_TERMINAL_PROMPT=0"], 0),
     ]
 

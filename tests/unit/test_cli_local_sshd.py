@@ -279,14 +279,16 @@ def test_doctor_passes_a_healthy_agent(outputs_file, cloud_init_replay, local_ss
     assert (status, err) == (0, "")
     lines = out.splitlines()
     assert lines[0] == f"agent-1 (docker, 127.0.0.1:{local_sshd.ports['agent-1']})"
-    assert [line.split()[:2] for line in lines[1:5]] == [
+    assert [line.split()[:2] for line in lines[1:6]] == [
         ["ok", "reachable"],
         ["ok", "cloud-init"],
         ["ok", "git"],
+        ["ok", "workspace"],
         ["ok", "remote"],
     ]
-    assert "answers through the workspace's origin: 2 refs" in lines[4]
-    assert lines[5] == "all 1 agents healthy"
+    assert lines[4].endswith(f"{local_sshd.homes['agent-1'] / 'workspace'} holds a clone of {local_sshd.agent_outputs('agent-1')['remote']}")
+    assert "answers through the workspace's origin: 2 refs" in lines[5]
+    assert lines[6] == "all 1 agents healthy"
 
 
 def test_doctor_names_each_failure_with_a_hint(tmp_path, local_sshd, cloud_init_replay):
@@ -314,6 +316,11 @@ def test_doctor_names_each_failure_with_a_hint(tmp_path, local_sshd, cloud_init_
         in agent_2
     )
     assert (
+        f"  FAIL  workspace     no clone of ssh://root@127.0.0.1:{refused}/srv/app.git in /nonexistent/workspace\n"
+        "                      hint: register its deploy key on the remote (agentfleet deploy-keys), "
+        "then: agentfleet clone agent-2\n" in agent_2
+    )
+    assert (
         f"  FAIL  remote        ssh://root@127.0.0.1:{refused}/srv/app.git: "
         f"ssh: connect to host 127.0.0.1 port {refused}: Connection refused" in agent_2
     )
@@ -328,4 +335,4 @@ def test_doctor_skips_the_rest_when_unreachable(tmp_path, local_sshd):
     assert lines[1].startswith("  FAIL  reachable     cannot reach 127.0.0.1:")
     assert lines[1].endswith("(connection refused)")
     assert "hint: is the docker machine running? `pulumi up` starts it, or re-creates it if it is gone" in lines[2]
-    assert [line.split()[0] for line in lines[3:6]] == ["skip", "skip", "skip"]
+    assert [line.split()[0] for line in lines[3:7]] == ["skip", "skip", "skip", "skip"]

@@ -109,3 +109,13 @@ def test_strings_that_yaml_would_retype_unquoted_carry_their_type():
     text = render_cloud_config(spec(packages=["2048", "yes", "jq"]), keys())
     assert "- !!str '2048'\n- !!str 'yes'\n- jq\n" in text
     assert yaml.safe_load(text)["packages"] == ["2048", "yes", "jq"]
+
+
+def test_the_first_clone_script_is_where_agentfleet_clone_runs_it():
+    """`agentfleet clone` runs the agent's own first-boot script at FIRST_CLONE."""
+    from agentfleet.workspace import FIRST_CLONE
+
+    document = yaml.safe_load(render_cloud_config(spec(remote="git@github.com:acme/app.git"), keys()))
+    script = files(document)[FIRST_CLONE]
+    assert script["permissions"] == "0o755" and "git clone" in script["content"]
+    assert ["runuser", "-l", "agent", "-c", FIRST_CLONE] in document["runcmd"]
