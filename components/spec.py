@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 BACKENDS = ("docker", "lima", "multipass")
+DEFAULT_BACKEND = "docker"
 # Every pattern is used with fullmatch: `$` would also accept a trailing newline.
 AGENT_NAME = re.compile(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?")
 DOCKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
