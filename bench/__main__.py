@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import exec_latency, footprint, provisioning, readiness, scale, update
+from bench import exec_latency, footprint, hosts, provisioning, readiness, scale, update
 from bench.common import Workbench
 from bench.report import write_reports
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("provisioning", "readiness", "update", "footprint", "scale", "exec_latency")
+BENCHMARKS = ("provisioning", "readiness", "update", "footprint", "scale", "exec_latency", "hosts")
 
 
 def sizes(text: str) -> list[int]:
@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--scale-sizes", type=sizes, default=[20, 40, 80], help="scale search sizes (20,40,80)")
     parser.add_argument("--scale-budget", type=float, default=420, help="scale search time budget, s (420)")
     parser.add_argument("--exec-rounds", type=int, default=30, help="exec latency rounds (30)")
+    parser.add_argument("--hosts-agents", type=int, default=20, help="hosts: fleet size, split over two hosts (20)")
+    parser.add_argument("--hosts-rounds", type=int, default=2, help="hosts: rounds each way (2)")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(BENCHMARKS))
@@ -62,6 +64,7 @@ def main() -> None:
         "footprint": lambda b: footprint.run(b, args.footprint_agents, args.commits, args.files),
         "scale": lambda b: scale.run(b, args.scale_sizes, args.scale_budget),
         "exec_latency": lambda b: exec_latency_run(b, args.exec_rounds),
+        "hosts": lambda b: hosts.run(b, args.hosts_agents, args.hosts_rounds),
     }
     results = []
     with Workbench() as bench:

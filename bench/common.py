@@ -131,7 +131,7 @@ class Workbench:
                 return stack, timed(lambda stack=stack: stack.pulumi("up", "--yes", "--skip-preview"))[0]
             except subprocess.CalledProcessError as error:
                 self.discard_stack(stack)  # also what a failed create left behind
-                if "is taken on this host" not in (error.stdout or "") or attempt == attempts:
+                if "is taken on host" not in (error.stdout or "") or attempt == attempts:
                     raise
         raise AssertionError("unreachable")
 
