@@ -20,6 +20,7 @@ from agentfleet.contract import WORKSPACE
 from components.backends import Endpoint, MachineContext
 from components.cloudinit import SHARED_OBJECTS
 from components.image import agent_image_tag
+from components.reapply import in_place_fields
 from components.reconciled import Reconciled
 from components.spec import AgentSpec, FleetSpec
 
@@ -50,8 +51,9 @@ class SharedObjectsVolume(Reconciled, module="agentfleet", name="SharedObjects")
 
 
 def capabilities(agent: AgentSpec) -> tuple[str, ...]:
-    """Root in the container also needs NET_ADMIN to apply a restricted egress policy at boot."""
-    return CAPABILITIES + (("NET_ADMIN",) if agent.egress == "restricted" else ())
+    """Root in the container also needs NET_ADMIN to apply the egress policy; every agent gets it,
+    so that `egress` changes in place. The agent user has no capabilities either way."""
+    return CAPABILITIES + ("NET_ADMIN",)
 
 
 def network_name(context: MachineContext) -> str:
@@ -93,6 +95,7 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
         "restart": RESTART_POLICY,
         "labels": context.labels(agent.name),
         "state": "running",
+        **in_place_fields(agent),
     }
 
 

@@ -125,13 +125,14 @@ def _ignore_missing(action) -> None:
 
 
 class ContainerDriver:
-    """An agent's container. Limits, restart policy and running state change in place; the rest
-    (image, ports, mounts, networks, privileges, the cloud-config) replaces the container."""
+    """An agent's container. Limits, restart policy, running state and the cloud-config change in
+    place (docker_apply.py); the rest (image, ports, mounts, networks, privileges, packages)
+    replaces the container."""
 
     replacing = frozenset({"image", "hostname", "network", "extra_networks", "bind_address", "port",
                            "workspace_volume", "shared_objects_volume", "capabilities", "labels",
                            "workspace_mount", "shared_objects_mount", "host_public_key", "endpoint_host",
-                           "secret"})
+                           "packages"})
     outputs = frozenset({"host"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
@@ -212,6 +213,9 @@ class ContainerDriver:
                 self._start(container, fields)
             except (DockerError, HostKeyTimeout) as error:
                 raise DockerError(f"container {name}: started again, but {error}") from None
+        from components.backends.docker_apply import apply_in_place
+
+        apply_in_place(container, secret or "")
         return self.read(name, fields) or {}
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:

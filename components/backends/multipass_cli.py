@@ -30,6 +30,9 @@ fixtures in tests/unit/fixtures/multipass/ are written in these formats):
 - `delete --purge` removes an instance at once, also one already deleted without --purge; an
   unknown name fails like info does.
 - `version` exits 0 even when the daemon is down: only the line `multipassd` is then missing.
+- `exec <name> -- <command>` runs the command over SSH as the image's default user (`ubuntu`,
+  with sudo) and connects the client's stdin to it (src/ssh/ssh_client.cpp, handle_ssh_events),
+  so an in-place update sends the new cloud-config there; it exits with the command's status.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.process import Completed, run, tail
+from components.reapply import update_plan
 
 GUEST_SSH_PORT = 22
 DEFAULT_IMAGE = "lts"
@@ -91,6 +95,10 @@ def start_argv(instance: str) -> list[str]:
 
 def info_argv(instance: str) -> list[str]:
     return ["multipass", "info", instance, "--format", "json"]
+
+
+def exec_argv(instance: str, command: Sequence[str]) -> list[str]:
+    return ["multipass", "exec", instance, "--", *command]
 
 
 def delete_argv(instance: str) -> list[str]:
@@ -267,11 +275,22 @@ def delete(agent: str, instance: str, runner: Runner = run) -> None:
     )
 
 
-class VmDriver:
-    """An agent's Multipass VM. A stopped VM is started in place; a changed definition (launch
-    flags, cloud-config, pinned key) replaces it. Its disk holds the workspace."""
+def apply_in_place(agent: str, instance: str, user_data: str, runner: Runner = run) -> None:
+    """Apply a changed cloud-config to the running VM: components/reapply.py's script as root,
+    the document on stdin (`multipass exec`), never in argv."""
+    applied = runner(exec_argv(instance, ["sudo", *update_plan(user_data).argv("-", scrub=True)]),
+                     user_data, COMMAND_TIMEOUT_S * 5)
+    if applied.status != 0:
+        raise MultipassError(f"{tail(applied.stderr)}\nagent {agent} (Multipass instance {instance}): applying "
+                             f"the new cloud-config failed. {explain_error(applied.stderr)}")
 
-    replacing = frozenset({"agent", "launch", "host_public_key", "secret"})
+
+class VmDriver:
+    """An agent's Multipass VM. A stopped VM is started in place and a changed cloud-config is
+    applied to the running VM; a change of the launch flags, packages or pinned key replaces it.
+    Its disk holds the workspace."""
+
+    replacing = frozenset({"agent", "launch", "packages", "host_public_key"})
     outputs = frozenset({"host", "port"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
@@ -293,6 +312,7 @@ class VmDriver:
             wait_for_host_key(current.get("host", ""), GUEST_SSH_PORT, fields["host_public_key"], READY_TIMEOUT_S)
         except HostKeyTimeout as error:
             raise MultipassError(f"{where}: started, but {error}") from None
+        apply_in_place(fields["agent"], name, secret or "")
         return current
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
