@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
 import socketserver
 import struct
 import sys
