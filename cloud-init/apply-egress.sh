@@ -1,33 +1,100 @@
 #!/bin/sh
-# Apply this agent's egress policy (/etc/agentfleet/egress.conf, one "host port" per line):
-# only loopback, replies to inbound connections, name resolution and the allowed host:port pairs
-# may leave the machine; everything else is rejected at once. Runs as root at every boot, before
-# sshd admits anyone. The agent user has no capability to change these rules.
+# Apply this agent's egress policy (components/egress.py wrote the files in /etc/agentfleet):
+# the firewall table (egress.nft) with the machine's name servers, and the resolver that answers
+# only allowed names (/usr/local/lib/agentfleet/resolver). Without egress.nft the egress is
+# open: the table and the resolver are removed. Runs as root at every boot, before sshd admits
+# anyone, and again after every in-place update; safe to run any number of times. The agent
+# user has no capability to change any of it.
 set -eu
-chain=AGENTFLEET-EGRESS
-policy=/etc/agentfleet/egress.conf
+conf=/etc/agentfleet
+run=/run/agentfleet
+resolver=/usr/local/lib/agentfleet/resolver
+log=/var/log/agentfleet/resolver.log
+unit=agentfleet-resolver
 
-family() { case $1 in *:*) echo ip6tables ;; *) echo iptables ;; esac; }
+install -d -m 0700 "$run"
+install -d -m 0755 /var/log/agentfleet
 
+# Earlier versions of agentfleet applied the policy with iptables: remove that chain.
 for tool in iptables ip6tables; do
-    $tool -N "$chain" 2>/dev/null || $tool -F "$chain"
-    $tool -C OUTPUT -j "$chain" 2>/dev/null || $tool -I OUTPUT -j "$chain"
-    $tool -A "$chain" -o lo -j ACCEPT
-    $tool -A "$chain" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+    if command -v "$tool" >/dev/null 2>&1 && "$tool" -n -L AGENTFLEET-EGRESS >/dev/null 2>&1; then
+        while "$tool" -D OUTPUT -j AGENTFLEET-EGRESS 2>/dev/null; do :; done
+        "$tool" -F AGENTFLEET-EGRESS && "$tool" -X AGENTFLEET-EGRESS
+    fi
 done
-for resolver in $(awk '$1 == "nameserver" {print $2}' /etc/resolv.conf); do
-    for protocol in udp tcp; do
-        "$(family "$resolver")" -A "$chain" -d "$resolver" -p "$protocol" --dport 53 -j ACCEPT
+
+running() {  # running PIDFILE: the pid in it, if that process runs the resolver
+    pid=$(cat "$1" 2>/dev/null) && grep -qa "$resolver" "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
+}
+
+stop_resolver() {
+    if [ -d /run/systemd/system ]; then
+        systemctl stop "$unit" 2>/dev/null || true
+    fi
+    for pidfile in "$run/resolver-loop.pid" "$run/resolver.pid"; do
+        if pid=$(running "$pidfile"); then
+            kill "$pid" 2>/dev/null || true
+        fi
+        rm -f "$pidfile"
     done
-done
-while read -r host port; do
-    [ -n "$host" ] || continue
-    addresses=$(getent ahosts "$host" | awk '{print $1}' | sort -u)
-    [ -n "$addresses" ] || echo "agentfleet egress: $host does not resolve; it stays unreachable" >&2
-    for address in $addresses; do
-        "$(family "$address")" -A "$chain" -d "$address" -p tcp --dport "$port" -j ACCEPT
+}
+
+if [ ! -e "$conf/egress.nft" ]; then
+    nft delete table inet agentfleet 2>/dev/null || true
+    stop_resolver
+    exit 0
+fi
+
+# The machine's name servers; behind systemd-resolved's stub, the servers it forwards to.
+nameservers=$(awk '$1 == "nameserver" {print $2}' /etc/resolv.conf)
+machine=$nameservers
+if echo "$nameservers" | grep -qx '127\.0\.0\.5[34]' && [ -e /run/systemd/resolve/resolv.conf ]; then
+    machine=$(awk '$1 == "nameserver" {print $2}' /run/systemd/resolve/resolv.conf)
+fi
+upstreams=$(cat "$conf/dns-servers" 2>/dev/null || true)
+[ -n "$upstreams" ] || upstreams=$machine
+printf '%s\n' $upstreams >"$run/dns-upstreams.new" && mv "$run/dns-upstreams.new" "$run/dns-upstreams"
+
+elements() {  # elements SET4 SET6 ADDRESS...: nft commands adding each address to its family's set
+    set4=$1 set6=$2
+    shift 2
+    for address in "$@"; do
+        case $address in
+            *:*) echo "add element inet agentfleet $set6 { $address }" ;;
+            *) echo "add element inet agentfleet $set4 { $address }" ;;
+        esac
     done
-done < "$policy"
-for tool in iptables ip6tables; do
-    $tool -A "$chain" -j REJECT
-done
+}
+
+# One transaction: the old table (if any) goes, the new one comes with its name servers.
+# shellcheck disable=SC2086  # word splitting of the address lists is meant
+{
+    echo "table inet agentfleet"
+    echo "delete table inet agentfleet"
+    cat "$conf/egress.nft"
+    elements nameservers4 nameservers6 $nameservers
+    elements upstreams4 upstreams6 $upstreams
+} | nft -f -
+
+# The resolver reads the policy again by itself when it changed; start it where it does not run.
+if ! running "$run/resolver.pid" >/dev/null; then
+    stop_resolver
+    if [ -d /run/systemd/system ]; then
+        systemctl reset-failed "$unit" 2>/dev/null || true
+        systemd-run --quiet --collect --unit "$unit" --property Restart=always \
+            --property "StandardError=append:$log" python3 "$resolver"
+    else
+        # No service manager (a container): a loop of its own starts it again if it ever ends.
+        setsid sh -c 'echo $$ >"$2"; while :; do python3 "$0" 2>>"$1"; sleep 1; done' \
+            "$resolver" "$log" "$run/resolver-loop.pid" </dev/null >/dev/null 2>&1 &
+    fi
+    tries=0
+    until running "$run/resolver.pid" >/dev/null; do
+        tries=$((tries + 1))
+        if [ "$tries" -gt 600 ]; then
+            echo "agentfleet egress: the resolver did not start (see $log)" >&2
+            exit 1
+        fi
+        sleep 0.05
+    done
+fi

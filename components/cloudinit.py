@@ -22,7 +22,7 @@ from typing import Any, Optional
 import yaml
 
 from agentfleet.contract import HOME, TRACE2_DIR, WORKSPACE
-from components.egress import policy_document
+from components.egress import dns_servers, resolver_policy, ruleset
 from components.gitconfig import Section, config_file
 from components.spec import AgentSpec
 
@@ -31,6 +31,13 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 # first clone borrows its objects through git alternates (`git clone --reference`).
 SHARED_OBJECTS = "/var/lib/agentfleet/shared.git"
 REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
+GIT_CREDENTIALS_PATH = f"{HOME}/.git-credentials"
+EGRESS_SCRIPT_PATH = "/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"
+EGRESS_FILES = ("/etc/agentfleet/egress.nft", "/etc/agentfleet/egress.json", "/etc/agentfleet/dns-servers",
+                "/usr/local/lib/agentfleet/resolver")
+# Files only some documents have: an in-place update removes those its document does not have
+# (components/reapply.py), so an old credential or a lifted policy does not stay behind.
+OPTIONAL_FILES = (REMOTE_KEY_PATH, GIT_CREDENTIALS_PATH, *EGRESS_FILES)
 # Every git process on the machine, whoever runs it, writes its trace2 events here.
 SYSTEM_GITCONFIG = config_file([("trace2", [("eventTarget", TRACE2_DIR)])])
 
@@ -71,13 +78,18 @@ def _root_file(path: str, content: str, permissions: str) -> dict[str, Any]:
 
 
 def _egress_files(agent: AgentSpec) -> list[dict[str, Any]]:
-    """The policy and the per-boot script that applies it (none when egress is open)."""
+    """The script that applies the policy at every boot (always: it also lifts a policy), and
+    the policy's files (none when egress is open)."""
+    script = _root_file(EGRESS_SCRIPT_PATH, (TEMPLATES / "apply-egress.sh").read_text(), "0o700")
     if agent.egress == "open":
-        return []
+        return [script]
+    nft, policy, servers, resolver = EGRESS_FILES
     return [
-        _root_file("/etc/agentfleet/egress.conf", policy_document(agent), "0o644"),
-        _root_file("/var/lib/cloud/scripts/per-boot/10-agentfleet-egress",
-                   (TEMPLATES / "apply-egress.sh").read_text(), "0o700"),
+        _root_file(nft, ruleset(agent), "0o600"),
+        _root_file(policy, resolver_policy(agent), "0o600"),
+        *([_root_file(servers, dns_servers(agent), "0o600")] if agent.dns else []),
+        _root_file(resolver, (TEMPLATES / "agentfleet-resolver").read_text(), "0o700"),
+        script,
     ]
 
 
@@ -87,7 +99,7 @@ def _credential_files(agent: AgentSpec, keys: AgentKeys) -> list[dict[str, Any]]
         files.append(_file(REMOTE_KEY_PATH, keys.remote_private_key.rstrip("\n") + "\n", "0o600"))
     if keys.https_token and agent.remote:
         user_host = f"x-access-token:{keys.https_token}@{agent.remote.host}"
-        files.append(_file(f"{HOME}/.git-credentials", f"https://{user_host}\n", "0o600"))
+        files.append(_file(GIT_CREDENTIALS_PATH, f"https://{user_host}\n", "0o600"))
     return files
 
 

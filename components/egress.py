@@ -1,21 +1,103 @@
-"""An agent's egress policy: which host:port pairs it may reach, as one document for every backend.
+"""An agent's egress policy as files for every backend: the firewall (nftables) and the names its
+resolver may answer.
 
-Why in the agent, applied by cloud-init: the same policy file and script work in a container and
-in a VM; root applies the rules at every boot before sshd admits anyone, and the agent user, with
-no capabilities and no way to gain them, can neither change the rules nor route around them.
+Why in the agent, applied by root: the same files and script work in a container and in a VM;
+root applies them at every boot before sshd admits anyone and again on every in-place update,
+and the agent user, with no capabilities and no way to gain them, can change none of it.
+
+Why names go through the agent's own resolver (cloud-init/agentfleet-resolver): a forge's
+addresses change over time, so an address is admitted when the resolver answers a query for an
+allowed name, for as long as that answer's record lives, not once at boot. Addresses and ranges
+in the policy are fixed rules. Everything else, whatever the protocol (TCP, UDP, ICMP) or family
+(IPv4, IPv6), is rejected, DNS included: only root (the resolver) may ask the upstream servers.
 """
 
 from __future__ import annotations
 
-from components.spec import AgentSpec
+import json
+
+from components.spec import AgentSpec, Destination, destination
+
+TABLE = "inet agentfleet"
+# Before conntrack's NAT (-100): the filter sees where a packet was sent, and the redirect of
+# the users' DNS queries to the resolver comes before Docker's own rule for 127.0.0.11.
+FILTER_PRIORITY = -150
+NAT_PRIORITY = -110
+# What IPv6 needs to reach anything at all (neighbour discovery), and nothing more.
+ICMPV6_NEEDED = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit"
 
 
-def allowed_destinations(agent: AgentSpec) -> tuple[tuple[str, int], ...]:
+def destinations(agent: AgentSpec) -> tuple[Destination, ...]:
     """The remote's host and port, then the `allow` entries, without repeats."""
-    remote = [(agent.remote.host, agent.remote.port)] if agent.remote else []
+    remote = [destination(agent.remote.host, agent.remote.port)] if agent.remote else []
     return tuple(dict.fromkeys([*remote, *agent.allow]))
 
 
-def policy_document(agent: AgentSpec) -> str:
-    """/etc/agentfleet/egress.conf: one `host port` per line, read by cloud-init/apply-egress.sh."""
-    return "".join(f"{host} {port}\n" for host, port in allowed_destinations(agent))
+def resolver_policy(agent: AgentSpec) -> str:
+    """/etc/agentfleet/egress.json: the names (and wildcards) the resolver answers, each with the
+    protocol and port its addresses are admitted for."""
+    names = [{"name": d.host, "protocol": d.protocol, "port": d.port}
+             for d in destinations(agent) if d.network is None]
+    return json.dumps({"names": names}, indent=1) + "\n"
+
+
+def dns_servers(agent: AgentSpec) -> str:
+    """/etc/agentfleet/dns-servers: the servers the resolver asks (empty: the machine's own)."""
+    return "".join(f"{server}\n" for server in agent.dns)
+
+
+def _fixed_rule(entry: Destination) -> str:
+    network = entry.network
+    assert network is not None
+    family = "ip" if network.version == 4 else "ip6"
+    return f"{family} daddr {network} {entry.protocol} dport {entry.port} accept"
+
+
+def ruleset(agent: AgentSpec) -> str:
+    """/etc/agentfleet/egress.nft: the agent's table. apply-egress.sh loads it in one transaction
+    together with the name servers it finds on the machine (sets nameservers4/6, upstreams4/6)."""
+    fixed = [_fixed_rule(d) for d in destinations(agent) if d.network is not None]
+    lines = [
+        f"# The egress policy of agent {agent.name} (components/egress.py).",
+        f"table {TABLE} {{",
+        "    # Addresses the resolver answered for allowed names, each for its record's TTL.",
+        "    set allowed4 { type ipv4_addr . inet_proto . inet_service; flags timeout; }",
+        "    set allowed6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }",
+        "    # The machine's name servers (users' queries to them go to the resolver) and the",
+        "    # servers the resolver asks (only root may).",
+        "    set nameservers4 { type ipv4_addr; }",
+        "    set nameservers6 { type ipv6_addr; }",
+        "    set upstreams4 { type ipv4_addr; }",
+        "    set upstreams6 { type ipv6_addr; }",
+        "",
+        "    chain redirect_dns {",
+        f"        type nat hook output priority {NAT_PRIORITY}; policy accept;",
+        "        meta skuid 0 return",
+        "        ip daddr @nameservers4 meta l4proto { tcp, udp } th dport 53 redirect to :53",
+        "        ip6 daddr @nameservers6 meta l4proto { tcp, udp } th dport 53 redirect to :53",
+        "    }",
+        "",
+        "    chain output {",
+        f"        type filter hook output priority {FILTER_PRIORITY}; policy accept;",
+        "        ct state established,related accept",
+        *(f"        {rule}" for rule in fixed),
+        "        ip daddr . meta l4proto . th dport @allowed4 accept",
+        "        ip6 daddr . meta l4proto . th dport @allowed6 accept",
+        "        meta l4proto { tcp, udp } th dport 53 jump dns",
+        '        oif "lo" accept',
+        f"        icmpv6 type {{ {ICMPV6_NEEDED} }} accept",
+        "        reject",
+        "    }",
+        "",
+        "    chain dns {",
+        '        oif "lo" ip daddr 127.0.0.1 accept',
+        '        oif "lo" ip6 daddr ::1 accept',
+        "        ip daddr @nameservers4 accept",
+        "        ip6 daddr @nameservers6 accept",
+        "        meta skuid 0 ip daddr @upstreams4 accept",
+        "        meta skuid 0 ip6 daddr @upstreams6 accept",
+        "        reject",
+        "    }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -55,7 +55,7 @@ GITHUB_KNOWN_HOSTS = (
 AGENT_FIELDS = {
     "name", "backend", "identity", "remote", "branch", "credential", "known_hosts",
     "resources", "ssh_port", "bind_address", "image", "retain_workspace", "packages", "host",
-    "egress", "allow",
+    "egress", "allow", "dns",
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
 FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts"}
@@ -65,7 +65,10 @@ HOST_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
 CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")  # SharedObjects also knows "none"
 EGRESS_MODES = ("restricted", "open")
-HOST_PORT = re.compile(r"(?P<host>[^:]*|\[[^\]]*\]):(?P<port>\d{1,5})")
+# An `allow` entry: host:port, optionally /tcp or /udp; the host a name, *.name, an address or a
+# range (10.0.0.0/24, [2001:db8::/32]).
+ALLOW_ENTRY = re.compile(r"(?P<host>[^:\[\]]*|\[[^\]]*\]):(?P<port>\d{1,5})(?:/(?P<protocol>tcp|udp))?")
+PROTOCOLS = ("tcp", "udp")
 
 
 class FleetConfigError(ValueError):
@@ -110,6 +113,29 @@ class Credential:
 
 
 @dataclass(frozen=True)
+class Destination:
+    """One thing a restricted agent may reach: `host` is a DNS name (its addresses are admitted as
+    the agent resolves it), a wildcard `*.example.com` (the names under it, not the name itself)
+    or an address range in CIDR form (`10.0.0.5/32` for one address); one port, tcp or udp."""
+
+    host: str
+    port: int
+    protocol: str = "tcp"
+
+    @property
+    def network(self) -> Optional[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The address range, or None for a name or wildcard."""
+        try:
+            return ipaddress.ip_network(self.host)
+        except ValueError:
+            return None
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.host.startswith("*.")
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     name: str
     backend: str
@@ -126,7 +152,9 @@ class AgentSpec:
     retain_workspace: bool
     packages: tuple[str, ...]
     egress: str = "restricted"
-    allow: tuple[tuple[str, int], ...] = ()
+    allow: tuple[Destination, ...] = ()
+    # The DNS servers the agent's resolver asks for allowed names (empty: the machine's own).
+    dns: tuple[str, ...] = ()
     host: Optional[str] = None  # explicit placement; else the fleet places it (FleetSpec.placement)
 
 
@@ -631,6 +659,7 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
     if egress not in EGRESS_MODES:
         problems.add(name, "egress", f"{egress!r} is not an egress mode; use restricted (default: only the remote and `allow` entries) or open")
     allow = _load_allow(raw.get("allow") or [], name, problems)
+    dns = _load_dns(raw.get("dns") or [], name, problems)
 
     host = raw.get("host")
     if host is not None and not isinstance(host, str):
@@ -642,7 +671,7 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
         name=name, backend=backend, identity=identity, remote=remote, branch=branch,
         credential=credential, known_hosts=tuple(known_hosts_raw), resources=resources,
         ssh_port=port, preferred_port=preferred_port, bind_address=bind_address, image=image,
-        retain_workspace=retain, packages=tuple(packages), egress=egress, allow=allow, host=host,
+        retain_workspace=retain, packages=tuple(packages), egress=egress, allow=allow, dns=dns, host=host,
     )
 
 
@@ -671,21 +700,71 @@ def _is_ipv4(text: str) -> bool:
         return False
 
 
-def _load_allow(raw: Any, name: str, problems: _Problems) -> tuple[tuple[str, int], ...]:
+def destination(host: str, port: int, protocol: str = "tcp") -> Destination:
+    """A Destination from a host as written (name, *.name, address, range; IPv6 without
+    brackets), or ValueError saying why it is none of these."""
+    if host.startswith("*."):
+        suffix = parse_host(host[2:]).lower()
+        if "." not in suffix or _numeric_label(suffix):
+            raise ValueError(f"has the wildcard {host!r}; write one for a domain of two or more labels, e.g. *.example.com")
+        return Destination(f"*.{suffix}", port, protocol)
+    if any(char in host for char in ":/") or host.replace(".", "").isdigit():
+        try:
+            network = ipaddress.ip_network(host, strict=True)
+        except ValueError as error:
+            raise ValueError(f"has the address or range {host!r}, which is not one ({error})") from None
+        if network.version == 6 and "%" in host:
+            raise ValueError(f"has the address {host!r} with a zone")
+        return Destination(str(network), port, protocol)
+    name = parse_host(host).lower()
+    if _numeric_label(name):
+        raise ValueError(f"has the host {host!r}, which is neither a name nor an address")
+    return Destination(name, port, protocol)
+
+
+def _numeric_label(name: str) -> bool:
+    """Whether the last label is all digits: no top-level domain is, so it is a bad address."""
+    return name.rsplit(".", 1)[-1].isdigit()
+
+
+def _load_allow(raw: Any, name: str, problems: _Problems) -> tuple[Destination, ...]:
+    hint = ("write host:port[/tcp|/udp] with a name, *.name, an address or a range, e.g. pypi.org:443, "
+            "*.githubusercontent.com:443, 10.0.0.5:22, 10.0.0.0/24:22/udp or [2001:db8::/32]:443")
     if not isinstance(raw, list):
-        problems.add(name, "allow", "must be a list of host:port entries, e.g. [pypi.org:443]")
+        problems.add(name, "allow", f"must be a list of entries; {hint}")
         return ()
     allow = []
     for index, entry in enumerate(raw):
-        match = HOST_PORT.fullmatch(entry) if isinstance(entry, str) else None
+        match = ALLOW_ENTRY.fullmatch(entry) if isinstance(entry, str) else None
         try:
             if not match or not 1 <= int(match.group("port")) <= 65535:
                 raise ValueError("is not host:port")
-            allow.append((parse_host(match.group("host")), int(match.group("port"))))
-        except ValueError:
-            problems.add(name, f"allow[{index}]", f"{entry!r} is not host:port; write e.g. pypi.org:443, 10.0.0.5:22 or [2001:db8::5]:22")
-    return tuple(allow)
+            host = match.group("host")
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+                if not host or ":" not in host:
+                    raise ValueError("is not host:port")
+            elif ":" in host:
+                raise ValueError("is not host:port")
+            allow.append(destination(host, int(match.group("port")), match.group("protocol") or "tcp"))
+        except ValueError as error:
+            reason = f": it {error}" if str(error) != "is not host:port" else ""
+            problems.add(name, f"allow[{index}]", f"{entry!r} is not host:port{reason}; {hint}")
+    return tuple(dict.fromkeys(allow))
 
+
+def _load_dns(raw: Any, name: str, problems: _Problems) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        problems.add(name, "dns", f"{raw!r} is not a list; list the DNS servers the agent may ask, e.g. [10.0.0.2]")
+        return ()
+    servers = []
+    for index, entry in enumerate(raw):
+        try:
+            servers.append(str(ipaddress.ip_address(entry if isinstance(entry, str) else "")))
+        except ValueError:
+            problems.add(name, f"dns[{index}]", f"{entry!r} is not an IP address; list the DNS servers "
+                         "the agent may ask, e.g. [10.0.0.2]")
+    return tuple(servers)
 
 
 def _load_credential(raw: Any, remote: Optional[Remote], name: str, problems: _Problems, read_secret: SecretReader) -> Optional[Credential]:

@@ -20,6 +20,7 @@ from agentfleet.contract import WORKSPACE
 from components.backends import Endpoint, MachineContext
 from components.cloudinit import SHARED_OBJECTS
 from components.image import agent_image_tag
+from components.reapply import in_place_fields
 from components.reconciled import Reconciled
 from components.spec import PORT_SPAN, AgentSpec, FleetSpec, HostSpec
 
@@ -55,8 +56,9 @@ class SharedObjectsVolume(Reconciled, module="agentfleet", name="SharedObjects")
 
 
 def capabilities(agent: AgentSpec) -> tuple[str, ...]:
-    """Root in the container also needs NET_ADMIN to apply a restricted egress policy at boot."""
-    return CAPABILITIES + (("NET_ADMIN",) if agent.egress == "restricted" else ())
+    """Root in the container also needs NET_ADMIN to apply the egress policy; every agent gets it,
+    so that `egress` changes in place. The agent user has no capabilities either way."""
+    return CAPABILITIES + ("NET_ADMIN",)
 
 
 def network_name(context: MachineContext) -> str:
@@ -115,6 +117,7 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
         "port_base": fleet.port_base,
         "port_span": PORT_SPAN,
         **placed(context, agent),
+        **in_place_fields(agent),
     }
     if agent.name in context.shared_objects:
         fields["shared_objects_volume"] = shared_objects_volume(context)

@@ -204,13 +204,14 @@ def _bindable(port: int) -> bool:
 
 
 class ContainerDriver(Driver):
-    """An agent's container. Limits, restart policy and running state change in place; the rest
-    (image, ports, mounts, networks, privileges, the cloud-config) replaces the container. Its
-    port, when the config gives none, is chosen free on its host when it is made and kept."""
+    """An agent's container. Limits, restart policy, running state and the cloud-config change in
+    place (docker_apply.py); the rest (image, ports, mounts, networks, privileges, packages)
+    replaces the container. Its port, when the config gives none, is chosen free on its host when
+    it is made and kept."""
 
     replacing = frozenset({"image", "hostname", "network", "bind_address", "port", "engine_host",
                            "workspace_volume", "shared_objects_volume", "capabilities", "labels",
-                           "workspace_mount", "shared_objects_mount", "host_public_key", "secret"})
+                           "workspace_mount", "shared_objects_mount", "host_public_key", "packages"})
     outputs = frozenset({"host", "engine"})
     hints = frozenset({"engines", "placement", "preferred_port", "port_base", "port_span"})
 
@@ -304,6 +305,9 @@ class ContainerDriver(Driver):
                 self._start(container, {**fields, **(self.read(name, fields) or {})})
             except (DockerError, HostKeyTimeout) as error:
                 raise DockerError(f"container {name}: started again, but {error}") from None
+        from components.backends.docker_apply import apply_in_place
+
+        apply_in_place(container, secret or "")
         return self.read(name, fields) or {}
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:

@@ -34,7 +34,8 @@ import pulumi
 import yaml
 
 from components.backends import Endpoint, MachineContext
-from components.backends.lima_cli import RUNNER, lima_dir, lima_home, limactl_command, socket_path_problem, steps_document
+from components.backends.lima_cli import RUNNER, lima_dir, lima_home, limactl_command, socket_path_problem
+from components.reapply import in_place_fields, per_boot_scripts, steps_document
 from components.reconciled import Reconciled
 from components.spec import AgentSpec, FleetSpec
 
@@ -42,7 +43,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECIPE = PROJECT_ROOT / "images" / "lima" / "build-vm-image"
 # Lima's own user in the guest; not uid 1000, which the document gives to `agent`.
 LIMA_USER = {"name": "lima", "uid": 1001}
-PER_BOOT_DIR = "/var/lib/cloud/scripts/per-boot/"
 
 # The cloud-config keys each module reads, in the order cloud-init runs those modules at boot
 # (init, config, final stages). A key no module here claims is refused by `apply_steps`, so a
@@ -146,11 +146,7 @@ def apply_steps(document: dict[str, Any]) -> tuple[list[str], list[str]]:
         module for module, keys in MODULE_KEYS
         if wanted.get(module, False) or any(document.get(key) not in (None, [], {}) for key in keys)
     ]
-    scripts = sorted(
-        (f["path"] for f in files if str(f.get("path", "")).startswith(PER_BOOT_DIR)),
-        key=lambda path: path.rsplit("/", 1)[-1],
-    )
-    return modules, scripts
+    return modules, per_boot_scripts(document)
 
 
 class LimaVm(Reconciled, module="agentfleet", name="LimaVm"):
@@ -219,6 +215,7 @@ class LimaBackend:
             "steps": steps.apply(lambda s: s["steps"]),
             "scripts": steps.apply(lambda s: s["scripts"]),
             "host_public_key": host_public_key,
+            **in_place_fields(agent),
         }, secret=user_data, opts=opts)
         return pulumi.Output.all(vm.host, vm.port).apply(lambda v: Endpoint(host=v[0], port=int(v[1])))
 

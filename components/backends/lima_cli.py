@@ -29,6 +29,7 @@ from typing import Any, Optional
 from components.reconciled import Driver
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.process import NOT_FOUND, TIMED_OUT, run, tail
+from components.reapply import Plan, update_plan
 
 LIST_TIMEOUT_S = 60
 DELETE_TIMEOUT_S = 120
@@ -43,38 +44,6 @@ READY_TIMEOUT_S = 120
 # AF_UNIX socket paths (Lima's ha.sock, ssh.sock in the instance directory) are at most 107 bytes.
 MAX_SOCKET_PATH = 107
 LONGEST_SOCKET = "ha.sock"
-
-# Run as root in the guest (`sudo sh -c`): $1 the module list (a cloud-config fragment), then
-# the per-boot scripts the document installs; the document itself on stdin.
-APPLY_SCRIPT = r"""set -eu
-# An egress policy the document installs rejects what leaves the VM on connections netfilter has
-# not seen as established, and netfilter tracks connections only once a rule asks for it. Lima's
-# SSH connection, which carries this session, was opened at boot: have it tracked now, and send a
-# line over it, whose acknowledgement makes it established long before the policy applies.
-# (Without this the session's last packets are rejected and it ends minutes later.)
-if command -v iptables >/dev/null 2>&1; then
-    iptables -C OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT 2>/dev/null ||
-        iptables -A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-fi
-echo "agentfleet: applying the cloud-config" >&2
-dir=/run/agentfleet
-install -d -m 0700 "$dir"
-trap 'rm -f "$dir/cloud-config.yaml"' EXIT
-(umask 077 && cat >"$dir/cloud-config.yaml")
-printf '%s\n' "$1" >"$dir/steps.yaml"
-shift
-umask 022
-if ! cloud-init --file "$dir/cloud-config.yaml" --file "$dir/steps.yaml" modules --mode final \
-        >"$dir/apply.log" 2>&1; then
-    tail -n 25 "$dir/apply.log" >&2
-    echo "cloud-init could not apply the cloud-config (full log: $dir/apply.log in the VM)" >&2
-    exit 1
-fi
-for script in "$@"; do
-    "$script" >>"$dir/apply.log" 2>&1 || { tail -n 10 "$dir/apply.log" >&2; echo "$script failed" >&2; exit 1; }
-done
-"""
-
 
 class LimaError(Exception):
     """One line for the operator: agent, what failed, what to do; optional detail lines below."""
@@ -159,12 +128,6 @@ def readable_log(text: str) -> str:
             error = f" ({entry['error']})" if entry.get("error") else ""
             lines.append(f"{entry.get('level', '?')}: {entry['msg']}{error}")
     return "\n".join(lines)
-
-
-def steps_document(modules: Sequence[str]) -> str:
-    """The cloud-config fragment that makes `cloud-init modules --mode final` run exactly
-    these modules, each whatever it ran before (JSON is YAML)."""
-    return json.dumps({"cloud_final_modules": [[module, "always"] for module in modules]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,22 +252,28 @@ def start(lima: Lima, host_public_key: str, ready_timeout_s: float,
     endpoint = ssh_endpoint(info)
     if apply is not None:
         steps, scripts, document = apply
-        lima.run("shell", "--workdir", "/", lima.instance, "sudo", "sh", "-c", APPLY_SCRIPT, "agentfleet-apply",
-                 steps, *scripts, stdin=document, timeout=APPLY_TIMEOUT_S,
-                 what="applying the cloud-config took too long")
+        apply_document(lima, Plan(steps, (), tuple(scripts)), document)
     wait_for_host_key(endpoint["host"], endpoint["port"], host_public_key, ready_timeout_s)
     return endpoint
 
 
+def apply_document(lima: Lima, plan: Plan, document: str) -> None:
+    """Apply the cloud-config in the running VM as root, the document on the stdin of Lima's own
+    SSH session (components/reapply.py); a document applied already is left as it is."""
+    lima.run("shell", "--workdir", "/", lima.instance, "sudo", *plan.argv("-", scrub=False), stdin=document,
+             timeout=APPLY_TIMEOUT_S, what="applying the cloud-config took too long")
+
+
 @dataclass(frozen=True)
 class VmDriver(Driver):
-    """An agent's Lima VM. A stopped VM is started in place; any change of its definition (the
-    instance config, the cloud-config, the pinned key) replaces it. Its disk holds the workspace.
+    """An agent's Lima VM. A stopped VM is started in place, and a changed cloud-config is
+    applied to the running VM (components/reapply.py); a change of the instance config, the
+    module list, the packages or the pinned key replaces it. Its disk holds the workspace.
     `ready_timeout_s` bounds the wait for the pinned key once Lima says the VM is up."""
 
     ready_timeout_s: float = READY_TIMEOUT_S
 
-    replacing = frozenset({"name", "agent", "config", "steps", "scripts", "host_public_key", "secret"})
+    replacing = frozenset({"name", "agent", "config", "steps", "scripts", "packages", "host_public_key"})
     outputs = frozenset({"host", "port"})
 
     @staticmethod
@@ -338,10 +307,15 @@ class VmDriver(Driver):
                 "host": info.get("sshAddress") or "127.0.0.1", "port": info.get("sshLocalPort") or 0}
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        if self.read(name, fields) is None:
+        current = self.read(name, fields)
+        if current is None:
             return self.create(name, fields, secret)
         try:
-            endpoint = start(self._lima(name, fields), fields["host_public_key"], self.ready_timeout_s)
+            lima = self._lima(name, fields)
+            if current["state"] != "running":
+                start(lima, fields["host_public_key"], self.ready_timeout_s)
+            apply_document(lima, update_plan(secret or ""), secret or "")
+            endpoint = ssh_endpoint(lima.instance_info() or {})
         except (LimaError, ValueError, HostKeyTimeout) as error:
             raise self._failed(name, fields, error) from None
         return {**endpoint, "state": "running"}

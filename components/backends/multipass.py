@@ -20,6 +20,7 @@ import pulumi
 from components.backends import Endpoint, MachineContext
 from components.backends.multipass_cli import daemon_answers, instance_name_problem, launch_argv
 from components.process import run
+from components.reapply import in_place_fields
 from components.reconciled import Reconciled
 from components.spec import AgentSpec, FleetSpec
 
@@ -41,6 +42,7 @@ def vm_fields(context: MachineContext, agent: AgentSpec) -> dict:
         "launch": launch_argv(instance, cpus=agent.resources.cpus, memory_mib=agent.resources.memory_mib,
                               disk_gib=agent.resources.disk_gib, image=agent.image),
         "state": "running",
+        **in_place_fields(agent),
     }
 
 

@@ -36,6 +36,9 @@ fixtures in tests/unit/fixtures/multipass/ are written in these formats):
 - `start <name>` boots a stopped (or suspended) instance and returns once it is up; on a running
   one it does nothing.
 - `version` exits 0 even when the daemon is down: only the line `multipassd` is then missing.
+- `exec <name> -- <command>` runs the command over SSH as the image's default user (`ubuntu`,
+  with sudo) and connects the client's stdin to it (src/ssh/ssh_client.cpp, handle_ssh_events),
+  so an in-place update sends the new cloud-config there; it exits with the command's status.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from typing import Any, Optional, Sequence
 from components.reconciled import Driver
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.process import run, tail
+from components.reapply import update_plan
 
 GUEST_SSH_PORT = 22
 DEFAULT_IMAGE = "lts"
@@ -102,6 +106,10 @@ def start_argv(instance: str) -> list[str]:
 
 def info_argv(instance: str) -> list[str]:
     return ["multipass", "info", instance, "--format", "json"]
+
+
+def exec_argv(instance: str, command: Sequence[str]) -> list[str]:
+    return ["multipass", "exec", instance, "--", *command]
 
 
 def delete_argv(instance: str) -> list[str]:
@@ -317,6 +325,16 @@ def delete(agent: str, instance: str) -> None:
     )
 
 
+def apply_in_place(agent: str, instance: str, user_data: str) -> None:
+    """Apply a changed cloud-config to the running VM: components/reapply.py's script as root,
+    the document on stdin (`multipass exec`), never in argv."""
+    applied = run(exec_argv(instance, ["sudo", *update_plan(user_data).argv("-", scrub=True)]),
+                  user_data, COMMAND_TIMEOUT_S * 5)
+    if not applied.ok:
+        raise MultipassError(f"{tail(applied.stderr)}\nagent {agent} (Multipass instance {instance}): applying "
+                             f"the new cloud-config failed. {explain_error(applied.stderr)}")
+
+
 def instance_state(agent: str, instance: str, ssh_port: int = GUEST_SSH_PORT) -> Optional[dict[str, Any]]:
     """What Multipass says of the instance (`parse_state`); None when it has no such instance."""
     info = run(info_argv(instance), timeout_s=COMMAND_TIMEOUT_S)
@@ -330,8 +348,9 @@ def instance_state(agent: str, instance: str, ssh_port: int = GUEST_SSH_PORT) ->
 
 @dataclass(frozen=True)
 class VmDriver(Driver):
-    """An agent's Multipass VM. A stopped VM is started in place; a changed definition (launch
-    flags, cloud-config, pinned key) replaces it. Its disk holds the workspace.
+    """An agent's Multipass VM. A stopped VM is started in place and a changed cloud-config is
+    applied to the running VM; a change of the launch flags, packages or pinned key replaces it.
+    Its disk holds the workspace.
 
     `ssh_port` is where the guest's sshd listens and `ready_timeout_s` bounds the wait for its
     pinned key; the provider uses the defaults, tests point them at a throwaway sshd."""
@@ -339,7 +358,7 @@ class VmDriver(Driver):
     ready_timeout_s: float = READY_TIMEOUT_S
     ssh_port: int = GUEST_SSH_PORT
 
-    replacing = frozenset({"name", "agent", "launch", "host_public_key", "secret"})
+    replacing = frozenset({"name", "agent", "launch", "packages", "host_public_key"})
     outputs = frozenset({"host", "port"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
@@ -356,6 +375,7 @@ class VmDriver(Driver):
         if self.read(name, fields) is None:
             return self.create(name, fields, secret)
         endpoint = start(fields["agent"], name, fields["host_public_key"], self.ready_timeout_s, self.ssh_port)
+        apply_in_place(fields["agent"], name, secret or "")
         return {**endpoint, "state": "running"}
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:

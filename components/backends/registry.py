@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 from importlib import import_module
 
 from components.backends import Backend
-from components.egress import allowed_destinations
 from components.spec import FleetSpec
 
 MODULES = {
@@ -22,9 +20,9 @@ def backend(name: str) -> Backend:
 
 def preflight_problems(fleet: FleetSpec) -> list[str]:
     """What this machine lacks for the fleet: backends it cannot drive (naming the agents that
-    need them), then each backend's own checks (ports taken, ...), and hosts a restricted egress
-    policy cannot resolve."""
-    problems = unresolvable_hosts(fleet)
+    need them), then each backend's own checks (ports taken, ...). Names in an egress policy are
+    not checked here: the agent resolves them, through its own DNS servers (`dns`)."""
+    problems: list[str] = []
     for name in sorted(fleet.backends()):
         agents = [a for a in fleet.agents if a.backend == name]
         names = ", ".join(a.name for a in agents)
@@ -39,21 +37,4 @@ def preflight_problems(fleet: FleetSpec) -> list[str]:
             problems.append(f'stack "{fleet.stack}": backend {name} (agents {names}) needs {"; ".join(missing)}')
         else:
             problems += backend(name).preflight(fleet, agents)
-    return problems
-
-
-def unresolvable_hosts(fleet: FleetSpec) -> list[str]:
-    problems = []
-    for agent in fleet.agents:
-        if agent.egress != "restricted":
-            continue
-        for host, _ in allowed_destinations(agent):
-            try:
-                socket.getaddrinfo(host, None)
-            except (socket.gaierror, UnicodeError):
-                problems.append(
-                    f'stack "{fleet.stack}", agent "{agent.name}": host {host} (remote or allow) cannot be '
-                    "resolved from this machine; fix the name or DNS (the egress policy needs its "
-                    "addresses), or set `egress: open`"
-                )
     return problems

@@ -134,14 +134,15 @@ def test_no_private_key_in_state_docker_inspect_or_process_list(fleet):
                 assert line not in text, f"a private key is readable in {where}"
 
 
-def test_changing_one_identity_replaces_only_that_agent_and_keeps_its_workspace(fleet, git_server):
+def test_changing_one_identity_updates_only_that_agent_in_place_and_keeps_its_workspace(fleet, git_server):
     stack, _, client, _ = fleet
     run_ok(client, "agent-1", "echo keep-me > notes.txt")
     before = {agent: container_id(stack, agent) for agent in ("agent-1", "agent-2")}
     stack.set_fleet(fleet_config(git_server, agent_1_name="Agent One Renamed"))
-    outputs = stack.up()
-    assert container_id(stack, "agent-1") != before["agent-1"]
-    assert container_id(stack, "agent-2") == before["agent-2"]
+    result = stack.stack.up(on_output=lambda _: None)
+    outputs = {key: value.value for key, value in result.outputs.items()}
+    assert result.summary.resource_changes == {"same": result.summary.resource_changes["same"], "update": 1}
+    assert {agent: container_id(stack, agent) for agent in ("agent-1", "agent-2")} == before
     with Fleet.from_outputs(outputs, stack.name) as fresh:
         assert run_ok(fresh, "agent-1", "git config user.name") == "Agent One Renamed"
         assert run_ok(fresh, "agent-1", "cat notes.txt") == "keep-me"

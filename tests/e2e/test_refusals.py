@@ -63,11 +63,13 @@ def test_a_host_port_already_taken_is_refused(stack):
     assert f'agent "agent-1": port {port} is taken on host "local" by another process' in message
 
 
-def test_an_unresolvable_remote_is_refused_under_a_restricted_policy(stack):
+def test_allow_entries_that_name_no_destination_are_refused(stack):
+    # Names are resolved by the agent (through its `dns`), not here: only the form is checked.
     message = refused(stack, {"agents": [{"name": "agent-1", "identity": IDENTITY,
-                                          "remote": "https://no-such-host.invalid/app.git"}]},
-                      preview_fails=False)
-    assert 'agent "agent-1": host no-such-host.invalid (remote or allow) cannot be resolved' in message
+                                          "allow": ["*.com:443", "10.0.0.5/24:22", "pypi.org:443/icmp"]}]})
+    assert 'agent "agent-1", field "allow[0]": \'*.com:443\' is not host:port' in message
+    assert 'field "allow[1]": \'10.0.0.5/24:22\' is not host:port: it has the address or range' in message
+    assert 'field "allow[2]"' in message
 
 
 def test_hostile_values_are_refused_before_anything_exists(stack):

@@ -1,5 +1,7 @@
 """components/cloudinit.py: one agent -> one cloud-config carrying its identity, keys and remote."""
 
+import json
+
 import pytest
 import yaml
 
@@ -70,19 +72,28 @@ def test_agent_without_remote_has_no_credential_files():
     assert "/home/agent/.git-credentials" not in files(document)
 
 
-def test_restricted_egress_ships_the_policy_and_the_per_boot_script():
-    agent = spec(remote="ssh://git@gitserver:2222/app.git", known_hosts=[KNOWN], allow=["pypi.org:443"])
+def test_restricted_egress_ships_the_policy_the_resolver_and_the_per_boot_script():
+    agent = spec(remote="ssh://git@gitserver:2222/app.git", known_hosts=[KNOWN],
+                 allow=["pypi.org:443", "*.example.com:443", "10.0.0.0/24:53/udp"], dns=["10.0.0.2"])
     written = files(yaml.safe_load(render_cloud_config(agent, keys())))
-    assert written["/etc/agentfleet/egress.conf"]["content"] == "gitserver 2222\npypi.org 443\n"
-    script = written["/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"]
-    assert script["owner"] == "root:root" and script["permissions"] == "0o700"
-    assert "defer" not in script  # root's file, written before the agent user exists
+    assert json.loads(written["/etc/agentfleet/egress.json"]["content"])["names"] == [
+        {"name": "gitserver", "protocol": "tcp", "port": 2222},
+        {"name": "pypi.org", "protocol": "tcp", "port": 443},
+        {"name": "*.example.com", "protocol": "tcp", "port": 443},
+    ]
+    assert "ip daddr 10.0.0.0/24 udp dport 53 accept" in written["/etc/agentfleet/egress.nft"]["content"]
+    assert written["/etc/agentfleet/dns-servers"]["content"] == "10.0.0.2\n"
+    for path in ("/var/lib/cloud/scripts/per-boot/10-agentfleet-egress", "/usr/local/lib/agentfleet/resolver",
+                 "/etc/agentfleet/egress.nft", "/etc/agentfleet/egress.json"):
+        assert written[path]["owner"] == "root:root" and written[path]["permissions"] in ("0o700", "0o600"), path
+        assert "defer" not in written[path]  # root's file, written before the agent user exists
 
 
-def test_open_egress_ships_no_policy():
+def test_open_egress_ships_no_policy_only_the_script_that_lifts_one():
     written = files(yaml.safe_load(render_cloud_config(spec(egress="open"), keys())))
-    assert "/etc/agentfleet/egress.conf" not in written
-    assert not any(path.startswith("/var/lib/cloud/scripts/per-boot/") for path in written)
+    assert not any(path.startswith("/etc/agentfleet/") for path in written)
+    assert [path for path in written if path.startswith("/var/lib/cloud/scripts/per-boot/")] == [
+        "/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"]
 
 
 def test_every_git_process_traces_to_the_audit_directory():

@@ -82,10 +82,10 @@ def test_steps_for_the_default_document_follow_cloud_inits_boot_order():
     assert scripts == ["/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"]
 
 
-def test_packages_add_the_package_module_and_open_egress_has_no_per_boot_script():
+def test_packages_add_the_package_module_and_open_egress_keeps_the_script_that_lifts_a_policy():
     modules, scripts = lima.apply_steps(document(spec(packages=["ripgrep"], egress="open")))
     assert modules.index("package_update_upgrade_install") == modules.index("runcmd") + 1
-    assert scripts == []
+    assert scripts == ["/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"]
 
 
 def test_every_key_of_every_rendered_document_is_applied_by_some_module():

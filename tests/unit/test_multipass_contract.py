@@ -201,6 +201,8 @@ if command == "info":
 if command == "start" and instances.get(args[1]) == "Stopped":
     instances[args[1]] = "Running"
     answer("start-ok", args[1])
+if command == "exec" and instances.get(args[1]) == "Running":
+    sys.exit(0)  # the in-place apply (components/reapply.py); what it sends is in calls.jsonl
 if command == "delete" and args[1] == "--purge":
     name = args[2]
     if scenario.get("delete"):
@@ -482,7 +484,9 @@ def test_a_stopped_vm_reads_as_stopped_and_up_starts_it_and_waits_for_its_pinned
     started = driver(port).update(INSTANCE, fields(local_sshd.host_key.public), "#cloud-config\n")
 
     assert started == {"host": "127.0.0.1", "port": port, "state": "running"}
-    assert fake_multipass.commands()[-3:] == [["info", INSTANCE], ["start", INSTANCE], ["info", INSTANCE]]
+    assert fake_multipass.commands()[-4:-1] == [["info", INSTANCE], ["start", INSTANCE], ["info", INSTANCE]]
+    # Then the declared cloud-config is applied in place (a no-op in the VM when it is unchanged).
+    assert fake_multipass.commands()[-1] == ["exec", INSTANCE]
     assert not any(call["argv"][0] == "launch" for call in fake_multipass.calls())  # started, not rebuilt
     assert fake_multipass.instances() == {INSTANCE: "Running"}
 

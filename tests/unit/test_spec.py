@@ -4,6 +4,7 @@ import pytest
 
 from components.keys import generate_ed25519
 from components.spec import (
+    Destination,
     DEFAULT_PORT_BASE,
     PORT_SPAN,
     parse_memory_mib,
@@ -111,9 +112,39 @@ def test_memory_sizes(text, mib):
 
 
 def test_egress_defaults_to_restricted_and_allow_entries_parse():
-    (spec,) = load({"agents": [agent(allow=["pypi.org:443", "[::1]:8080"])]}).agents
+    entries = ["pypi.org:443", "[::1]:8080", "*.Example.com:443/udp", "10.0.0.0/24:22", "[2001:db8::/32]:443/tcp",
+               "10.0.0.5:53/udp"]
+    (spec,) = load({"agents": [agent(allow=entries, dns=["10.0.0.2", "2001:db8::53"])]}).agents
     assert spec.egress == "restricted"
-    assert spec.allow == (("pypi.org", 443), ("::1", 8080))
+    assert spec.allow == (
+        Destination("pypi.org", 443), Destination("::1/128", 8080), Destination("*.example.com", 443, "udp"),
+        Destination("10.0.0.0/24", 22), Destination("2001:db8::/32", 443), Destination("10.0.0.5/32", 53, "udp"),
+    )
+    assert [d.network is None for d in spec.allow] == [True, False, True, False, False, False]
+    assert spec.dns == ("10.0.0.2", "2001:db8::53")
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("pypi.org", "is not host:port"),
+        ("pypi.org:443/icmp", "is not host:port"),
+        ("*.com:443", "a domain of two or more labels"),
+        ("*:443", "not a host name or address"),
+        ("10.0.0.5/24:22", "has host bits set"),
+        ("999.1.1.1:22", "does not appear to be an IPv4 or IPv6"),
+        ("::1:22", "is not host:port"),
+    ],
+)
+def test_allow_entries_that_are_no_destination_are_refused_saying_why(entry, says):
+    found = problems({"agents": [agent(allow=[entry])]})
+    assert any('field "allow[0]"' in p and says in p and "host:port[/tcp|/udp]" in p for p in found), found
+
+
+def test_dns_servers_must_be_addresses():
+    assert any('field "dns[0]": \'ns.example.com\' is not an IP address' in p
+               for p in problems({"agents": [agent(dns=["ns.example.com"])]}))
+    assert any('field "dns": \'10.0.0.2\' is not a list' in p for p in problems({"agents": [agent(dns="10.0.0.2")]}))
 
 
 KNOWN = ["gitserver ssh-ed25519 AAAA"]
