@@ -19,6 +19,12 @@ from tests.e2e.remote_hosts import RemoteHosts, RigError
 from tests.e2e.support import REMOVE, FleetStack, GitServer, copy_project, docker, docker_objects, start_git_server
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart the Docker daemon run last: a restart stops every container without a
+    restart policy, such as the session's git server."""
+    items.sort(key=lambda item: item.get_closest_marker("restarts_docker") is not None)
+
+
 @pytest.fixture(scope="session")
 def agent_image() -> str:
     tag = agent_image_tag()

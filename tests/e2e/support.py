@@ -8,9 +8,10 @@ import shutil
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from pulumi import automation as auto
@@ -72,6 +73,20 @@ class GitServer:
     def remove(self) -> None:
         docker("rm", "-f", self.name, check=False)
         docker("network", "rm", self.network, check=False)
+
+
+@contextmanager
+def listening_server(network: str, image: str, name: str, ports: tuple[int, ...]) -> Iterator[str]:
+    """A container on `network` with sshd listening on `ports`, so a refused connection to it is
+    the egress policy's and not a closed port; yields its address, removes it afterwards."""
+    listen = " ".join(f"-p {port}" for port in ports)
+    docker("run", "-d", "--name", name, "--network", network, "--label", "agentfleet.test=e2e",
+           "--entrypoint", "/bin/sh", image, "-c",
+           f"ssh-keygen -A -q && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e {listen}")
+    try:
+        yield docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name)
+    finally:
+        docker("rm", "-f", name, check=False)
 
 
 def copy_project(copy: Path) -> Path:

@@ -127,8 +127,9 @@ def test_a_deleted_workspace_is_named_as_lost_in_the_preview_and_made_again(flee
     assert docker("volume", "inspect", "-f", "{{.Name}}", f"{name}-workspace") == f"{name}-workspace"
 
 
+@pytest.mark.restarts_docker
 def test_after_a_docker_daemon_restart_every_agent_answers_with_its_key_policy_and_workspace(fleet):
-    """Last in this module: it restarts the daemon every e2e test shares."""
+    """Runs last of all (tests/e2e/conftest.py): it restarts the daemon every e2e test shares."""
     stack, _ = fleet
     restart_docker_daemon()
     outputs = stack.outputs()

@@ -13,20 +13,12 @@ import pytest
 
 from agentfleet import Fleet
 from components.keys import generate_ed25519
-from tests.e2e.support import FleetStack, GitServer, docker
-
-FORBIDDEN_SERVER = "ssh-keygen -A -q && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -p 22 -p 443 -p 8080"
-
+from tests.e2e.support import FleetStack, GitServer, docker, listening_server
 
 @pytest.fixture(scope="module")
 def forbidden_address(git_server: GitServer, agent_image: str):
-    name = f"forbidden-{git_server.name}"
-    docker("run", "-d", "--name", name, "--network", git_server.network, "--label", "agentfleet.test=e2e",
-           "--entrypoint", "/bin/sh", agent_image, "-c", FORBIDDEN_SERVER)
-    try:
-        yield docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name)
-    finally:
-        docker("rm", "-f", name, check=False)
+    with listening_server(git_server.network, agent_image, f"forbidden-{git_server.name}", (22, 443, 8080)) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

@@ -15,21 +15,15 @@ import pytest
 
 from agentfleet import Fleet
 from components.keys import generate_ed25519
-from tests.e2e.support import PROJECT_ROOT, FleetStack, GitServer, docker
+from tests.e2e.support import PROJECT_ROOT, FleetStack, GitServer, docker, listening_server
 
-TARGET_SERVER = "ssh-keygen -A -q && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -p 8080"
 AGENT = "mover"
 
 
 @pytest.fixture(scope="module")
 def target(git_server: GitServer, agent_image: str):
-    name = f"target-{git_server.name}"
-    docker("run", "-d", "--name", name, "--network", git_server.network, "--label", "agentfleet.test=e2e",
-           "--entrypoint", "/bin/sh", agent_image, "-c", TARGET_SERVER)
-    try:
-        yield docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name)
-    finally:
-        docker("rm", "-f", name, check=False)
+    with listening_server(git_server.network, agent_image, f"target-{git_server.name}", (8080,)) as address:
+        yield address
 
 
 class Mover:
