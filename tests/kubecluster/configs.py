@@ -151,6 +151,8 @@ def apiserver_args(network: Network, layout: Layout) -> list[str]:
             "--client-ca-file", str(pki / "ca.crt"),
             "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
             "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
+            # The node's address, never its name: a name would be looked up in the host's DNS.
+            "--kubelet-preferred-address-types", "InternalIP",
             "--service-account-issuer", f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
             "--service-account-key-file", str(pki / "sa.pub"),
             "--service-account-signing-key-file", str(pki / "sa.key"),

@@ -28,6 +28,9 @@ INTERFACE_SYSCTL = re.compile(r"^net\.(ipv4|ipv6)\.(conf|neigh)\.(?!all\.|defaul
 # each published port, which change whenever a container publishes a port or a network comes or goes.
 DOCKER_RULE = re.compile(r"^(-A|:)\s*DOCKER|\s-[io] (docker0|br-[0-9a-f]{12})\b"
                          r"|^-A POSTROUTING -s (\S+)/32 -d \3/32 -p tcp -m tcp --dport \d+ -j MASQUERADE$")
+# Where a node mounts things (system trees, its state directories, the cluster's own /tmp/afk-*
+# root); other tenants' build roots (debootstrap under /var/tmp, …) come and go elsewhere.
+WATCHED_MOUNT = re.compile(r"^(/|/proc|/sys|/dev|/run|/var/lib|/var/log|/var/run|/etc|/opt|/tmp/afk-)(/|$)")
 # Mounts made for containers by other tenants of the machine.
 FOREIGN_MOUNT = re.compile(r"^(/var/lib/docker/|/run/docker/|/run/containerd/|/run/netns/|/var/run/netns/)")
 
@@ -57,13 +60,14 @@ def iptables_rules(text: str) -> list[str]:
 
 
 def mounts(text: str) -> list[str]:
-    """/proc/self/mountinfo as mount point, type and source, sorted, without other tenants'."""
+    """/proc/self/mountinfo as mount point, type and source, sorted: where a node mounts, without
+    other tenants' mounts."""
     kept = []
     for line in text.splitlines():
         parts = line.split()
         dash = parts.index("-")
         point, kind, source = parts[4], parts[dash + 1], parts[dash + 2]
-        if not FOREIGN_MOUNT.match(point):
+        if WATCHED_MOUNT.match(point) and not FOREIGN_MOUNT.match(point):
             kept.append(f"{point} {kind} {source}")
     return sorted(kept)
 

@@ -45,7 +45,8 @@ def test_iptables_rules_leave_out_counters_comments_and_dockers_chains() -> None
 def test_mounts_keep_point_type_source_and_leave_out_other_tenants() -> None:
     text = ("22 1 0:21 / /proc rw,nosuid shared:5 - proc proc rw\n"
             "90 22 0:5 / /proc/sys/kernel/panic rw - ext4 /dev/vda rw\n"
-            "91 1 0:6 / /var/lib/docker/overlay2/x/merged rw - overlay overlay rw\n")
+            "91 1 0:6 / /var/lib/docker/overlay2/x/merged rw - overlay overlay rw\n"
+            "92 1 0:7 / /var/tmp/build.x/rootfs/proc rw - proc proc rw\n")
     assert mounts(text) == ["/proc proc proc", "/proc/sys/kernel/panic ext4 /dev/vda"]
 
 
