@@ -10,10 +10,14 @@ namespace where
   /run/containerd) are directories of the cluster,
 so every mount dies with the namespace. `stop` kills what runs in pods (by cgroup), the
 daemons, then removes kube-proxy's nft tables, kubelet's cgroups and the bridge.
+
+One cluster per machine at a time (kube-proxy's nft table and kubelet's `kubepods` cgroups have
+fixed names): a lock next to the binaries says so at once instead of two clusters mixing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import shutil
@@ -72,6 +76,7 @@ class Cluster:
         self._holder: subprocess.Popen[bytes] | None = None
         self._processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._created_mount_points: list[Path] = []
+        self._lock: int | None = None
 
     # -- what tests use -------------------------------------------------------------------
 
@@ -115,6 +120,7 @@ class Cluster:
             raise ClusterError(f"missing {', '.join(missing)} in {self.home}: run scripts/setup "
                                "(ensure_kubernetes builds them)")
         started = time.monotonic()
+        self._take_lock()
         self.root.mkdir(parents=True, exist_ok=True)
         self.layout.logs.mkdir(exist_ok=True)
         routes = subprocess.run(["ip", "-o", "-4", "route"], capture_output=True, text=True, check=True).stdout
@@ -147,6 +153,20 @@ class Cluster:
         if importer:
             importer.join()
         self.timings["start_s"] = time.monotonic() - started
+
+    def _take_lock(self) -> None:
+        path = self.home.parent / "cluster.lock"
+        self._lock = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock, 64, 0).decode(errors="replace").strip()
+            os.close(self._lock)
+            self._lock = None
+            raise ClusterError(f"another test cluster runs on this machine (process {holder or '?'}, lock {path}); "
+                               "stop it first: one cluster per machine at a time") from None
+        os.ftruncate(self._lock, 0)
+        os.pwrite(self._lock, f"{os.getpid()}\n".encode(), 0)
 
     def _bridge_up(self) -> None:
         assert self.network is not None
@@ -296,6 +316,9 @@ class Cluster:
         for path in reversed(self._created_mount_points):
             path.rmdir()
         self._created_mount_points.clear()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
         self.timings["stop_s"] = time.monotonic() - started
 
 
@@ -345,7 +368,9 @@ def _mount_namespace(pid: int) -> str | None:
 
 
 def _pids_in_namespace(namespace: str | None) -> list[int]:
-    if namespace is None:
+    """Processes in the node's mount namespace; none when it is unknown or is the host's own (a
+    holder that never got to unshare), so nothing of the host is ever killed."""
+    if namespace is None or namespace == _mount_namespace(os.getpid()):
         return []
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and _mount_namespace(int(p)) == namespace]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.kubecluster.cluster import WANTED_SYSCTLS, Cluster
+import pytest
+
+from tests.kubecluster.cluster import WANTED_SYSCTLS, Cluster, ClusterError
 from tests.kubecluster.host_state import HostState
 from tests.kubecluster.layout import NODE_NAME
 
@@ -35,3 +37,11 @@ def test_no_node_mount_is_visible_on_the_host(kube_cluster: Cluster, host_before
     now = HostState.capture()
     assert [m for m in now.mounts if m not in host_before_cluster.mounts] == []
     assert now.iptables == host_before_cluster.iptables
+
+
+def test_a_second_cluster_is_refused_while_one_runs(kube_cluster: Cluster, tmp_path: Path) -> None:
+    second = Cluster(tmp_path / "second")
+    with pytest.raises(ClusterError, match="another test cluster runs on this machine"):
+        second.start()
+    second.stop()  # nothing was made: the bridge, namespace and files of the first stay
+    assert kube_cluster.kubectl("get", "--raw", "/readyz") == "ok"
