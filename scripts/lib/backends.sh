@@ -9,6 +9,7 @@ BACKEND_STEPS=(
     "docker: ensure_docker_engine ensure_agent_image"
     "lima: ensure_lima"
     "multipass: ensure_multipass"
+    "kubernetes: ensure_kubernetes"
 )
 
 known_backends() {

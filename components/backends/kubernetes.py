@@ -1,0 +1,154 @@
+"""How one agent becomes a pod on a Kubernetes cluster, through the pulumi-kubernetes provider.
+
+Why this shape:
+- A Deployment of one that recreates (never two pods on one workspace), not a bare Pod: a pod
+  deleted out of band comes back by itself, with the same workspace (the PersistentVolumeClaim,
+  a resource of its own so that `retain_workspace` can keep it through `pulumi destroy`) and the
+  same endpoint (the Service's node port does not change with the pod). Not a StatefulSet: it
+  names the pod's host `<name>-0`, where a Deployment's pod keeps the agent's name as its
+  hostname, as in Docker.
+- The cloud-config is a Secret mounted where the image's init waits for a NoCloud seed
+  (/var/lib/cloud/seed/nocloud: user-data and meta-data). It is never in the pod spec, the
+  environment, annotations or labels, and Pulumi keeps it as a secret.
+- The same least privilege as Docker (components/backends/docker.py): every capability dropped
+  but the ones sshd and cloud-init need (plus NET_ADMIN to apply a restricted egress policy at
+  boot), no privilege escalation, the runtime's default seccomp profile, CPU and memory limits
+  from the spec, no service-account token and no service links in the pod; like Docker, the
+  pod lets sshd bind port 22 without CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start).
+- Ready means the pod's readiness probe reached sshd, which agent-init starts only after
+  cloud-init; Pulumi awaits the Deployment's rollout itself.
+
+Everything the module needs comes in `KubernetesAgentArgs`, so it does not depend on how the
+fleet config names the cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.backends.docker import WORKSPACE_MOUNT, capabilities
+from components.spec import AgentSpec
+
+SEED_MOUNT = "/var/lib/cloud/seed/nocloud"  # images/agent-init, images/agentfleet-cloud-init
+SSH_PORT = 22
+READINESS_PERIOD_S = 2
+# A Deployment's pods are named <name>-<10 hex>-<5 chars>, within 63 characters.
+NAME_MAX = 47
+
+
+@dataclass(frozen=True)
+class KubernetesAgentArgs:
+    """One agent on one cluster: the agent's spec and where and how it runs there."""
+
+    agent: AgentSpec
+    stack: str
+    namespace: str
+    image: str
+    node_address: str  # the address operators reach the cluster's node ports on
+    image_pull_policy: str = "IfNotPresent"
+    storage_class: Optional[str] = None
+    service_type: str = "NodePort"
+
+    @property
+    def machine_name(self) -> str:
+        """The name of the agent's objects: unique per stack, a valid DNS label."""
+        name = re.sub(r"[^a-z0-9-]+", "-", f"agentfleet-{self.stack}-{self.agent.name}".lower())
+        return name[:NAME_MAX].rstrip("-")
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Selects the agent's pod; no value here is secret."""
+        return {"app.kubernetes.io/managed-by": "agentfleet", "agentfleet.dev/stack": self.stack,
+                "agentfleet.dev/agent": self.agent.name}
+
+
+def meta_data(args: KubernetesAgentArgs) -> str:
+    """NoCloud meta-data, as images/agentfleet-seed writes it for Docker agents."""
+    return f"instance-id: {args.machine_name}\nlocal-hostname: {args.agent.name}\n"
+
+
+def container_spec(args: KubernetesAgentArgs, seed_volume: str, workspace_volume: str) -> dict[str, Any]:
+    agent = args.agent
+    limits = {"cpu": f"{agent.resources.cpus:g}", "memory": f"{agent.resources.memory_mib}Mi"}
+    return {
+        "name": "agent",
+        "image": args.image,
+        "imagePullPolicy": args.image_pull_policy,
+        "ports": [{"name": "ssh", "containerPort": SSH_PORT}],
+        "volumeMounts": [
+            {"name": seed_volume, "mountPath": SEED_MOUNT, "readOnly": True},
+            {"name": workspace_volume, "mountPath": WORKSPACE_MOUNT},
+        ],
+        "resources": {"requests": limits, "limits": limits},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"], "add": list(capabilities(agent))},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "readinessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": READINESS_PERIOD_S},
+    }
+
+
+def pod_spec(args: KubernetesAgentArgs, seed_secret: pulumi.Input[str], claim: str) -> dict[str, Any]:
+    return {
+        "hostname": args.agent.name,
+        # As Docker does for its containers: sshd binds port 22 without CAP_NET_BIND_SERVICE.
+        "securityContext": {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [container_spec(args, "seed", "workspace")],
+        "volumes": [
+            {"name": "seed", "secret": {"secretName": seed_secret, "defaultMode": 0o400}},
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": claim}},
+        ],
+    }
+
+
+def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
+              opts: pulumi.ResourceOptions) -> pulumi.Output[dict[str, Any]]:
+    """The seed Secret, workspace claim, Deployment of one and Service of one agent; returns the
+    endpoint ({host, port}) its sshd answers on. `opts` carries the kubernetes Provider."""
+    name, agent = args.machine_name, args.agent
+    metadata = {"name": name, "namespace": args.namespace, "labels": args.labels}
+    seed = k8s.core.v1.Secret(
+        f"{agent.name}-seed",
+        metadata={**metadata, "name": f"{name}-seed"},
+        type="Opaque",
+        string_data={"user-data": pulumi.Output.secret(user_data), "meta-data": meta_data(args)},
+        opts=opts,
+    )
+    k8s.core.v1.PersistentVolumeClaim(
+        f"{agent.name}-workspace",
+        metadata={**metadata, "name": f"{name}-workspace"},
+        spec={"accessModes": ["ReadWriteOnce"], "storageClassName": args.storage_class,
+              "resources": {"requests": {"storage": f"{agent.resources.disk_gib}Gi"}}},
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=agent.retain_workspace)),
+    )
+    # The pod names the claim by its fixed name, not its output: the claim of a
+    # WaitForFirstConsumer class is bound only once its pod exists.
+    k8s.apps.v1.Deployment(
+        f"{agent.name}-pod",
+        metadata=metadata,
+        spec={
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": args.labels},
+            "template": {"metadata": {"labels": args.labels},
+                         "spec": pod_spec(args, seed.metadata.name, f"{name}-workspace")},
+        },
+        opts=opts,
+    )
+    service = k8s.core.v1.Service(
+        f"{agent.name}-ssh",
+        metadata=metadata,
+        spec={"type": args.service_type, "selector": args.labels,
+              "ports": [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT}]},
+        opts=opts,
+    )
+    return service.spec.ports[0].node_port.apply(lambda port: {"host": args.node_address, "port": int(port)})

@@ -1,0 +1,126 @@
+"""components/backends/kubernetes.py on the real test cluster, through the real Pulumi engine and
+pulumi-kubernetes provider: one agent comes up from its cloud-config (a Secret), answers SSH with
+its pinned host key, keeps least privilege, survives its pod being deleted out of band with the
+same endpoint, host key and workspace, and destroy leaves nothing in the namespace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+from pulumi import automation as auto
+
+from components.backends.kubernetes import KubernetesAgentArgs, provision
+from components.cloudinit import AgentKeys, render_cloud_config
+from components.keys import generate_ed25519
+from components.spec import load_fleet
+from tests.e2e.support import PASSPHRASE
+from tests.kubecluster.cluster import Cluster
+
+STORAGE_CLASS = "agentfleet-test"
+
+
+def static_storage(cluster: Cluster, name: str) -> None:
+    """A class without a provisioner and one hostPath volume of it (the test cluster has no
+    dynamic provisioner): what an agent's claim binds to."""
+    manifests = [
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": STORAGE_CLASS},
+         "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer"},
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+         "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
+                  "storageClassName": STORAGE_CLASS, "persistentVolumeReclaimPolicy": "Delete",
+                  "hostPath": {"path": str(cluster.root / "volumes" / name), "type": "DirectoryOrCreate"}}},
+    ]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
+
+
+def ssh(key: Path, known_hosts: Path, host: str, port: int, command: str) -> str:
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-p", str(port), "-o", f"UserKnownHostsFile={known_hosts}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+         f"agent@{host}", command], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def wait_for_ssh(*args, timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ssh(*args)
+        except subprocess.SubprocessError as error:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the agent did not answer SSH within {timeout_s:g} s: {error}") from error
+            time.sleep(1)
+
+
+def test_agent_pod_from_cloud_config_secret(kube_cluster: Cluster, agent_image: str, make_key,
+                                            tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    namespace, volume = f"agents-{suffix}", f"pv-{suffix}"
+    static_storage(kube_cluster, volume)
+    spec = load_fleet("kube", {"agents": [{"name": "k1", "identity": {"name": "K One", "email": "k1@example.com"},
+                                           "egress": "open", "resources": {"disk": 2}}]}, {}.get).agents[0]
+    operator = make_key("operator")
+    host_private, host_public = generate_ed25519("host")
+    user_data = render_cloud_config(spec, AgentKeys(operator.public, host_private, host_public))
+    args = KubernetesAgentArgs(agent=spec, stack="kube", namespace=namespace, image=agent_image,
+                               node_address=kube_cluster.node_ip, image_pull_policy="Never",
+                               storage_class=STORAGE_CLASS)
+
+    def program() -> None:
+        provider = k8s.Provider("cluster", kubeconfig=pulumi.Output.secret(kube_cluster.kubeconfig.read_text()))
+        ns = k8s.core.v1.Namespace("ns", metadata={"name": namespace}, opts=pulumi.ResourceOptions(provider=provider))
+        endpoint = provision(args, pulumi.Output.secret(user_data),
+                             pulumi.ResourceOptions(provider=provider, depends_on=[ns],
+                                                    custom_timeouts=pulumi.CustomTimeouts(create="4m")))
+        pulumi.export("endpoint", endpoint)
+
+    (tmp_path / "state").mkdir()
+    stack = auto.create_or_select_stack(
+        "kube", project_name="kubernetes-agent", program=program,
+        opts=auto.LocalWorkspaceOptions(work_dir=str(tmp_path), secrets_provider="passphrase", env_vars={
+            "PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}", "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}))
+    try:
+        started = time.monotonic()
+        endpoint = stack.up(on_output=lambda _: None).outputs["endpoint"].value
+        print(f"\nagent up: {time.monotonic() - started:.1f} s")
+        host, port = endpoint["host"], int(endpoint["port"])
+        assert host == kube_cluster.node_ip
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(f"[{host}]:{port} {' '.join(host_public.split()[:2])}\n")
+        # The pinned host key answers (StrictHostKeyChecking against it alone) as the agent user.
+        assert wait_for_ssh(operator.path, known_hosts, host, port, "id -un; hostname").split() == ["agent", "k1"]
+
+        pod = json.loads(kube_cluster.kubectl("get", "pod", "-n", namespace, "-o", "json"))["items"][0]
+        text = json.dumps(pod)
+        assert host_private.split("\n")[1] not in text, "the cloud-config is in the pod object"
+        container = pod["spec"]["containers"][0]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert "SYS_ADMIN" not in container["securityContext"]["capabilities"]["add"]
+        # Enforced inside: the memory limit of the pod's cgroup, no new privileges for the session.
+        limit, no_new_privs = ssh(operator.path, known_hosts, host, port,
+                                  "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+                                  "awk '/^NoNewPrivs/ {print $2}' /proc/self/status").split()
+        assert (int(limit), no_new_privs) == (spec.resources.memory_mib * 2**20, "1")
+        assert not pod["spec"]["automountServiceAccountToken"]
+        state = "".join(path.read_text() for path in (tmp_path / "state").rglob("*.json"))
+        assert host_private.split("\n")[1] not in state, "the cloud-config is in the state in plain text"
+
+        ssh(operator.path, known_hosts, host, port, "echo kept > ~/workspace/mark")
+        kube_cluster.kubectl("delete", "pod", "-n", namespace, pod["metadata"]["name"], "--wait=true")
+        # The Deployment brings the pod back: same endpoint, host key and workspace.
+        assert wait_for_ssh(operator.path, known_hosts, host, port, "cat ~/workspace/mark").strip() == "kept"
+
+        stack.destroy(on_output=lambda _: None)
+        left = kube_cluster.kubectl("get", "all,secret,pvc", "-n", namespace, "-o", "name", check=False)
+        assert left.strip() == "", left
+    finally:
+        stack.workspace.remove_stack("kube", force=True)
+        kube_cluster.kubectl("delete", "pv", volume, "--ignore-not-found", "--wait=false", check=False)
