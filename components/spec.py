@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-BACKENDS = ("docker", "lima", "multipass")
+BACKENDS = ("docker", "lima", "multipass", "kubernetes")
 DEFAULT_BACKEND = "docker"
 # Every pattern is used with fullmatch: `$` would also accept a trailing newline.
 AGENT_NAME = re.compile(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?")
@@ -58,10 +58,14 @@ AGENT_FIELDS = {
     "egress", "allow", "dns",
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
-FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts"}
+FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes"}
+CLUSTER_FIELDS = {"kubeconfig", "context", "namespace", "node_address", "storage_class", "image",
+                  "image_pull_policy", "create_namespace"}
+PULL_POLICIES = ("IfNotPresent", "Never", "Always")
 HOST_FIELDS = {"address", "known_hosts", "identity_file", "endpoint_address", "attach_networks"}
 LOCAL_HOST = "local"
 HOST_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
+K8S_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
 CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")  # SharedObjects also knows "none"
 EGRESS_MODES = ("restricted", "open")
@@ -176,6 +180,20 @@ class HostSpec:
 
 
 @dataclass(frozen=True)
+class ClusterSpec:
+    """The Kubernetes cluster a fleet's `backend: kubernetes` agents run on."""
+
+    kubeconfig: str  # a path; the file holds credentials, so Pulumi keeps its content as a secret
+    namespace: str
+    node_address: str  # the address operators reach the cluster's node ports on
+    context: Optional[str] = None
+    storage_class: Optional[str] = None  # the cluster's default when None
+    image: Optional[str] = None  # default: the agent image setup builds (imported into the node)
+    image_pull_policy: str = "IfNotPresent"
+    create_namespace: bool = True
+
+
+@dataclass(frozen=True)
 class SharedObjects:
     """One read-only mirror of the fleet's remote whose objects every Docker agent on that remote
     borrows (git alternates) instead of keeping its own copy. `credential` reads the remote when
@@ -194,6 +212,7 @@ class FleetSpec:
     shared_objects: Optional[SharedObjects] = None
     hosts: tuple[HostSpec, ...] = (HostSpec(LOCAL_HOST),)
     port_base: int = 22000
+    cluster: Optional[ClusterSpec] = None
 
     def host(self, name: str) -> HostSpec:
         return next(host for host in self.hosts if host.name == name)
@@ -490,10 +509,51 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
             agents.append(agent)
 
     shared = _load_shared_objects(raw.get("shared_objects", False), agents, problems, read_secret)
+    cluster = _load_cluster(raw.get("kubernetes"), stack, agents, problems)
     if problems.items:
         raise FleetConfigError(problems.items)
     return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared,
-                     hosts=hosts, port_base=port_base)
+                     hosts=hosts, port_base=port_base, cluster=cluster)
+
+
+def _load_cluster(raw: Any, stack: str, agents: list[AgentSpec], problems: _Problems) -> Optional[ClusterSpec]:
+    """`kubernetes: {kubeconfig: PATH, node_address: IP, namespace: ..., storage_class: ...}`,
+    needed when an agent has `backend: kubernetes`."""
+    users = [a.name for a in agents if a.backend == "kubernetes"]
+    if raw is None:
+        if users:
+            problems.add(None, "kubernetes", f"agents {', '.join(users)} have backend kubernetes, but the fleet names "
+                         "no cluster; add `kubernetes: {kubeconfig: ~/.kube/config, node_address: <node IP>}`")
+        return None
+    if not isinstance(raw, Mapping):
+        problems.add(None, "kubernetes", "must be a mapping with `kubeconfig` and `node_address`")
+        return None
+    _check_unknown(raw, CLUSTER_FIELDS, problems, None, "kubernetes.")
+    kubeconfig = raw.get("kubeconfig")
+    if not isinstance(kubeconfig, str) or not kubeconfig.strip():
+        problems.add(None, "kubernetes.kubeconfig", "must be the path of a kubeconfig file (e.g. ~/.kube/config)")
+    node_address = raw.get("node_address")
+    if not isinstance(node_address, str) or not _is_ipv4(node_address):
+        problems.add(None, "kubernetes.node_address", f"{node_address!r} is not the IPv4 address of a node the "
+                     "operator reaches node ports on")
+    namespace = raw.get("namespace", f"agentfleet-{stack}".lower())
+    if not isinstance(namespace, str) or not K8S_NAME.fullmatch(namespace):
+        problems.add(None, "kubernetes.namespace", f"{namespace!r} is not a namespace name (a DNS label: a-z 0-9 -)")
+    policy = raw.get("image_pull_policy", "IfNotPresent")
+    if policy not in PULL_POLICIES:
+        problems.add(None, "kubernetes.image_pull_policy", f"{policy!r}; use one of {', '.join(PULL_POLICIES)}")
+    optional = {key: raw.get(key) for key in ("context", "storage_class", "image")}
+    for key, value in optional.items():
+        if value is not None and (not isinstance(value, str) or not value.strip() or unwritable(value)
+                                  or value.startswith("-") or any(c.isspace() for c in value)):
+            problems.add(None, f"kubernetes.{key}", f"{value!r} is not a {key.replace('_', ' ')} name")
+    create = raw.get("create_namespace", True)
+    if not isinstance(create, bool):
+        problems.add(None, "kubernetes.create_namespace", f"{create!r} is not true or false")
+    if problems.items:
+        return None
+    return ClusterSpec(kubeconfig=kubeconfig, namespace=namespace, node_address=node_address,
+                       image_pull_policy=policy, create_namespace=create, **optional)
 
 
 def _load_hosts(raw: Any, local_networks: list[str], problems: _Problems) -> tuple[HostSpec, ...]:

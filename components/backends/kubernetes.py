@@ -18,21 +18,29 @@ Why this shape:
 - Ready means the pod's readiness probe reached sshd, which agent-init starts only after
   cloud-init; Pulumi awaits the Deployment's rollout itself.
 
-Everything the module needs comes in `KubernetesAgentArgs`, so it does not depend on how the
-fleet config names the cluster.
+One agent's objects come from `KubernetesAgentArgs`; `KubernetesBackend` reads the fleet's
+`kubernetes:` config (spec.ClusterSpec) into them, makes the cluster's Provider and namespace, and
+checks the cluster before anything is created.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.backends.docker import WORKSPACE_MOUNT, capabilities
-from components.spec import AgentSpec
+from agentfleet.contract import WORKSPACE as WORKSPACE_MOUNT
+from components.backends import Endpoint, MachineContext
+from components.backends.docker import capabilities
+from components.image import agent_image_tag
+from components.process import run, tail
+from components.spec import AgentSpec, FleetSpec
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"  # images/agent-init, images/agentfleet-cloud-init
 SSH_PORT = 22
@@ -152,3 +160,80 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
         opts=opts,
     )
     return service.spec.ports[0].node_port.apply(lambda port: {"host": args.node_address, "port": int(port)})
+
+
+def kubectl() -> Optional[str]:
+    """The kubectl setup builds (matching the cluster binaries), else PATH's."""
+    built = Path(os.environ.get("AGENTFLEET_HOME") or Path.home() / ".agentfleet") / "kubernetes" / "current" / "bin" / "kubectl"
+    return str(built) if os.access(built, os.X_OK) else shutil.which("kubectl")
+
+
+class KubernetesBackend:
+    """`backend: kubernetes`: agents as pods on the fleet's cluster (`kubernetes:` in the config),
+    through one explicit pulumi-kubernetes Provider made from its kubeconfig."""
+
+    def __init__(self) -> None:
+        self._providers: dict[str, k8s.Provider] = {}
+
+    def missing_tools(self) -> list[str]:
+        return [] if kubectl() else ["kubectl (run scripts/setup kubernetes)"]
+
+    def preflight(self, fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
+        """The cluster answers, its namespace is usable, its storage class exists."""
+        cluster = fleet.cluster
+        assert cluster is not None  # the spec refuses kubernetes agents without a cluster
+        where = (f'stack "{fleet.stack}": cluster {cluster.kubeconfig}' + (f" (context {cluster.context})" if cluster.context
+                 else "") + f" (agents {', '.join(a.name for a in agents)})")
+        config = Path(cluster.kubeconfig).expanduser()
+        if not config.is_file():
+            return [f"{where}: field kubernetes.kubeconfig: no file {config}"]
+        base = [kubectl() or "kubectl", "--kubeconfig", str(config), "--request-timeout", "10s",
+                *(["--context", cluster.context] if cluster.context else [])]
+        checks = [(["get", "--raw", "/readyz"], "does not answer")]
+        if not cluster.create_namespace:
+            checks.append((["get", "namespace", cluster.namespace], f"has no namespace {cluster.namespace}"))
+        if cluster.storage_class:
+            checks.append((["get", "storageclass", cluster.storage_class], f"has no storage class {cluster.storage_class}"))
+        problems = []
+        for argv, says in checks:
+            done = run([*base, *argv], timeout_s=30)
+            if not done.ok:
+                problems.append(f"{where}: {says} ({tail(done.stderr or done.stdout, 2)})")
+                break
+        return problems
+
+    def fleet_resources(self, fleet: FleetSpec, context: MachineContext,
+                        opts: pulumi.ResourceOptions) -> dict[str, list[pulumi.Resource]]:
+        """The provider for the fleet's cluster and (unless told otherwise) its namespace."""
+        cluster = fleet.cluster
+        assert cluster is not None
+        config = Path(cluster.kubeconfig).expanduser()
+        try:
+            kubeconfig = config.read_text()
+        except OSError as error:
+            raise pulumi.RunError(f'stack "{fleet.stack}", field "kubernetes.kubeconfig": cannot read {config} '
+                                  f"({error.strerror})") from None
+        provider = k8s.Provider("fleet-cluster", kubeconfig=pulumi.Output.secret(kubeconfig), context=cluster.context,
+                                namespace=cluster.namespace, opts=opts)
+        self._providers[fleet.stack] = provider
+        needs: list[pulumi.Resource] = [provider]
+        if cluster.create_namespace:
+            needs.append(k8s.core.v1.Namespace(
+                "fleet-namespace", metadata={"name": cluster.namespace, "labels": {"app.kubernetes.io/managed-by": "agentfleet"}},
+                opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(provider=provider))))
+        return {agent.name: needs for agent in fleet.agents if agent.backend == "kubernetes"}
+
+    def provision(self, agent: AgentSpec, context: MachineContext, user_data: pulumi.Output[str],
+                  host_public_key: pulumi.Output[str], opts: pulumi.ResourceOptions) -> pulumi.Output[Endpoint]:
+        cluster = (context.fleet.cluster if context.fleet else None)
+        assert cluster is not None
+        args = KubernetesAgentArgs(agent=agent, stack=context.stack, namespace=cluster.namespace,
+                                   image=cluster.image or agent.image or agent_image_tag(),
+                                   node_address=cluster.node_address, image_pull_policy=cluster.image_pull_policy,
+                                   storage_class=cluster.storage_class)
+        endpoint = provision(args, user_data, pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(provider=self._providers[context.stack])))
+        return endpoint.apply(lambda e: Endpoint(host=e["host"], port=int(e["port"])))
+
+
+BACKEND = KubernetesBackend()

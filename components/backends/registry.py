@@ -11,6 +11,7 @@ MODULES = {
     "docker": "components.backends.docker",
     "lima": "components.backends.lima",
     "multipass": "components.backends.multipass",
+    "kubernetes": "components.backends.kubernetes",
 }
 
 

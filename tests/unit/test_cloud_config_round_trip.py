@@ -55,6 +55,7 @@ IDENTITIES = (
 # Debian package names YAML reads as numbers, booleans or null (2048 and 0xffff are real ones).
 PACKAGES = ["2048", "0xffff", "yes", "null", "1.5", "jq"]
 SECRETS = {"remote-key": generate_ed25519("remote")[0], "token": "0755"}
+CLUSTER = {"kubernetes": {"kubeconfig": "~/.kube/config", "node_address": "192.0.2.10"}}  # for kubernetes agents
 
 
 def variants() -> dict[str, tuple[AgentSpec, Optional[str]]]:
@@ -65,7 +66,7 @@ def variants() -> dict[str, tuple[AgentSpec, Optional[str]]]:
         name, email, branch = IDENTITIES[index % len(IDENTITIES)]
         raw = agent(backend=backend, identity={"name": name, "email": email}, branch=branch,
                     packages=PACKAGES if index % 3 else [], **CREDENTIALS[credential], **EGRESS[egress])
-        spec = load({"agents": [raw]}, SECRETS).agents[0]
+        spec = load({"agents": [raw], **CLUSTER}, SECRETS).agents[0]
         found[f"{backend}-{credential}-{egress}-{reference}-{name}"] = (spec, REFERENCES[reference])
     return found
 

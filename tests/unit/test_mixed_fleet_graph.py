@@ -125,7 +125,7 @@ def test_preflight_names_the_agents_of_a_backend_this_version_does_not_offer(mon
 
     assert problems == [
         'stack "mixed": backend multipass (agents agent-3) is not available in this version of '
-        "agentfleet (available: docker, lima)"
+        "agentfleet (available: docker, kubernetes, lima)"
     ]
 
 

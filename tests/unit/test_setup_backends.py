@@ -25,7 +25,7 @@ def bash(script: str, **env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(("asked", "steps"), [
     ("docker", "ensure_docker_engine ensure_agent_image"),
     ("lima docker", "ensure_docker_engine ensure_agent_image ensure_lima"),  # in install order
-    ("all", "ensure_docker_engine ensure_agent_image ensure_lima ensure_multipass"),
+    ("all", "ensure_docker_engine ensure_agent_image ensure_lima ensure_multipass ensure_kubernetes"),
 ])
 def test_each_backend_brings_only_its_own_steps(asked, steps):
     assert bash(f"backend_steps {asked}").stdout == steps + "\n"
@@ -34,7 +34,7 @@ def test_each_backend_brings_only_its_own_steps(asked, steps):
 def test_an_unknown_backend_is_refused_with_the_known_ones():
     done = bash("backend_steps docker kubernets")
     assert done.returncode == 1
-    assert done.stderr == "error: unknown backend 'kubernets'; setup knows: docker lima multipass\n"
+    assert done.stderr == "error: unknown backend 'kubernets'; setup knows: docker lima multipass kubernetes\n"
 
 
 def test_setup_refuses_an_unknown_backend_before_installing_anything(tmp_path):
@@ -42,7 +42,7 @@ def test_setup_refuses_an_unknown_backend_before_installing_anything(tmp_path):
     done = subprocess.run([str(PROJECT_ROOT / "scripts" / "setup"), "vmware"], capture_output=True, text=True,
                           timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AGENTFLEET_HOME": str(home)})
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == "error: unknown backend 'vmware'; setup knows: docker lima multipass"
+    assert done.stderr.strip().splitlines()[-1] == "error: unknown backend 'vmware'; setup knows: docker lima multipass kubernetes"
     assert list(home.iterdir()) == []
 
 

@@ -21,24 +21,8 @@ from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import load_fleet
 from tests.e2e.support import PASSPHRASE
+from tests.e2e.kubernetes.storage import STORAGE_CLASS, static_storage
 from tests.kubecluster.cluster import Cluster
-
-STORAGE_CLASS = "agentfleet-test"
-
-
-def static_storage(cluster: Cluster, name: str) -> None:
-    """A class without a provisioner and one hostPath volume of it (the test cluster has no
-    dynamic provisioner): what an agent's claim binds to."""
-    manifests = [
-        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": STORAGE_CLASS},
-         "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer"},
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-         "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
-                  "storageClassName": STORAGE_CLASS, "persistentVolumeReclaimPolicy": "Delete",
-                  "hostPath": {"path": str(cluster.root / "volumes" / name), "type": "DirectoryOrCreate"}}},
-    ]
-    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
-
 
 def ssh(key: Path, known_hosts: Path, host: str, port: int, command: str) -> str:
     return subprocess.run(
