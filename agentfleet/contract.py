@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Optional, TypedDict
 
+# What an agent's machine can be.
+BACKENDS = ("docker", "lima", "multipass", "kubernetes")
+
 # The guest's layout, the same on every backend.
 LOGIN_USER = "agent"
 HOME = f"/home/{LOGIN_USER}"

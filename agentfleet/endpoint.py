@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-BACKENDS = ("docker", "lima", "multipass")
 
 
 def parse_known_hosts(text: str) -> paramiko.HostKeys:

@@ -9,8 +9,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from agentfleet.contract import BACKENDS
 from agentfleet.endpoint import (
-    BACKENDS,
     AgentEndpoint,
     Identity,
     load_private_key,

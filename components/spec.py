@@ -15,7 +15,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-BACKENDS = ("docker", "lima", "multipass", "kubernetes")
+from agentfleet.contract import BACKENDS
+
 DEFAULT_BACKEND = "docker"
 # Every pattern is used with fullmatch: `$` would also accept a trailing newline.
 AGENT_NAME = re.compile(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?")

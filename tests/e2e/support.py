@@ -19,7 +19,7 @@ from pulumi import automation as auto
 PASSPHRASE = "e2e-passphrase"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What a Pulumi project of agentfleet is made of; copies get their own stacks/ and state/.
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "cloud-init", "images")
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "agentfleet", "cloud-init", "images")
 REMOVE = {"container": ["rm", "-f"], "volume": ["volume", "rm", "-f"], "network": ["network", "rm"]}
 
 def docker(*args: str, stdin: str | None = None, check: bool = True) -> str:
