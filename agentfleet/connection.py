@@ -261,8 +261,15 @@ class _Output:
         return "".join(self._parts[which])
 
 
+DRAIN = 1.0  # seconds to wait for output still in flight after the exit status
+
+
 def _pump(channel: paramiko.Channel, output: _Output, deadline: float | None) -> bool:
-    """Forward output until the command exits (True) or the deadline passes (False)."""
+    """Forward output until the command exits (True) or the deadline passes (False). The exit
+    status can arrive before the last of stderr (sshd reports the exit when the child ends, while
+    its pipes may still hold output): after it, output is read until the channel's EOF, for at
+    most DRAIN seconds."""
+    drained_by = None
     while True:
         if channel.recv_ready():
             output.feed("stdout", channel.recv(CHUNK))
@@ -271,8 +278,10 @@ def _pump(channel: paramiko.Channel, output: _Output, deadline: float | None) ->
         if channel.recv_ready() or channel.recv_stderr_ready():
             continue
         if channel.exit_status_ready():
-            output.finish()
-            return True
+            drained_by = drained_by or time.monotonic() + DRAIN
+            if channel.eof_received or channel.closed or time.monotonic() >= drained_by:
+                output.finish()
+                return True
         wait = POLL if deadline is None else min(POLL, deadline - time.monotonic())
         if wait <= 0:
             output.finish()
