@@ -3,10 +3,10 @@
 Three ways, alternated in every round so that other load on the machine hits all alike:
 
 - `pulumi up`: `pulumi up --yes --skip-preview` of a new stack, then the git command over SSH;
-- `docker script`: the same work scripted directly with the Docker CLI, every agent in parallel:
-  the same `docker create` options (taken from the product), the same cloud-config (rendered by
-  the product, fresh keys) delivered with `agentfleet-seed`, a wait in the container for
-  cloud-init's result and sshd (as the backend waits), then the git command over SSH;
+- `docker script`: the same work scripted directly with the Docker CLI, every agent in parallel
+  (bench/scripted.py): the volume, `docker create` with the container's own fields, the
+  product's cloud-config (fresh keys) copied in as the NoCloud seed before `docker start`, the
+  backend's wait in the container for cloud-init's result and sshd, then the git command over SSH;
 - `docker run + git clone`: a plain container per agent that clones the repository, with no SSH
   and no cloud-init: the lower bound of what a fleet of clones costs.
 
@@ -33,27 +33,25 @@ from bench.common import (
     timed,
     wait_until_answers,
 )
+from bench.scripted import prepare
 from components.backends import MachineContext
-from components.backends.docker import create_options, volume_name
-from components.cloudinit import AgentKeys, render_cloud_config
-from components.keys import generate_ed25519
+from components.backends.docker_engine import WAIT_FOR_BOOT
 from components.spec import load_fleet
 
 WAYS = ("pulumi up", "docker script", "docker run + git clone")
 READY_TIMEOUT_S = 180
 
 AGENT_SCRIPT = """
-agent() {  # NAME PORT USER_DATA KEY KNOWN_HOSTS VOLUME NETWORK [docker create options...]
-    name=$1 port=$2 user_data=$3 key=$4 known=$5 volume=$6 extra=$7; shift 7
-    docker volume create --label "$LABEL" "$volume" >/dev/null &&
-    docker create --name "$name" "$@" >/dev/null &&
-    docker network connect "$extra" "$name" &&
-    docker start "$name" >/dev/null || return 1
-    # Seed, then wait in the container for cloud-init's result and sshd (as the backend does).
-    timeout "$TIMEOUT" docker exec -i "$name" sh -c 'agentfleet-seed "$1" "$1" 2>/dev/null || exit
-        until [ -e /run/cloud-init/result.json ] && [ -e /run/sshd.pid ]; do sleep 0.05; done' seed "$name" \\
-        <"$user_data" || return 1
+agent() {  # NAME PORT SEED KEY KNOWN_HOSTS VOLUME EXTRA_NETWORKS [docker create options...]
+    name=$1 port=$2 seed=$3 key=$4 known=$5 volume=$6 extra=$7; shift 7
     deadline=$(( $(date +%s) + TIMEOUT ))
+    docker volume create --label "$LABEL" "$volume" >/dev/null &&
+    docker create "$@" >/dev/null || return 1
+    for network in $extra; do docker network connect "$network" "$name" || return 1; done
+    # The seed before the start, then the backend's wait for cloud-init's result and sshd.
+    docker cp - "$name:/" <"$seed" &&
+    docker start "$name" >/dev/null &&
+    docker exec "$name" sh -c "$WAIT_FOR_BOOT" wait-for-boot "$deadline" >/dev/null || return 1
     until ssh $SSH_OPTIONS -i "$key" -o UserKnownHostsFile="$known" -p "$port" agent@127.0.0.1 "$READY" >/dev/null 2>&1; do
         [ "$(date +%s)" -lt "$deadline" ] || return 1
         sleep 0.05
@@ -104,19 +102,15 @@ def via_script(bench: Workbench, size: int) -> dict[str, float]:
     try:
         calls = []
         for agent in spec.agents:
-            operator_private, operator_public = generate_ed25519(f"operator@{agent.name}")
-            host_private, host_public = generate_ed25519(f"{agent.name}@host")
-            user_data = render_cloud_config(agent, AgentKeys(operator_public, host_private, host_public,
-                                                             remote_private_key=bench.deploy_key_private))
-            files = [bench.write_file(f"{name}/{agent.name}.{kind}", text) for kind, text in (
-                ("user-data", user_data), ("key", operator_private),
-                ("known_hosts", f"[127.0.0.1]:{agent.ssh_port} {' '.join(host_public.split()[:2])}\n"))]
-            calls.append([context.machine_name(agent.name), str(agent.ssh_port), *map(str, files),
-                          volume_name(context, agent.name), bench.git.network, *create_options(context, agent)])
+            scripted = prepare(agent, context, bench.deploy_key_private, bench.scratch / name)
+            calls.append([scripted.name, str(scripted.port), str(scripted.seed), str(scripted.key),
+                          str(scripted.known_hosts), scripted.volume, " ".join(scripted.extra_networks),
+                          *scripted.create_options])
         subprocess.run(["docker", "network", "create", "--label", label, f"agentfleet-{name}"],
                        check=True, capture_output=True)
         run_jobs(AGENT_SCRIPT, calls, {"LABEL": label, "TIMEOUT": str(READY_TIMEOUT_S),
-                                       "SSH_OPTIONS": " ".join(SSH_OPTIONS), "READY": READY_COMMAND})
+                                       "SSH_OPTIONS": " ".join(SSH_OPTIONS), "READY": READY_COMMAND,
+                                       "WAIT_FOR_BOOT": WAIT_FOR_BOOT})
         elapsed = time.perf_counter() - started
     finally:
         teardown_s, _ = timed(lambda: remove_labelled(label))
