@@ -51,6 +51,13 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def aim(what: str, measured: float, limit: float, unit: str, command: str, detail: str = "") -> dict[str, Any]:
+    """One of the issue's aims as measured in this run: met when `measured` is at most `limit`.
+    `command` is what measures it again; `detail` the figures the ratio comes from."""
+    return {"aim": what, "measured": f"{measured:.2f}{unit}", "limit": f"≤ {limit:g}{unit}",
+            "met": measured <= limit, "detail": detail, "command": command}
+
+
 def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     result = action()

@@ -23,7 +23,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bench.common import READY_COMMAND, Workbench, answers_git, load, median, remove_labelled
+from bench.common import READY_COMMAND, Workbench, aim, answers_git, load, median, remove_labelled
 from components.backends import MachineContext
 from components.backends.docker import container_fields, network_name
 from components.backends.docker_engine import ContainerDriver, NetworkDriver, VolumeDriver, engine
@@ -90,5 +90,7 @@ def run(bench: Workbench, rounds: int) -> dict[str, Any]:
             for phase in (*PHASES, "total", "create_to_git")]
     total = median(s["total"] for s in samples)
     return {"benchmark": "readiness", "rounds": rounds, "load_1min_median": round(median(loads), 2),
-            "ready": f"`{READY_COMMAND}` over SSH", "results": rows, "aim_s": AIM_S, "met": total <= AIM_S,
-            "total_s": [round(s["total"], 3) for s in samples]}
+            "ready": f"`{READY_COMMAND}` over SSH", "results": rows,
+            "total_s": [round(s["total"], 3) for s in samples],
+            "aims": [aim("1 agent, container start to first git over SSH", total, AIM_S, " s",
+                         "python -m bench --only readiness", f"median of {rounds}")]}

@@ -1,9 +1,15 @@
-"""One agent spec -> one cloud-config document, from the templates in cloud-init/.
+"""One agent spec -> one cloud-config document, from the template in cloud-init/.
 
 Why one document: every backend hands the same cloud-config to cloud-init (NoCloud seed in
 Docker, Multipass `--cloud-init`, Lima provisioning), so an agent is set up identically whatever
 it runs on. This module is pure: keys arrive as plain strings inside an `apply`, and the result
 is only ever passed on as a Pulumi secret.
+
+Why the scripts stay out of a Docker agent's document: the agent image carries them
+(images/agentfleet/, installed in SCRIPT_DIR), so the document holds only what differs per
+agent. It is the secret input of the agent's container, stored encrypted in the stack's state
+and rewritten at every step of an `up`: the scripts were more than half of it. VMs boot images
+agentfleet does not always build, so their documents still write the scripts.
 
 Why every value keeps its type without quotes: Multipass v1.16 loads the document and writes it
 out again dropping the quotes of strings (canonical/multipass#4176), after which cloud-init would
@@ -26,6 +32,11 @@ from components.egress import policy_document
 from components.spec import AgentSpec
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
+SCRIPTS = Path(__file__).resolve().parent.parent / "images" / "agentfleet"
+# Where the agent's scripts live in the machine; the Docker image installs them there.
+SCRIPT_DIR = "/usr/local/lib/agentfleet"
+SCRIPTS_IN_IMAGE = frozenset({"docker"})
+EGRESS_PER_BOOT = "/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"
 # Where a backend mounts the fleet's shared, read-only mirror (FleetSpec.shared_objects); the
 # first clone borrows its objects through git alternates (`git clone --reference`).
 SHARED_OBJECTS = "/var/lib/agentfleet/shared.git"
@@ -77,15 +88,29 @@ def _root_file(path: str, content: str, permissions: str) -> dict[str, Any]:
     return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
 
 
+def _script(agent: AgentSpec, name: str) -> str:
+    """A script of images/agentfleet/ as a file's content: the script itself, or where the
+    image has it, two lines that run the image's copy."""
+    if agent.backend in SCRIPTS_IN_IMAGE:
+        return f'#!/bin/sh\nexec {SCRIPT_DIR}/{name} "$@"\n'
+    return (SCRIPTS / name).read_text()
+
+
 def _egress_files(agent: AgentSpec) -> list[dict[str, Any]]:
     """The policy and the per-boot script that applies it (none when egress is open)."""
     if agent.egress == "open":
         return []
     return [
         _root_file("/etc/agentfleet/egress.conf", policy_document(agent), "0o644"),
-        _root_file("/var/lib/cloud/scripts/per-boot/10-agentfleet-egress",
-                   (TEMPLATES / "apply-egress.sh").read_text(), "0o700"),
+        _root_file(EGRESS_PER_BOOT, _script(agent, "apply-egress"), "0o700"),
     ]
+
+
+def _first_clone_files(agent: AgentSpec) -> list[dict[str, Any]]:
+    """The first-boot script runcmd runs (at SCRIPT_DIR/first-clone), unless the image has it."""
+    if agent.backend in SCRIPTS_IN_IMAGE:
+        return []
+    return [_file(f"{SCRIPT_DIR}/first-clone", _script(agent, "first-clone"), "0o755", owner="root:root")]
 
 
 def _credential_files(agent: AgentSpec, keys: AgentKeys) -> list[dict[str, Any]]:
@@ -117,12 +142,7 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[s
         _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys, reference), "0o644"),
         _file(f"{HOME}/.ssh/known_hosts", "\n".join(agent.known_hosts) + "\n", "0o644"),
         *_credential_files(agent, keys),
-        _file(
-            "/usr/local/lib/agentfleet/first-clone",
-            (TEMPLATES / "first-clone.sh").read_text(),
-            "0o755",
-            owner="root:root",
-        ),
+        *_first_clone_files(agent),
     ]
     return "#cloud-config\n" + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
 

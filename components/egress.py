@@ -17,5 +17,5 @@ def allowed_destinations(agent: AgentSpec) -> tuple[tuple[str, int], ...]:
 
 
 def policy_document(agent: AgentSpec) -> str:
-    """/etc/agentfleet/egress.conf: one `host port` per line, read by cloud-init/apply-egress.sh."""
+    """/etc/agentfleet/egress.conf: one `host port` per line, read by images/agentfleet/apply-egress."""
     return "".join(f"{host} {port}\n" for host, port in allowed_destinations(agent))

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import yaml
 
-from components.cloudinit import REMOTE_KEY_PATH, AgentKeys, render_cloud_config
+from components.cloudinit import EGRESS_PER_BOOT, REMOTE_KEY_PATH, SCRIPT_DIR, SCRIPTS, AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import load_fleet
 
@@ -87,6 +87,25 @@ def test_restricted_egress_ships_the_policy_and_the_per_boot_script():
     script = written["/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"]
     assert script["owner"] == "root:root" and script["permissions"] == "0o700"
     assert "defer" not in script  # root's file, written before the agent user exists
+
+
+def test_a_docker_agent_runs_the_scripts_of_its_image_and_a_vm_gets_them_written():
+    remote = {"remote": "ssh://git@gitserver:2222/app.git", "known_hosts": [KNOWN]}
+    docker = render_cloud_config(spec(**remote), keys())
+    written = files(yaml.safe_load(docker))
+    assert f"{SCRIPT_DIR}/first-clone" not in written
+    assert written[EGRESS_PER_BOOT]["content"] == f'#!/bin/sh\nexec {SCRIPT_DIR}/apply-egress "$@"\n'
+    assert "iptables" not in docker and "git clone" not in docker
+    for backend in ("lima", "multipass"):
+        vm = files(yaml.safe_load(render_cloud_config(spec(backend=backend, **remote), keys())))
+        assert vm[f"{SCRIPT_DIR}/first-clone"]["content"] == (SCRIPTS / "first-clone").read_text()
+        assert vm[EGRESS_PER_BOOT]["content"] == (SCRIPTS / "apply-egress").read_text()
+
+
+def test_the_image_installs_the_scripts_where_the_documents_run_them():
+    dockerfile = (SCRIPTS.parent / "Dockerfile").read_text()
+    assert f"COPY agentfleet/ {SCRIPT_DIR}/" in dockerfile
+    assert {path.name for path in SCRIPTS.iterdir()} == {"first-clone", "apply-egress"}
 
 
 def test_open_egress_ships_no_policy():
