@@ -36,6 +36,7 @@ SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictH
                "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
 # The git command that says an agent is ready: its workspace holds the clone of the remote.
 READY_COMMAND = "git -C workspace log -1 --format=%h"
+GENERIC_ERRORS = ("an unhandled error occurred", "update failed", "Resource monitor has terminated")
 
 
 def median(values: Iterable[float]) -> float:
@@ -139,6 +140,7 @@ class Workbench:
             except subprocess.CalledProcessError as error:
                 self.discard_stack(stack)  # also what a failed create left behind
                 if "is taken on this host" not in (error.stdout or "") or attempt == attempts:
+                    print(f"  pulumi up of {stack.name} failed: {first_error(error.stdout or '')}", flush=True)
                     raise
         raise AssertionError("unreachable")
 
@@ -164,6 +166,15 @@ class Workbench:
         if self.git is not None:
             self.git.remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def first_error(output: str) -> str:
+    """The first specific error of `pulumi up` output (its diagnostics), not the generic last ones."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "error:" in line and not any(generic in line for generic in GENERIC_ERRORS):
+            return " ".join(lines[index:index + 3])[:400]
+    return ""
 
 
 def remove_labelled(label: str) -> None:

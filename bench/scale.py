@@ -19,6 +19,7 @@ from typing import Any
 from bench.common import (
     Workbench,
     aim,
+    first_error,
     load,
     seconds,
     stack_endpoints,
@@ -29,18 +30,6 @@ from bench.footprint import memory
 
 GROWTH_AIM = 1.25
 STATE_AIM_KB = 8.0
-GENERIC = ("an unhandled error occurred", "update failed", "Resource monitor has terminated")
-
-
-def first_error(output: str) -> str:
-    """The first specific error of `pulumi up` output (its diagnostics), not the generic last ones."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for index, line in enumerate(lines):
-        if "error:" in line and not any(generic in line for generic in GENERIC):
-            return " ".join(lines[index:index + 3])[:400]
-    return ""
-
-
 def one_size(bench: Workbench, size: int) -> dict[str, Any]:
     load_before = load()
     try:
