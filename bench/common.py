@@ -140,7 +140,8 @@ class Workbench:
             except subprocess.CalledProcessError as error:
                 self.discard_stack(stack)  # also what a failed create left behind
                 if "is taken on this host" not in (error.stdout or "") or attempt == attempts:
-                    print(f"  pulumi up of {stack.name} failed: {first_error(error.stdout or '')}", flush=True)
+                    tail = "\n    ".join((error.stdout or "").strip().splitlines()[-12:])
+                    print(f"  pulumi up of {stack.name} failed: {first_error(error.stdout or '')}\n    {tail}", flush=True)
                     raise
         raise AssertionError("unreachable")
 
