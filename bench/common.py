@@ -20,8 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
 
+from components.backends import MachineContext
+from components.backends.docker import port_conflicts
 from components.image import agent_image_tag
 from components.keys import generate_ed25519
+from components.spec import FleetSpec, load_fleet
 from tests.e2e.support import (
     REMOVE,
     FleetStack,
@@ -176,6 +179,21 @@ def first_error(output: str) -> str:
         if "error:" in line and not any(generic in line for generic in GENERIC_ERRORS):
             return " ".join(lines[index:index + 3])[:400]
     return ""
+
+
+def free_fleet(bench: Workbench, prefix: str, size: int,
+               attempts: int = 5) -> tuple[str, MachineContext, FleetSpec]:
+    """For fleets made without `pulumi up`: a stack name (`prefix-N`) whose agents' ports are
+    free here, checked as the product's preflight checks them (other work on this machine holds
+    ports too), with its context and spec."""
+    assert bench.git is not None
+    for attempt in range(attempts):
+        name = f"{prefix}-{attempt}"
+        context = MachineContext(name, (bench.git.network,))
+        spec = load_fleet(name, bench.fleet(size), lambda key: bench.deploy_key_private)
+        if not port_conflicts(spec.agents, context):
+            return name, context, spec
+    raise RuntimeError(f"no stack name with {size} free SSH ports after {attempts} tries")
 
 
 def remove_labelled(label: str) -> None:

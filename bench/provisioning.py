@@ -28,6 +28,7 @@ from bench.common import (
     SSH_OPTIONS,
     Workbench,
     aim,
+    free_fleet,
     load,
     median,
     remove_labelled,
@@ -37,10 +38,7 @@ from bench.common import (
     wait_until_answers,
 )
 from bench.scripted import prepare
-from components.backends import MachineContext
-from components.backends.docker import port_conflicts
 from components.backends.docker_engine import WAIT_FOR_BOOT
-from components.spec import FleetSpec, load_fleet
 
 WAYS = ("pulumi up", "docker script", "raw Docker PoC")
 AIMS = {20: ("raw Docker PoC", 2.0), 1: ("docker script", 1.5)}  # agents: (baseline, at most this ratio)
@@ -99,22 +97,9 @@ def via_pulumi(bench: Workbench, size: int) -> dict[str, float]:
         bench.discard_stack(stack)
 
 
-def free_fleet(bench: Workbench, size: int, attempts: int = 5) -> tuple[str, MachineContext, FleetSpec]:
-    """A stack name whose agents' ports are free here, checked as the product's preflight checks
-    them (other work on this machine holds ports too); the next name otherwise."""
-    assert bench.git is not None
-    for attempt in range(attempts):
-        name = f"script-{bench.run_id}-{size}-{attempt}"
-        context = MachineContext(name, (bench.git.network,))
-        spec = load_fleet(name, bench.fleet(size), lambda key: bench.deploy_key_private)
-        if not port_conflicts(spec.agents, context):
-            return name, context, spec
-    raise RuntimeError(f"no stack name with {size} free ports after {attempts} tries")
-
-
 def via_script(bench: Workbench, size: int) -> dict[str, float]:
     assert bench.git is not None
-    name, context, spec = free_fleet(bench, size)
+    name, context, spec = free_fleet(bench, f"script-{bench.run_id}-{size}", size)
     label = f"agentfleet.stack={name}"
     started = time.perf_counter()
     try:

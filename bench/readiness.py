@@ -23,13 +23,11 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bench.common import READY_COMMAND, Workbench, aim, answers_git, load, median, remove_labelled
-from components.backends import MachineContext
+from bench.common import READY_COMMAND, Workbench, aim, answers_git, free_fleet, load, median, remove_labelled
 from components.backends.docker import container_fields, network_name
 from components.backends.docker_engine import ContainerDriver, NetworkDriver, VolumeDriver, engine
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
-from components.spec import load_fleet
 
 PHASES = ("create + seed + start", "cloud-init start-up", "cloud-init stages", "sshd + pinned key",
           "first git over SSH")
@@ -44,9 +42,8 @@ def engine_time(stamp: str) -> float:
 
 def one_round(bench: Workbench, index: int) -> dict[str, float]:
     assert bench.git is not None
-    stack = f"ready-{bench.run_id}-{index}"
-    context = MachineContext(stack, (bench.git.network,))
-    agent = load_fleet(stack, bench.fleet(1), lambda key: bench.deploy_key_private).agents[0]
+    stack, context, spec = free_fleet(bench, f"ready-{bench.run_id}-{index}", 1)
+    agent = spec.agents[0]
     operator_private, operator_public = generate_ed25519("operator")
     host_private, host_public = generate_ed25519("host")
     user_data = render_cloud_config(agent, AgentKeys(operator_public, host_private, host_public,
