@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -111,9 +112,10 @@ class Workbench:
         stack.set_secret("benchDeployKey", self.deploy_key_private)
         return stack
 
-    def fleet(self, size: int, prefix: str = "a", remote: bool | str = True, **fleet_fields: Any) -> dict[str, Any]:
+    def fleet(self, size: int, prefix: str = "a", remote: bool | str = True, ports: list[int] | None = None,
+              **fleet_fields: Any) -> dict[str, Any]:
         """`size` agents (names a-1 … a-N) that clone the git server's repository (or `remote`,
-        another URL on it) on first boot; `remote=False`: no remote."""
+        another URL on it) on first boot; `remote=False`: no remote. `ports` pins their SSH ports."""
         git_fields: dict[str, Any] = {}
         if remote and self.git is not None:
             url = remote if isinstance(remote, str) else self.git.url
@@ -123,7 +125,8 @@ class Workbench:
             # The image is pinned for the whole run: a recipe changed meanwhile must not change it.
             "defaults": {"resources": {"cpus": 1, "memory": "256m", "pids": 128}, "image": self.image,
                          **git_fields},
-            "agents": [{"name": f"{prefix}-{i}", "identity": {"name": f"Agent {i}", "email": f"{prefix}-{i}@bench.test"}}
+            "agents": [{"name": f"{prefix}-{i}", "identity": {"name": f"Agent {i}", "email": f"{prefix}-{i}@bench.test"},
+                        **({"ssh_port": ports[i - 1]} if ports else {})}
                        for i in range(1, size + 1)],
             **fleet_fields,
         }
@@ -179,6 +182,26 @@ def first_error(output: str) -> str:
         if "error:" in line and not any(generic in line for generic in GENERIC_ERRORS):
             return " ".join(lines[index:index + 3])[:400]
     return ""
+
+
+def free_ports(count: int, start: int = 40000) -> list[int]:
+    """`count` ports from `start` up that nothing listens on here. A fleet of hundreds whose
+    ports are derived from names almost surely meets one that other work on this machine holds
+    (preflight refuses it); the benchmarks' large fleets pin ports from this range instead."""
+    found: list[int] = []
+    port = start
+    while len(found) < count:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+                found.append(port)
+            except OSError:
+                pass
+        port += 1
+        if port > 65535:
+            raise RuntimeError(f"only {len(found)} free ports from {start} up; {count} needed")
+    return found
 
 
 def free_fleet(bench: Workbench, prefix: str, size: int,

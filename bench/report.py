@@ -105,7 +105,8 @@ def _provisioning(axis: Any, result: dict[str, Any]) -> None:
 
 
 def _readiness(axis: Any, result: dict[str, Any]) -> None:
-    phases = [r for r in result["results"] if r["phase"] != "total"]
+    after_start = result.get("after_start")  # the phases that make up `total`
+    phases = [r for r in result["results"] if r["phase"] != "total" and (after_start is None or r["phase"] in after_start)]
     left = 0.0
     for row in phases:
         axis.barh([0], [row["median_s"]], left=left, label=row["phase"])

@@ -20,6 +20,7 @@ from bench.common import (
     Workbench,
     aim,
     first_error,
+    free_ports,
     load,
     seconds,
     stack_endpoints,
@@ -33,7 +34,7 @@ STATE_AIM_KB = 8.0
 def one_size(bench: Workbench, size: int) -> dict[str, Any]:
     load_before = load()
     try:
-        stack, up_s = bench.up("scale", bench.fleet(size))
+        stack, up_s = bench.up("scale", bench.fleet(size, ports=free_ports(size)))
     except subprocess.CalledProcessError as error:
         return {"agents": size, "ok": False, "error": first_error(error.stdout or "") or str(error)}
     try:
@@ -71,16 +72,16 @@ def run(bench: Workbench, sizes: list[int], budget_s: float) -> dict[str, Any]:
             break
     largest = max((r["agents"] for r in rows if r["ok"]), default=0)
     return {"benchmark": "scale", "largest_ok": largest, "stopped": stopped, "budget_s": budget_s,
-            "results": rows, "aims": aims(rows)}
+            "results": rows, "aims": aims(rows, sizes)}
 
 
-def aims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def aims(rows: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
     """Growth from the smallest to the largest size that came up, and state per agent there."""
     done = [r for r in rows if r["ok"]]
     if not done:
         return []
     small, large = done[0], done[-1]
-    command = f"python -m bench --only scale --scale-sizes {small['agents']},{large['agents']} --scale-budget 3000"
+    command = f"python -m bench --only scale --scale-sizes {','.join(map(str, sorted(sizes)))} --scale-budget 3000"
     found = [aim(f"state per agent, {large['agents']} agents (`pulumi stack export` bytes / agents)",
                  large["state_kb_per_agent"], STATE_AIM_KB, " kB", command)]
     if large is not small:

@@ -41,7 +41,7 @@ def test_every_aim_is_listed_met_or_not_with_the_command_that_measures_it(tmp_pa
 
     rows = [{"agents": 20, "ok": True, "per_agent_s": 0.5, "state_kb_per_agent": 7.5},
             {"agents": 320, "ok": True, "per_agent_s": 0.7, "state_kb_per_agent": 7.9}]
-    growth, state = scale.aims(rows)
+    growth, state = scale.aims(rows, [20, 320])
     assert growth["measured"] == "1.40x" and growth["limit"] == "≤ 1.25x" and not growth["met"]
     assert state["met"] and "--scale-sizes 20,320" in state["command"]
     readiness = {"benchmark": "readiness", "results": [{"phase": "total", "median_s": 0.9}],
@@ -56,7 +56,7 @@ def test_every_aim_is_listed_met_or_not_with_the_command_that_measures_it(tmp_pa
 def test_only_sizes_that_came_up_count_towards_the_aims():
     from bench import scale
 
-    assert scale.aims([{"agents": 20, "ok": False, "error": "x"}]) == []
+    assert scale.aims([{"agents": 20, "ok": False, "error": "x"}], [20]) == []
     (state,) = scale.aims([{"agents": 20, "ok": True, "per_agent_s": 0.5, "state_kb_per_agent": 9.0},
-                           {"agents": 40, "ok": False, "error": "x"}])
+                           {"agents": 40, "ok": False, "error": "x"}], [20, 40])
     assert state["aim"].startswith("state per agent, 20 agents") and not state["met"]
