@@ -184,24 +184,24 @@ def first_error(output: str) -> str:
     return ""
 
 
-def free_ports(count: int, start: int = 40000) -> list[int]:
-    """`count` ports from `start` up that nothing listens on here. A fleet of hundreds whose
-    ports are derived from names almost surely meets one that other work on this machine holds
+def free_ports(count: int, start: int = 25000) -> list[int]:
+    """`count` ports from `start` up that nothing listens on here, below the kernel's ephemeral
+    range (whose ports outgoing connections take at any moment). A fleet of hundreds whose ports
+    are derived from names almost surely meets one that other work on this machine holds
     (preflight refuses it); the benchmarks' large fleets pin ports from this range instead."""
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     found: list[int] = []
-    port = start
-    while len(found) < count:
+    for port in range(start, ephemeral):
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", port))
-                found.append(port)
             except OSError:
-                pass
-        port += 1
-        if port > 65535:
-            raise RuntimeError(f"only {len(found)} free ports from {start} up; {count} needed")
-    return found
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError(f"only {len(found)} free ports from {start} to {ephemeral}; {count} needed")
 
 
 def free_fleet(bench: Workbench, prefix: str, size: int,
