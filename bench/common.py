@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -20,8 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
 
+from components.backends import MachineContext
+from components.backends.docker import port_conflicts
 from components.image import agent_image_tag
 from components.keys import generate_ed25519
+from components.spec import FleetSpec, load_fleet
 from tests.e2e.support import (
     REMOVE,
     FleetStack,
@@ -36,6 +40,7 @@ SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictH
                "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
 # The git command that says an agent is ready: its workspace holds the clone of the remote.
 READY_COMMAND = "git -C workspace log -1 --format=%h"
+GENERIC_ERRORS = ("an unhandled error occurred", "update failed", "Resource monitor has terminated")
 
 
 def median(values: Iterable[float]) -> float:
@@ -49,6 +54,13 @@ def seconds(value: float) -> float:
 def load() -> float:
     """1-minute load average: other work on this 2-core machine (e.g. a qemu VM) shows up here."""
     return round(os.getloadavg()[0], 2)
+
+
+def aim(what: str, measured: float, limit: float, unit: str, command: str, detail: str = "") -> dict[str, Any]:
+    """One of the issue's aims as measured in this run: met when `measured` is at most `limit`.
+    `command` is what measures it again; `detail` the figures the ratio comes from."""
+    return {"aim": what, "measured": f"{measured:.2f}{unit}", "limit": f"≤ {limit:g}{unit}",
+            "met": measured <= limit, "detail": detail, "command": command}
 
 
 def timed(action: Callable[[], Any]) -> tuple[float, Any]:
@@ -100,9 +112,10 @@ class Workbench:
         stack.set_secret("benchDeployKey", self.deploy_key_private)
         return stack
 
-    def fleet(self, size: int, prefix: str = "a", remote: bool | str = True, **fleet_fields: Any) -> dict[str, Any]:
+    def fleet(self, size: int, prefix: str = "a", remote: bool | str = True, ports: list[int] | None = None,
+              **fleet_fields: Any) -> dict[str, Any]:
         """`size` agents (names a-1 … a-N) that clone the git server's repository (or `remote`,
-        another URL on it) on first boot; `remote=False`: no remote."""
+        another URL on it) on first boot; `remote=False`: no remote. `ports` pins their SSH ports."""
         git_fields: dict[str, Any] = {}
         if remote and self.git is not None:
             url = remote if isinstance(remote, str) else self.git.url
@@ -112,7 +125,8 @@ class Workbench:
             # The image is pinned for the whole run: a recipe changed meanwhile must not change it.
             "defaults": {"resources": {"cpus": 1, "memory": "256m", "pids": 128}, "image": self.image,
                          **git_fields},
-            "agents": [{"name": f"{prefix}-{i}", "identity": {"name": f"Agent {i}", "email": f"{prefix}-{i}@bench.test"}}
+            "agents": [{"name": f"{prefix}-{i}", "identity": {"name": f"Agent {i}", "email": f"{prefix}-{i}@bench.test"},
+                        **({"ssh_port": ports[i - 1]} if ports else {})}
                        for i in range(1, size + 1)],
             **fleet_fields,
         }
@@ -132,6 +146,8 @@ class Workbench:
             except subprocess.CalledProcessError as error:
                 self.discard_stack(stack)  # also what a failed create left behind
                 if "is taken on host" not in (error.stdout or "") or attempt == attempts:
+                    tail = "\n    ".join((error.stdout or "").strip().splitlines()[-12:])
+                    print(f"  pulumi up of {stack.name} failed: {first_error(error.stdout or '')}\n    {tail}", flush=True)
                     raise
         raise AssertionError("unreachable")
 
@@ -157,6 +173,50 @@ class Workbench:
         if self.git is not None:
             self.git.remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def first_error(output: str) -> str:
+    """The first specific error of `pulumi up` output (its diagnostics), not the generic last ones."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "error:" in line and not any(generic in line for generic in GENERIC_ERRORS):
+            return " ".join(lines[index:index + 3])[:400]
+    return ""
+
+
+def free_ports(count: int, start: int = 25000) -> list[int]:
+    """`count` ports from `start` up that nothing listens on here, below the kernel's ephemeral
+    range (whose ports outgoing connections take at any moment). A fleet of hundreds whose ports
+    are derived from names almost surely meets one that other work on this machine holds
+    (preflight refuses it); the benchmarks' large fleets pin ports from this range instead."""
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    found: list[int] = []
+    for port in range(start, ephemeral):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError(f"only {len(found)} free ports from {start} to {ephemeral}; {count} needed")
+
+
+def free_fleet(bench: Workbench, prefix: str, size: int,
+               attempts: int = 5) -> tuple[str, MachineContext, FleetSpec]:
+    """For fleets made without `pulumi up`: a stack name (`prefix-N`) whose agents' ports are
+    free here, checked as the product's preflight checks them (other work on this machine holds
+    ports too), with its context and spec."""
+    assert bench.git is not None
+    for attempt in range(attempts):
+        name = f"{prefix}-{attempt}"
+        context = MachineContext(name, (bench.git.network,))
+        spec = load_fleet(name, bench.fleet(size), lambda key: bench.deploy_key_private)
+        if not port_conflicts(spec.agents, context):
+            return name, context, spec
+    raise RuntimeError(f"no stack name with {size} free SSH ports after {attempts} tries")
 
 
 def remove_labelled(label: str) -> None:

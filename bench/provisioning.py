@@ -3,15 +3,17 @@
 Three ways, alternated in every round so that other load on the machine hits all alike:
 
 - `pulumi up`: `pulumi up --yes --skip-preview` of a new stack, then the git command over SSH;
-- `docker script`: the same work scripted directly with the Docker CLI, every agent in parallel:
-  the same `docker create` options (taken from the product), the same cloud-config (rendered by
-  the product, fresh keys) delivered with `agentfleet-seed`, a wait in the container for
-  cloud-init's result and sshd (as the backend waits), then the git command over SSH;
-- `docker run + git clone`: a plain container per agent that clones the repository, with no SSH
-  and no cloud-init: the lower bound of what a fleet of clones costs.
+- `docker script`: the same work scripted directly with the Docker CLI, every agent in parallel
+  (bench/scripted.py): the volume, `docker create` with the container's own fields, the
+  product's cloud-config (fresh keys) copied in as the NoCloud seed before `docker start`, the
+  backend's wait in the container for cloud-init's result and sshd, then the git command over SSH;
+- `raw Docker PoC`: the seed's proof of concept re-enacted: a plain container per agent that
+  clones the repository, makes the agent's branch and commits on it, with no SSH and no
+  cloud-init: the lower bound of what a fleet of clones costs.
 
 Every agent clones the git server's repository on first boot; "ready" is `git log -1` in the
-workspace succeeding (over SSH where there is SSH).
+workspace succeeding (over SSH where there is SSH). The aims (issue 15), from the medians of this
+run: 20 agents within 2x the raw Docker PoC, 1 agent within 1.5x the script.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from bench.common import (
     READY_COMMAND,
     SSH_OPTIONS,
     Workbench,
+    aim,
+    free_fleet,
     load,
     median,
     remove_labelled,
@@ -33,27 +37,24 @@ from bench.common import (
     timed,
     wait_until_answers,
 )
-from components.backends import MachineContext
-from components.backends.docker import create_options, volume_name
-from components.cloudinit import AgentKeys, render_cloud_config
-from components.keys import generate_ed25519
-from components.spec import load_fleet
+from bench.scripted import prepare
+from components.backends.docker_engine import WAIT_FOR_BOOT
 
-WAYS = ("pulumi up", "docker script", "docker run + git clone")
+WAYS = ("pulumi up", "docker script", "raw Docker PoC")
+AIMS = {20: ("raw Docker PoC", 2.0), 1: ("docker script", 1.5)}  # agents: (baseline, at most this ratio)
 READY_TIMEOUT_S = 180
 
 AGENT_SCRIPT = """
-agent() {  # NAME PORT USER_DATA KEY KNOWN_HOSTS VOLUME NETWORK [docker create options...]
-    name=$1 port=$2 user_data=$3 key=$4 known=$5 volume=$6 extra=$7; shift 7
-    docker volume create --label "$LABEL" "$volume" >/dev/null &&
-    docker create --name "$name" "$@" >/dev/null &&
-    docker network connect "$extra" "$name" &&
-    docker start "$name" >/dev/null || return 1
-    # Seed, then wait in the container for cloud-init's result and sshd (as the backend does).
-    timeout "$TIMEOUT" docker exec -i "$name" sh -c 'agentfleet-seed "$1" "$1" 2>/dev/null || exit
-        until [ -e /run/cloud-init/result.json ] && [ -e /run/sshd.pid ]; do sleep 0.05; done' seed "$name" \\
-        <"$user_data" || return 1
+agent() {  # NAME PORT SEED KEY KNOWN_HOSTS VOLUME EXTRA_NETWORKS [docker create options...]
+    name=$1 port=$2 seed=$3 key=$4 known=$5 volume=$6 extra=$7; shift 7
     deadline=$(( $(date +%s) + TIMEOUT ))
+    docker volume create --label "$LABEL" "$volume" >/dev/null &&
+    docker create "$@" >/dev/null || return 1
+    for network in $extra; do docker network connect "$network" "$name" || return 1; done
+    # The seed before the start, then the backend's wait for cloud-init's result and sshd.
+    docker cp - "$name:/" <"$seed" &&
+    docker start "$name" >/dev/null &&
+    docker exec "$name" sh -c "$WAIT_FOR_BOOT" wait-for-boot "$deadline" >/dev/null || return 1
     until ssh $SSH_OPTIONS -i "$key" -o UserKnownHostsFile="$known" -p "$port" agent@127.0.0.1 "$READY" >/dev/null 2>&1; do
         [ "$(date +%s)" -lt "$deadline" ] || return 1
         sleep 0.05
@@ -66,7 +67,9 @@ agent() {  # NAME
     docker run -d --name "$1" --label "$LABEL" --network "$NETWORK" --entrypoint sleep "$IMAGE" infinity >/dev/null &&
     docker exec -i "$1" sh -c 'umask 077; cat >/tmp/key
         GIT_SSH_COMMAND="ssh -i /tmp/key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR" \\
-            git clone -q "$0" /tmp/workspace && git -C /tmp/workspace log -1 --format=%h' "$URL" <"$KEY" >/dev/null
+            git clone -q "$0" /tmp/workspace && cd /tmp/workspace && git checkout -q -b "agent/$1" &&
+        git -c user.name="$1" -c user.email="$1@bench.test" commit -q --allow-empty -m "Start agent/$1" &&
+        git log -1 --format=%h' "$URL" "$1" <"$KEY" >/dev/null
 }
 """
 
@@ -96,27 +99,21 @@ def via_pulumi(bench: Workbench, size: int) -> dict[str, float]:
 
 def via_script(bench: Workbench, size: int) -> dict[str, float]:
     assert bench.git is not None
-    name = f"script-{bench.run_id}-{size}"
-    context = MachineContext(name, (bench.git.network,))
-    spec = load_fleet(name, bench.fleet(size), lambda key: bench.deploy_key_private)
+    name, context, spec = free_fleet(bench, f"script-{bench.run_id}-{size}", size)
     label = f"agentfleet.stack={name}"
     started = time.perf_counter()
     try:
         calls = []
         for agent in spec.agents:
-            operator_private, operator_public = generate_ed25519(f"operator@{agent.name}")
-            host_private, host_public = generate_ed25519(f"{agent.name}@host")
-            user_data = render_cloud_config(agent, AgentKeys(operator_public, host_private, host_public,
-                                                             remote_private_key=bench.deploy_key_private))
-            files = [bench.write_file(f"{name}/{agent.name}.{kind}", text) for kind, text in (
-                ("user-data", user_data), ("key", operator_private),
-                ("known_hosts", f"[127.0.0.1]:{agent.ssh_port} {' '.join(host_public.split()[:2])}\n"))]
-            calls.append([context.machine_name(agent.name), str(agent.ssh_port), *map(str, files),
-                          volume_name(context, agent.name), bench.git.network, *create_options(context, agent)])
+            scripted = prepare(agent, context, bench.deploy_key_private, bench.scratch / name)
+            calls.append([scripted.name, str(scripted.port), str(scripted.seed), str(scripted.key),
+                          str(scripted.known_hosts), scripted.volume, " ".join(scripted.extra_networks),
+                          *scripted.create_options])
         subprocess.run(["docker", "network", "create", "--label", label, f"agentfleet-{name}"],
                        check=True, capture_output=True)
         run_jobs(AGENT_SCRIPT, calls, {"LABEL": label, "TIMEOUT": str(READY_TIMEOUT_S),
-                                       "SSH_OPTIONS": " ".join(SSH_OPTIONS), "READY": READY_COMMAND})
+                                       "SSH_OPTIONS": " ".join(SSH_OPTIONS), "READY": READY_COMMAND,
+                                       "WAIT_FOR_BOOT": WAIT_FOR_BOOT})
         elapsed = time.perf_counter() - started
     finally:
         teardown_s, _ = timed(lambda: remove_labelled(label))
@@ -138,7 +135,7 @@ def via_clone(bench: Workbench, size: int) -> dict[str, float]:
 
 
 def run(bench: Workbench, sizes: list[int], rounds: int) -> dict[str, Any]:
-    measure = {"pulumi up": via_pulumi, "docker script": via_script, "docker run + git clone": via_clone}
+    measure = {"pulumi up": via_pulumi, "docker script": via_script, "raw Docker PoC": via_clone}
     samples: dict[tuple[int, str], list[dict[str, float]]] = {(s, w): [] for s in sizes for w in WAYS}
     loads = []
     for round_ in range(rounds):
@@ -149,14 +146,21 @@ def run(bench: Workbench, sizes: list[int], rounds: int) -> dict[str, Any]:
                 samples[(size, way)].append(measure[way](bench, size))
                 print(f"  provisioning round {round_ + 1}/{rounds}, {size} agents, {way}: "
                       f"{samples[(size, way)][-1]['seconds']:.1f} s", flush=True)
-    rows = []
+    rows, aims = [], []
     for size in sizes:
-        script = median(s["seconds"] for s in samples[(size, "docker script")])
+        medians = {way: median(s["seconds"] for s in samples[(size, way)]) for way in WAYS}
         for way in WAYS:
             values = [s["seconds"] for s in samples[(size, way)]]
-            rows.append({"agents": size, "way": way, "median_s": seconds(median(values)),
+            rows.append({"agents": size, "way": way, "median_s": seconds(medians[way]),
                          "min_s": seconds(min(values)), "max_s": seconds(max(values)),
-                         "ratio_to_script": round(median(values) / script, 2),
+                         "ratio_to_script": round(medians[way] / medians["docker script"], 2),
+                         "ratio_to_poc": round(medians[way] / medians["raw Docker PoC"], 2),
                          "teardown_s": seconds(median(s["destroy_s"] for s in samples[(size, way)]))})
+        if size in AIMS:
+            baseline, limit = AIMS[size]
+            aims.append(aim(f"{size} agent{'s' if size > 1 else ''} SSH-ready: `pulumi up` / {baseline}",
+                            medians["pulumi up"] / medians[baseline], limit, "x",
+                            f"python -m bench --only provisioning --sizes {size}",
+                            f"{medians['pulumi up']:.1f} s / {medians[baseline]:.1f} s"))
     return {"benchmark": "provisioning", "rounds": rounds, "load_1min_median": round(median(loads), 2),
-            "ready": f"`{READY_COMMAND}` over SSH (plain clone: in the container)", "results": rows}
+            "ready": f"`{READY_COMMAND}` over SSH (PoC: in the container)", "results": rows, "aims": aims}

@@ -22,8 +22,19 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"### {result['benchmark']}", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
-    extra = {k: v for k, v in result.items() if k not in ("benchmark", "results")}
+    extra = {k: v for k, v in result.items() if k not in ("benchmark", "results", "aims")}
     return "\n".join(lines + ["", ", ".join(f"{k}: `{v}`" for k, v in extra.items()), ""])
+
+
+def aims_table(results: list[dict[str, Any]]) -> str:
+    """Every aim the benchmarks checked, met or not, with when it was measured and how."""
+    rows = [(a, r) for r in results for a in r.get("aims", [])]
+    if not rows:
+        return ""
+    lines = ["### aims", "", "| aim | measured | limit | met | from | measured at | command |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {a['aim']} | {a['measured']} | {a['limit']} | {'yes' if a['met'] else 'no'} | {a.get('detail', '')} "
+              f"| {r.get('measured', '')} | `{a['command']}` |" for a, r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def merged(previous: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -49,7 +60,7 @@ def write_reports(results: list[dict[str, Any]], directory: Path) -> None:
     (directory / "report.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
     header = (f"Written {when} on {machine['cpus']} cores; each table says when it was measured and the "
               "1-minute load average meanwhile (other work on the machine).\n\n")
-    (directory / "report.md").write_text(header + "\n".join(markdown(r) for r in results))
+    (directory / "report.md").write_text(header + aims_table(results) + "\n" + "\n".join(markdown(r) for r in results))
     chart(results, directory / "report.png")
 
 
@@ -94,7 +105,8 @@ def _provisioning(axis: Any, result: dict[str, Any]) -> None:
 
 
 def _readiness(axis: Any, result: dict[str, Any]) -> None:
-    phases = [r for r in result["results"] if r["phase"] != "total"]
+    after_start = result.get("after_start")  # the phases that make up `total`
+    phases = [r for r in result["results"] if r["phase"] != "total" and (after_start is None or r["phase"] in after_start)]
     left = 0.0
     for row in phases:
         axis.barh([0], [row["median_s"]], left=left, label=row["phase"])

@@ -5,7 +5,9 @@ A bounded search: fleets of the given sizes in increasing order (e.g. 20, 40, 80
 fresh stack brought up, checked (every agent answers a git command over SSH), measured and
 destroyed. It stops at the first size that fails (`pulumi up` fails or an agent does not answer
 in time), or when the next size would not fit in the time budget (estimated from the last one,
-growing linearly). Memory is the sum of the agents' cgroup memory once every agent answers.
+growing linearly). Memory is the sum of the agents' cgroup memory once every agent answers;
+state is the bytes of `pulumi stack export` per agent. The aims (issue 15): the per-agent cost at
+the largest size within 1.25x of the smallest's, and state per agent at most 8 KB.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any
 
 from bench.common import (
     Workbench,
+    aim,
+    first_error,
+    free_ports,
     load,
     seconds,
     stack_endpoints,
@@ -24,32 +29,24 @@ from bench.common import (
 )
 from bench.footprint import memory
 
-GENERIC = ("an unhandled error occurred", "update failed", "Resource monitor has terminated")
-
-
-def first_error(output: str) -> str:
-    """The first specific error of `pulumi up` output (its diagnostics), not the generic last ones."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for index, line in enumerate(lines):
-        if "error:" in line and not any(generic in line for generic in GENERIC):
-            return " ".join(lines[index:index + 3])[:400]
-    return ""
-
-
+GROWTH_AIM = 1.25
+STATE_AIM_KB = 8.0
 def one_size(bench: Workbench, size: int) -> dict[str, Any]:
     load_before = load()
     try:
-        stack, up_s = bench.up("scale", bench.fleet(size))
+        stack, up_s = bench.up("scale", bench.fleet(size, ports=free_ports(size)))
     except subprocess.CalledProcessError as error:
         return {"agents": size, "ok": False, "error": first_error(error.stdout or "") or str(error)}
     try:
         outputs = stack.outputs()
         check_s = wait_until_answers(stack_endpoints(bench, outputs, stack.name), 120)
         agents_memory = sum(memory(f"agentfleet-{stack.name}-{name}")[0] for name in outputs["agents"])
+        state_bytes = len(stack.export().encode())
         destroy_s, _ = timed(lambda: stack.pulumi("destroy", "--yes", "--skip-preview"))
         return {"agents": size, "ok": True, "up_s": seconds(up_s + check_s),
                 "per_agent_s": round((up_s + check_s) / size, 3), "destroy_s": seconds(destroy_s),
-                "agents_memory_mib": round(agents_memory / 2**20), "load_1min_before": load_before}
+                "agents_memory_mib": round(agents_memory / 2**20), "state_kb_per_agent": round(state_bytes / size / 1000, 2),
+                "load_1min_before": load_before}
     except TimeoutError as error:
         return {"agents": size, "ok": False, "error": str(error)[:300]}
     finally:
@@ -75,4 +72,20 @@ def run(bench: Workbench, sizes: list[int], budget_s: float) -> dict[str, Any]:
             break
     largest = max((r["agents"] for r in rows if r["ok"]), default=0)
     return {"benchmark": "scale", "largest_ok": largest, "stopped": stopped, "budget_s": budget_s,
-            "results": rows}
+            "results": rows, "aims": aims(rows, sizes)}
+
+
+def aims(rows: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
+    """Growth from the smallest to the largest size that came up, and state per agent there."""
+    done = [r for r in rows if r["ok"]]
+    if not done:
+        return []
+    small, large = done[0], done[-1]
+    command = f"python -m bench --only scale --scale-sizes {','.join(map(str, sorted(sizes)))} --scale-budget 3000"
+    found = [aim(f"state per agent, {large['agents']} agents (`pulumi stack export` bytes / agents)",
+                 large["state_kb_per_agent"], STATE_AIM_KB, " kB", command)]
+    if large is not small:
+        found.insert(0, aim(f"per-agent cost, {large['agents']} vs {small['agents']} agents",
+                            large["per_agent_s"] / small["per_agent_s"], GROWTH_AIM, "x", command,
+                            f"{large['per_agent_s']:.2f} s / {small['per_agent_s']:.2f} s per agent"))
+    return found

@@ -64,7 +64,9 @@ class Agent(pulumi.ComponentResource):
         self.endpoint = pulumi.Output.all(
             address, host_key.public_key, remote_key.public_key if remote_key else None
         ).apply(lambda values: agent_output(spec, args.context.stack, *values))
-        self.register_outputs({"endpoint": self.endpoint, "private_key": self.private_key})
+        # The values stay attributes only: the stack's outputs already hold them, and a copy in
+        # each component's state cost 1.5 KB per agent here and again in the Fleet.
+        self.register_outputs({})
 
 
 def agent_output(spec: AgentSpec, stack: str, address: Endpoint, host_public_key: str,

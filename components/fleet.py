@@ -45,4 +45,4 @@ class Fleet(pulumi.ComponentResource):
         self.agent_private_keys = pulumi.Output.secret(
             pulumi.Output.all(**{n: a.private_key for n, a in agents.items()})
         )
-        self.register_outputs({"agents": self.agents, "agent_private_keys": self.agent_private_keys})
+        self.register_outputs({})  # the stack exports them; a copy here would double their state
