@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, Self
 
 from components.backends import MachineContext
-from components.backends.docker import port_conflicts
+from components.backends.docker import _port_free
+from components.backends.docker_engine import client
+from components.engines import held_ports
 from components.image import agent_image_tag
 from components.keys import generate_ed25519
 from components.spec import FleetSpec, load_fleet
@@ -214,7 +216,9 @@ def free_fleet(bench: Workbench, prefix: str, size: int,
         name = f"{prefix}-{attempt}"
         context = MachineContext(name, (bench.git.network,))
         spec = load_fleet(name, bench.fleet(size), lambda key: bench.deploy_key_private)
-        if not port_conflicts(spec.agents, context):
+        ports = [agent.ssh_port or agent.preferred_port for agent in spec.agents]
+        held = held_ports(client())
+        if len(set(ports)) == len(ports) and not any(port in held or not _port_free("127.0.0.1", port) for port in ports):
             return name, context, spec
     raise RuntimeError(f"no stack name with {size} free SSH ports after {attempts} tries")
 

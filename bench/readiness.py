@@ -24,8 +24,9 @@ from datetime import datetime
 from typing import Any
 
 from bench.common import READY_COMMAND, Workbench, aim, answers_git, free_fleet, load, median, remove_labelled
-from components.backends.docker import container_fields, network_name
-from components.backends.docker_engine import ContainerDriver, NetworkDriver, VolumeDriver, engine
+from bench.scripted import ENDPOINT, pinned_fields
+from components.backends.docker import network_name
+from components.backends.docker_engine import ContainerDriver, NetworkDriver, VolumeDriver, client
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 
@@ -49,10 +50,11 @@ def one_round(bench: Workbench, index: int) -> dict[str, float]:
     host_private, host_public = generate_ed25519("host")
     user_data = render_cloud_config(agent, AgentKeys(operator_public, host_private, host_public,
                                                      remote_private_key=bench.deploy_key_private))
-    fields = {**container_fields(context, agent), "host_public_key": host_public}
+    fields = {**pinned_fields(context, agent), "host_public_key": host_public}
+    port = int(fields["port"])
     key = bench.write_file(f"{stack}/key", operator_private)
     known = bench.write_file(f"{stack}/known_hosts",
-                             f"[{fields['endpoint_host']}]:{agent.ssh_port} {' '.join(host_public.split()[:2])}\n")
+                             f"[{ENDPOINT}]:{port} {' '.join(host_public.split()[:2])}\n")
     try:
         NetworkDriver().create(network_name(context), {"labels": context.labels()}, None)
         VolumeDriver().create(fields["workspace_volume"], {"labels": context.labels(agent.name)}, None)
@@ -60,13 +62,13 @@ def one_round(bench: Workbench, index: int) -> dict[str, float]:
         ContainerDriver().create(fields["name"], fields, user_data)
         key_seen = time.time()
         deadline = time.monotonic() + 30
-        while not answers_git(fields["endpoint_host"], agent.ssh_port, key, known):
+        while not answers_git(ENDPOINT, port, key, known):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"agent {fields['name']} offered its key but did not answer "
                                    f"`{READY_COMMAND}` within 30 s")
             time.sleep(0.05)
         ready = time.time()
-        container = engine().containers.get(fields["name"])
+        container = client().containers.get(fields["name"])
         running = engine_time(container.attrs["State"]["StartedAt"])
         status = json.loads(container.exec_run(["cat", "/run/cloud-init/status.json"]).output)["v1"]
     finally:

@@ -22,6 +22,15 @@ from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import AgentSpec
 
+ENDPOINT = "127.0.0.1"
+
+
+def pinned_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any]:
+    """The container's fields with its port and address settled, as a script has them: the
+    agent's `ssh_port` (or where the product's search would start) on 127.0.0.1."""
+    return {**container_fields(context, agent), "port": agent.ssh_port or agent.preferred_port,
+            "bind_address": agent.bind_address or ENDPOINT}
+
 
 def create_options(fields: dict[str, Any]) -> list[str]:
     """`docker create` options (and the image) for a container of these fields, as the
@@ -61,7 +70,7 @@ class ScriptedAgent:
 def prepare(agent: AgentSpec, context: MachineContext, remote_key: str, directory: Path) -> ScriptedAgent:
     """Fresh operator and host keys, the product's cloud-config as a seed archive, and the
     client's key and pinned known_hosts line, written under `directory` (private scratch)."""
-    fields = container_fields(context, agent)
+    fields = pinned_fields(context, agent)
     operator_private, operator_public = generate_ed25519(f"operator@{agent.name}")
     host_private, host_public = generate_ed25519(f"{agent.name}@host")
     user_data = render_cloud_config(agent, AgentKeys(operator_public, host_private, host_public,
@@ -76,9 +85,9 @@ def prepare(agent: AgentSpec, context: MachineContext, remote_key: str, director
 
     return ScriptedAgent(
         name=fields["name"], port=int(fields["port"]), volume=fields["workspace_volume"],
-        extra_networks=tuple(fields["extra_networks"]), create_options=tuple(create_options(fields)),
+        extra_networks=tuple(context.attach_networks), create_options=tuple(create_options(fields)),
         seed=private("seed.tar", seed_archive(fields["name"], fields["hostname"], user_data)),
         key=private("key", operator_private.encode()),
-        known_hosts=private("known_hosts", f"[{fields['endpoint_host']}]:{fields['port']} "
+        known_hosts=private("known_hosts", f"[{ENDPOINT}]:{fields['port']} "
                                            f"{' '.join(host_public.split()[:2])}\n".encode()),
     )

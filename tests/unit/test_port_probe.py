@@ -10,9 +10,16 @@ from components.backends.docker import _port_free
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port below the kernel's ephemeral range, so no outgoing connection of other work
+    can take it as its own end between this test's steps."""
+    for port in range(21000, 32000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise AssertionError("no free port from 21000 to 32000")
 
 
 def test_a_listening_port_is_taken():
