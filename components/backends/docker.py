@@ -22,7 +22,7 @@ from components.cloudinit import SHARED_OBJECTS
 from components.image import agent_image_tag
 from components.reapply import in_place_fields
 from components.reconciled import Reconciled
-from components.spec import PORT_SPAN, AgentSpec, FleetSpec, HostSpec
+from components.spec import LOCAL_HOST, PORT_SPAN, AgentSpec, FleetSpec, HostSpec
 
 ENGINE = "components.backends.docker_engine"
 # What cloud-init and sshd need, measured: sshd privilege separation and chroot, user creation,
@@ -74,7 +74,9 @@ def shared_objects_volume(context: MachineContext) -> str:
 
 
 def fleet_of(context: MachineContext) -> FleetSpec:
-    return context.fleet or FleetSpec(context.stack, (), context.attach_networks)
+    """The context's fleet; a context made without one (benches, tests) has the local host only."""
+    return context.fleet or FleetSpec(context.stack, (), context.attach_networks, hosts=(
+        HostSpec(LOCAL_HOST, attach_networks=context.attach_networks),))
 
 
 def engine_fields(host: HostSpec) -> dict[str, Any]:
