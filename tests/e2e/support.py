@@ -141,18 +141,33 @@ exec /usr/sbin/sshd -D -e -o MaxStartups=256
 """
 
 
+def engine_env(state: Path) -> dict[str, str]:
+    """The Pulumi CLI's environment in the tests: a local file backend in `state`, the tests'
+    passphrase, nothing fetched from the network."""
+    return {
+        "PULUMI_BACKEND_URL": f"file://{state}",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+    }
+
+
+def inline_stack(name: str, project: str, program: Any, work_dir: Path) -> auto.Stack:
+    """A stack of an inline program (no project on disk), its state under `work_dir`."""
+    (work_dir / "state").mkdir(exist_ok=True)
+    return auto.create_or_select_stack(
+        name, project_name=project, program=program,
+        opts=auto.LocalWorkspaceOptions(work_dir=str(work_dir), secrets_provider="passphrase",
+                                        env_vars=engine_env(work_dir / "state")))
+
+
 class FleetStack:
     """One stack of the project copy, driven through the Automation API."""
 
     def __init__(self, project_dir: Path, name: str) -> None:
         self.project_dir = project_dir
         self.name = name
-        self.env = {
-            "PULUMI_BACKEND_URL": f"file://{project_dir / 'state'}",
-            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-        }
+        self.env = engine_env(project_dir / "state")
         self.stack = auto.create_or_select_stack(
             name, work_dir=str(project_dir),
             opts=auto.LocalWorkspaceOptions(env_vars=self.env, secrets_provider="passphrase"),

@@ -14,13 +14,12 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
-from pulumi import automation as auto
 
 from components.backends.kubernetes import KubernetesAgentArgs, provision
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import load_fleet
-from tests.e2e.support import PASSPHRASE
+from tests.e2e.support import inline_stack
 from tests.e2e.kubernetes.storage import STORAGE_CLASS, static_storage
 from tests.kubecluster.cluster import Cluster
 
@@ -64,12 +63,7 @@ def test_agent_pod_from_cloud_config_secret(kube_cluster: Cluster, agent_image: 
                                                     custom_timeouts=pulumi.CustomTimeouts(create="4m")))
         pulumi.export("endpoint", endpoint)
 
-    (tmp_path / "state").mkdir()
-    stack = auto.create_or_select_stack(
-        "kube", project_name="kubernetes-agent", program=program,
-        opts=auto.LocalWorkspaceOptions(work_dir=str(tmp_path), secrets_provider="passphrase", env_vars={
-            "PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}", "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-            "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}))
+    stack = inline_stack("kube", "kubernetes-agent", program, tmp_path)
     try:
         started = time.monotonic()
         endpoint = stack.up(on_output=lambda _: None).outputs["endpoint"].value

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pulumi import automation as auto
 
-from tests.e2e.support import PASSPHRASE
+from tests.e2e.support import inline_stack
 from tests.kubecluster.cluster import Cluster
 
 TOKEN = "smoke-" + uuid.uuid4().hex
@@ -62,13 +61,8 @@ def ssh_banner(host: str, port: int, timeout_s: float = 30) -> bytes:
 def test_namespace_secret_pod_and_nodeport_come_up_and_go(kube_cluster: Cluster, agent_image: str,
                                                            tmp_path: Path) -> None:
     namespace = f"smoke-{uuid.uuid4().hex[:6]}"
-    (tmp_path / "state").mkdir()
-    stack = auto.create_or_select_stack(
-        "smoke", project_name="kubernetes-smoke",
-        program=smoke_program(kube_cluster.kubeconfig.read_text(), agent_image, namespace),
-        opts=auto.LocalWorkspaceOptions(work_dir=str(tmp_path), secrets_provider="passphrase", env_vars={
-            "PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}", "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-            "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}))
+    stack = inline_stack("smoke", "kubernetes-smoke",
+                         smoke_program(kube_cluster.kubeconfig.read_text(), agent_image, namespace), tmp_path)
     try:
         started = time.monotonic()
         node_port = stack.up(on_output=lambda _: None).outputs["node_port"].value
