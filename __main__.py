@@ -8,6 +8,7 @@ import pulumi
 
 from components.backends.registry import preflight_problems
 from components.fleet import Fleet, FleetArgs
+from components.provider_pickling import keep_pickling_flat
 from components.spec import FleetConfigError, load_fleet
 from components.stack_traces import omit_stack_traces
 
@@ -30,6 +31,7 @@ elif problems:
     raise pulumi.RunError("this machine cannot run the fleet yet:\n" + "\n".join(f"  - {p}" for p in problems))
 
 omit_stack_traces()  # 1.7 KB of state per resource, read by nothing here
+keep_pickling_flat()  # else fleets past ~190 agents fail (RecursionError in the SDK)
 fleet = Fleet("fleet", FleetArgs(spec))
 pulumi.export("agents", fleet.agents)
 pulumi.export("agent_private_keys", fleet.agent_private_keys)
