@@ -3,10 +3,11 @@
 # ssh-keyscan for readiness checks), git, curl, and for the tests sshd (the client's local tests),
 # cloud-init (its loader and schema checker read every rendered cloud-config:
 # tests/unit/test_cloud_config_round_trip.py), and ip and nsenter (the tests' remote Docker hosts
-# in network namespaces; see tests/e2e/remote_hosts.py). Installed with apt only when missing.
+# in network namespaces; see tests/e2e/remote_hosts.py), and nft (the egress ruleset's own check).
+# Installed with apt only when missing.
 
-HOST_COMMANDS=(ssh ssh-keyscan git curl /usr/sbin/sshd cloud-init /bin/ip /usr/bin/nsenter)
-HOST_PACKAGES=(openssh-client git curl openssh-server cloud-init iproute2 util-linux)
+HOST_COMMANDS=(ssh ssh-keyscan git curl /usr/sbin/sshd cloud-init /bin/ip /usr/bin/nsenter /usr/sbin/nft)
+HOST_PACKAGES=(openssh-client git curl openssh-server cloud-init iproute2 util-linux nftables)
 
 ensure_host_tools() {
     local missing=() cmd

@@ -123,7 +123,7 @@ def test_operator_keys_of_each_openssh_type_load(private_key: str, kind: str) ->
     assert remote(private_key=private_key).operator_key().get_name() == kind
 
 
-@pytest.mark.parametrize("private_key", [None, "", "-----BEGIN OPENSSH PRIVATE KEY-----\nnope\n"])
+@pytest.mark.parametrize("private_key", [None, "", OPERATOR_KEY.splitlines()[0] + "\nnope\n"])  # a header, no key
 def test_an_unusable_operator_key_is_refused(private_key: str | None) -> None:
     with pytest.raises(EngineError, match="operator"):
         remote(private_key=private_key).ssh_target()
