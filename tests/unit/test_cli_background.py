@@ -51,30 +51,24 @@ class Stack:
 
     def wait_for_master(self, inode: int | None = None) -> int:
         """The inode of the master's socket once one listens (another than `inode`)."""
-        deadline = time.monotonic() + WAIT
-        socket = self.directory / SOCKET_NAME
+        found = self.master_since(inode, WAIT)
+        if found is None:
+            log = self.directory / "control.log"
+            pytest.fail(f"no master within {WAIT:g} s; its log: {log.read_text() if log.exists() else '(none)'}")
+        return found
+
+    def master_since(self, inode: int | None, wait_s: float = 5.0) -> int | None:
+        """The inode of a master other than `inode`'s once it listens, within `wait_s`; else None."""
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             try:
-                found = socket.stat().st_ino
+                found = (self.directory / SOCKET_NAME).stat().st_ino
             except FileNotFoundError:
                 found = None
             if found is not None and found != inode:
                 return found
             time.sleep(0.05)
-        log = self.directory / "control.log"
-        pytest.fail(f"no master within {WAIT:g} s; its log: {log.read_text() if log.exists() else '(none)'}")
-
-    def master_started_since(self, inode: int, wait_s: float = 5.0) -> bool:
-        """Whether a master other than `inode`'s answers within `wait_s`."""
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                if (self.directory / SOCKET_NAME).stat().st_ino != inode:
-                    return True
-            except FileNotFoundError:
-                pass
-            time.sleep(0.05)
-        return False
+        return None
 
 
 @pytest.fixture
@@ -164,7 +158,7 @@ def test_a_changed_state_retires_the_master(stack):
     # That call starts a master for the new state; while the old one is still retiring (it holds
     # the lock) the new one steps aside, and the next call starts it again.
     for _ in range(3):
-        if stack.master_started_since(first):
+        if stack.master_since(first) is not None:
             break
         assert stack.cli("exec", "agent-1", "--", "true")[0] == 0
     stack.wait_for_master(first)  # a new master, for the new state
