@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import re
 import unicodedata
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -61,10 +62,11 @@ AGENT_FIELDS = {
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
 FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes"}
 CLUSTER_FIELDS = {"kubeconfig", "context", "namespace", "node_address", "storage_class", "image",
-                  "image_pull_policy", "create_namespace"}
+                  "image_pull_policy", "image_pull_secrets", "create_namespace"}
 PULL_POLICIES = ("IfNotPresent", "Never", "Always")
 HOST_FIELDS = {"address", "known_hosts", "identity_file", "endpoint_address", "attach_networks"}
 LOCAL_HOST = "local"
+FLEET_CLUSTER = "kubernetes"  # the host name of the fleet's own `kubernetes:` cluster
 HOST_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 K8S_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
@@ -164,25 +166,8 @@ class AgentSpec:
 
 
 @dataclass(frozen=True)
-class HostSpec:
-    """A Docker engine the fleet places agents on: the local one, or one reached over SSH the way
-    Docker reaches remote engines, trusting only its pinned host key."""
-
-    name: str
-    address: str = LOCAL_HOST  # or ssh://user@host[:port]
-    known_hosts: tuple[str, ...] = ()
-    identity_file: Optional[str] = None  # the operator's key for it (default ~/.ssh/id_ed25519)
-    endpoint_address: str = "127.0.0.1"  # where agents' SSH ports bind and the operator dials them
-    attach_networks: tuple[str, ...] = ()
-
-    @property
-    def is_local(self) -> bool:
-        return self.address == LOCAL_HOST
-
-
-@dataclass(frozen=True)
 class ClusterSpec:
-    """The Kubernetes cluster a fleet's `backend: kubernetes` agents run on."""
+    """A Kubernetes cluster `backend: kubernetes` agents run on, as pods."""
 
     kubeconfig: str  # a path; the file holds credentials, so Pulumi keeps its content as a secret
     namespace: str
@@ -191,7 +176,31 @@ class ClusterSpec:
     storage_class: Optional[str] = None  # the cluster's default when None
     image: Optional[str] = None  # default: the agent image setup builds (imported into the node)
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()  # Secrets in the namespace that let nodes pull `image`
     create_namespace: bool = True
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Where the fleet places agents: a Docker engine (the local one, or one reached over SSH the
+    way Docker reaches remote engines, trusting only its pinned host key), or a Kubernetes cluster."""
+
+    name: str
+    address: str = LOCAL_HOST  # or ssh://user@host[:port]
+    known_hosts: tuple[str, ...] = ()
+    identity_file: Optional[str] = None  # the operator's key for it (default ~/.ssh/id_ed25519)
+    endpoint_address: str = "127.0.0.1"  # where agents' SSH ports bind and the operator dials them
+    attach_networks: tuple[str, ...] = ()
+    cluster: Optional[ClusterSpec] = None  # set: a cluster, whose agents are pods
+
+    @property
+    def is_local(self) -> bool:
+        return self.address == LOCAL_HOST and self.cluster is None
+
+    @property
+    def backend(self) -> str:
+        """The backend whose agents this host runs (Lima and Multipass run on the local machine)."""
+        return "kubernetes" if self.cluster is not None else "docker"
 
 
 @dataclass(frozen=True)
@@ -213,17 +222,25 @@ class FleetSpec:
     shared_objects: Optional[SharedObjects] = None
     hosts: tuple[HostSpec, ...] = (HostSpec(LOCAL_HOST),)
     port_base: int = 22000
-    cluster: Optional[ClusterSpec] = None
 
     def host(self, name: str) -> HostSpec:
         return next(host for host in self.hosts if host.name == name)
 
+    def hosts_for(self, backend: str) -> tuple[HostSpec, ...]:
+        """The hosts that run this backend's agents: Docker engines for Docker agents (and for Lima
+        and Multipass, which run on the local one), clusters for Kubernetes agents."""
+        wanted = "kubernetes" if backend == "kubernetes" else "docker"
+        return tuple(host for host in self.hosts if host.backend == wanted)
+
     def placement(self, agent: AgentSpec) -> str:
-        """The host an agent is made on: its `host`, else the one rendezvous hashing picks. Once
-        made, an agent stays where it was made (its machine records it) until `host` says otherwise."""
+        """The host an agent is made on: its `host`, else the one rendezvous hashing picks among
+        the hosts of its backend. Once made, a Docker agent stays where it was made (its container
+        records it) until `host` says otherwise; a Kubernetes agent has one cluster to go to (the
+        config asks for `host` when there are more)."""
         if agent.host is not None:
             return agent.host
-        return max(self.hosts, key=lambda h: hashlib.sha256(f"{self.stack}/{agent.name}@{h.name}".encode()).digest()).name
+        return max(self.hosts_for(agent.backend),
+                   key=lambda h: hashlib.sha256(f"{self.stack}/{agent.name}@{h.name}".encode()).digest()).name
 
     def shares_objects(self, agent: AgentSpec) -> bool:
         """Whether this agent's first clone borrows the fleet's shared objects."""
@@ -496,76 +513,128 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
         else:
             explicit_ports[port] = merged["name"]
 
-    hosts = _load_hosts(raw.get("hosts"), networks, problems)
+    hosts = _load_hosts(raw.get("hosts"), stack, networks, problems)
+    if "kubernetes" in raw:
+        cluster = _load_cluster(raw["kubernetes"], "kubernetes", stack, problems)
+        if any(host.name == FLEET_CLUSTER for host in hosts):
+            problems.add(None, f"hosts.{FLEET_CLUSTER}", f"{FLEET_CLUSTER!r} is the host name of the fleet's "
+                         "`kubernetes:` cluster; give this host another name")
+        elif cluster is not None:
+            hosts.insert(1, HostSpec(FLEET_CLUSTER, cluster=cluster))
+    _check_distinct_clusters(hosts, problems)
     agents: list[AgentSpec] = []
     for merged in parsed:
         port = merged.get("ssh_port") if merged["name"] in explicit_ports.values() else None
         agent = _load_agent(merged, port, _stable_port(stack, merged["name"], port_base), problems, read_secret)
-        if agent is not None and agent.host is not None and agent.host not in {h.name for h in hosts}:
-            problems.add(agent.name, "host", f"{agent.host!r} is not a host of this fleet; use one of "
-                         f"{', '.join(h.name for h in hosts)} (declare others under `hosts:`)")
-        elif agent is not None and agent.host not in (None, LOCAL_HOST) and agent.backend != "docker":
-            problems.add(agent.name, "host", f"remote hosts run Docker agents only; remove `host` or use backend docker")
-        elif agent is not None:
+        if agent is None:
+            continue
+        problem = _placement_problem(agent, hosts)
+        if problem:
+            problems.add(agent.name, "host", problem)
+        else:
             agents.append(agent)
+    homeless = [a.name for a in agents if a.backend == "kubernetes" and a.host is None
+                and not any(host.cluster for host in hosts)]
+    if homeless:
+        problems.add(None, "kubernetes", f"agents {', '.join(homeless)} have backend kubernetes, but the fleet names "
+                     "no cluster; add `kubernetes: {kubeconfig: ~/.kube/config, node_address: <node IP>}`")
 
     shared = _load_shared_objects(raw.get("shared_objects", False), agents, problems, read_secret)
-    cluster = _load_cluster(raw.get("kubernetes"), stack, agents, problems)
     if problems.items:
         raise FleetConfigError(problems.items)
     return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared,
-                     hosts=hosts, port_base=port_base, cluster=cluster)
+                     hosts=tuple(hosts), port_base=port_base)
 
 
-def _load_cluster(raw: Any, stack: str, agents: list[AgentSpec], problems: _Problems) -> Optional[ClusterSpec]:
-    """`kubernetes: {kubeconfig: PATH, node_address: IP, namespace: ..., storage_class: ...}`,
-    needed when an agent has `backend: kubernetes`."""
-    users = [a.name for a in agents if a.backend == "kubernetes"]
-    if raw is None:
-        if users:
-            problems.add(None, "kubernetes", f"agents {', '.join(users)} have backend kubernetes, but the fleet names "
-                         "no cluster; add `kubernetes: {kubeconfig: ~/.kube/config, node_address: <node IP>}`")
+def _placement_problem(agent: AgentSpec, hosts: list[HostSpec]) -> Optional[str]:
+    """Why an agent cannot go where its `host` (or the lack of one) sends it, if it cannot."""
+    def names(backend: str) -> str:
+        return ", ".join(h.name for h in hosts if h.backend == backend) or "none yet"
+
+    if agent.host is None:
+        clusters = [h.name for h in hosts if h.cluster is not None]
+        if agent.backend == "kubernetes" and len(clusters) > 1:
+            return f"the fleet has clusters {', '.join(clusters)}; set `host` to the one this agent runs on"
         return None
+    host = next((h for h in hosts if h.name == agent.host), None)
+    if host is None:
+        return (f"{agent.host!r} is not a host of this fleet; use one of {', '.join(h.name for h in hosts)} "
+                "(declare others under `hosts:`)")
+    if agent.backend in ("lima", "multipass") and host.name != LOCAL_HOST:
+        return f"{agent.backend} VMs run on this machine only; remove `host` or set it to {LOCAL_HOST!r}"
+    if agent.backend == "kubernetes" and host.cluster is None:
+        return (f"host {host.name!r} is a Docker engine; a kubernetes agent runs on a cluster "
+                f"(clusters: {names('kubernetes')}; declare one under `kubernetes:` or `hosts.<name>.kubernetes`)")
+    if agent.backend == "docker" and host.cluster is not None:
+        return (f"host {host.name!r} is a Kubernetes cluster; set `backend: kubernetes` to run this agent there "
+                f"as a pod, or name a Docker host ({names('docker')})")
+    return None
+
+
+def _check_distinct_clusters(hosts: list[HostSpec], problems: _Problems) -> None:
+    """Two cluster hosts on one namespace of one cluster would make (and delete) the same objects."""
+    seen: dict[tuple[str, Optional[str], str], str] = {}
+    for host in hosts:
+        if host.cluster is None:
+            continue
+        key = (str(Path(host.cluster.kubeconfig).expanduser()), host.cluster.context, host.cluster.namespace)
+        if key in seen:
+            problems.add(None, f"hosts.{host.name}", f"is the same cluster and namespace as host {seen[key]!r}; "
+                         "give one of them another `namespace`")
+        seen.setdefault(key, host.name)
+
+
+def _load_cluster(raw: Any, where: str, stack: str, problems: _Problems) -> Optional[ClusterSpec]:
+    """`kubernetes: {kubeconfig: PATH, node_address: IP, namespace: ..., storage_class: ...}`: the
+    fleet's cluster (`where` is "kubernetes") or a cluster host's (`hosts.<name>.kubernetes`)."""
+    before = len(problems.items)
     if not isinstance(raw, Mapping):
-        problems.add(None, "kubernetes", "must be a mapping with `kubeconfig` and `node_address`")
+        problems.add(None, where, "must be a mapping with `kubeconfig` and `node_address`")
         return None
-    _check_unknown(raw, CLUSTER_FIELDS, problems, None, "kubernetes.")
+    _check_unknown(raw, CLUSTER_FIELDS, problems, None, f"{where}.")
     kubeconfig = raw.get("kubeconfig")
     if not isinstance(kubeconfig, str) or not kubeconfig.strip():
-        problems.add(None, "kubernetes.kubeconfig", "must be the path of a kubeconfig file (e.g. ~/.kube/config)")
+        problems.add(None, f"{where}.kubeconfig", "must be the path of a kubeconfig file (e.g. ~/.kube/config)")
     node_address = raw.get("node_address")
     if not isinstance(node_address, str) or not _is_ipv4(node_address):
-        problems.add(None, "kubernetes.node_address", f"{node_address!r} is not the IPv4 address of a node the "
+        problems.add(None, f"{where}.node_address", f"{node_address!r} is not the IPv4 address of a node the "
                      "operator reaches node ports on")
     namespace = raw.get("namespace", f"agentfleet-{stack}".lower())
     if not isinstance(namespace, str) or not K8S_NAME.fullmatch(namespace):
-        problems.add(None, "kubernetes.namespace", f"{namespace!r} is not a namespace name (a DNS label: a-z 0-9 -)")
+        problems.add(None, f"{where}.namespace", f"{namespace!r} is not a namespace name (a DNS label: a-z 0-9 -)")
     policy = raw.get("image_pull_policy", "IfNotPresent")
     if policy not in PULL_POLICIES:
-        problems.add(None, "kubernetes.image_pull_policy", f"{policy!r}; use one of {', '.join(PULL_POLICIES)}")
+        problems.add(None, f"{where}.image_pull_policy", f"{policy!r}; use one of {', '.join(PULL_POLICIES)}")
     optional = {key: raw.get(key) for key in ("context", "storage_class", "image")}
     for key, value in optional.items():
         if value is not None and (not isinstance(value, str) or not value.strip() or unwritable(value)
                                   or value.startswith("-") or any(c.isspace() for c in value)):
-            problems.add(None, f"kubernetes.{key}", f"{value!r} is not a {key.replace('_', ' ')} name")
+            problems.add(None, f"{where}.{key}", f"{value!r} is not a {key.replace('_', ' ')} name")
+    pull_secrets = raw.get("image_pull_secrets", [])
+    if not isinstance(pull_secrets, list) or not all(isinstance(n, str) and K8S_NAME.fullmatch(n) for n in pull_secrets):
+        problems.add(None, f"{where}.image_pull_secrets", "must be a list of Secret names in the namespace "
+                     "(docker-registry Secrets: `kubectl create secret docker-registry NAME ...`)")
     create = raw.get("create_namespace", True)
     if not isinstance(create, bool):
-        problems.add(None, "kubernetes.create_namespace", f"{create!r} is not true or false")
-    if problems.items:
+        problems.add(None, f"{where}.create_namespace", f"{create!r} is not true or false")
+    if len(problems.items) > before:
         return None
     return ClusterSpec(kubeconfig=kubeconfig, namespace=namespace, node_address=node_address,
-                       image_pull_policy=policy, create_namespace=create, **optional)
+                       image_pull_policy=policy, image_pull_secrets=tuple(pull_secrets), create_namespace=create,
+                       **optional)
 
 
-def _load_hosts(raw: Any, local_networks: list[str], problems: _Problems) -> tuple[HostSpec, ...]:
-    """`hosts: {name: {address: ssh://user@host[:port], known_hosts: [line], ...}}`; the local
-    engine is always there, as host `local`."""
+def _load_hosts(raw: Any, stack: str, local_networks: list[str], problems: _Problems) -> list[HostSpec]:
+    """`hosts: {name: {address: ssh://user@host[:port], known_hosts: [line], ...}}` for Docker
+    engines, `{name: {kubernetes: {...}}}` for clusters; the local engine is always there, as host
+    `local`."""
     hosts = [HostSpec(LOCAL_HOST, attach_networks=tuple(local_networks))]
     if raw is None:
-        return tuple(hosts)
+        return hosts
     if not isinstance(raw, Mapping):
-        problems.add(None, "hosts", "must map host names to `{address: ssh://user@host, known_hosts: [...]}`")
-        return tuple(hosts)
+        problems.add(None, "hosts", "must map host names to `{address: ssh://user@host, known_hosts: [...]}` "
+                     "or `{kubernetes: {kubeconfig: ..., node_address: ...}}`")
+        return hosts
     from components.engines import SshTarget
 
     for name, entry in raw.items():
@@ -575,7 +644,13 @@ def _load_hosts(raw: Any, local_networks: list[str], problems: _Problems) -> tup
                          f"(not {LOCAL_HOST!r}: the local engine is always host {LOCAL_HOST!r})")
             continue
         if not isinstance(entry, Mapping):
-            problems.add(None, where, "must be a mapping with `address` and `known_hosts`")
+            problems.add(None, where, "must be a mapping with `address` and `known_hosts`, or with `kubernetes`")
+            continue
+        if "kubernetes" in entry:
+            _check_unknown(entry, {"kubernetes"}, problems, None, f"{where}.")
+            cluster = _load_cluster(entry["kubernetes"], f"{where}.kubernetes", stack, problems)
+            if cluster is not None:
+                hosts.append(HostSpec(name, cluster=cluster))
             continue
         _check_unknown(entry, HOST_FIELDS, problems, None, f"{where}.")
         try:
@@ -606,7 +681,7 @@ def _load_hosts(raw: Any, local_networks: list[str], problems: _Problems) -> tup
             problems.add(None, f"{where}.attach_networks", "must be a list of Docker network names on that host")
             continue
         hosts.append(HostSpec(name, target.address, tuple(pinned), identity, endpoint, tuple(networks)))
-    return tuple(hosts)
+    return hosts
 
 
 def _load_shared_objects(raw: Any, agents: list[AgentSpec], problems: _Problems,

@@ -92,7 +92,7 @@ def engine_fields(host: HostSpec) -> dict[str, Any]:
 def placed(context: MachineContext, agent: AgentSpec) -> dict[str, Any]:
     """Where an agent is made: every host's engine and its placement (hints), or its `host`."""
     fleet = fleet_of(context)
-    fields = {"engines": {host.name: engine_fields(host) for host in fleet.hosts}, "placement": fleet.placement(agent)}
+    fields = {"engines": {host.name: engine_fields(host) for host in fleet.hosts_for("docker")}, "placement": fleet.placement(agent)}
     return {**fields, "engine_host": agent.host} if agent.host else fields
 
 
@@ -151,7 +151,7 @@ class DockerBackend:
         agents = [a for a in fleet.agents if a.backend == "docker"]
         images = sorted({a.image or agent_image_tag() for a in agents})
         per_host: dict[str, list[pulumi.Resource]] = {}
-        for host in fleet.hosts:
+        for host in fleet.hosts_for("docker"):
             suffix = "" if host.is_local else f"-{host.name}"
             engine = engine_fields(host)
             made: list[pulumi.Resource] = [DockerNetwork(f"fleet-network{suffix}", {

@@ -18,16 +18,15 @@ Why this shape:
 - Ready means the pod's readiness probe reached sshd, which agent-init starts only after
   cloud-init; Pulumi awaits the Deployment's rollout itself.
 
-One agent's objects come from `KubernetesAgentArgs`; `KubernetesBackend` reads the fleet's
-`kubernetes:` config (spec.ClusterSpec) into them, makes the cluster's Provider and namespace, and
-checks the cluster before anything is created.
+One agent's objects come from `KubernetesAgentArgs`; `KubernetesBackend` reads the agent's cluster
+(a host of the fleet: its `kubernetes:` block or a `hosts.<name>.kubernetes`, spec.ClusterSpec) into
+them, makes each cluster's Provider and namespace, and checks each cluster before anything is
+created (components/backends/kubernetes_preflight.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -38,9 +37,8 @@ import pulumi_kubernetes as k8s
 from agentfleet.contract import WORKSPACE as WORKSPACE_MOUNT
 from components.backends import Endpoint, MachineContext
 from components.backends.docker import capabilities
-from components.image import agent_image_tag
-from components.process import run, tail
-from components.spec import AgentSpec, FleetSpec
+from components.backends.kubernetes_preflight import cluster_image, cluster_problems, kubectl
+from components.spec import FLEET_CLUSTER, AgentSpec, FleetSpec, HostSpec
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"  # images/agent-init, images/agentfleet-cloud-init
 SSH_PORT = 22
@@ -59,8 +57,8 @@ class KubernetesAgentArgs:
     image: str
     node_address: str  # the address operators reach the cluster's node ports on
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
     storage_class: Optional[str] = None
-    service_type: str = "NodePort"
 
     @property
     def machine_name(self) -> str:
@@ -104,7 +102,7 @@ def container_spec(args: KubernetesAgentArgs, seed_volume: str, workspace_volume
 
 
 def pod_spec(args: KubernetesAgentArgs, seed_secret: pulumi.Input[str], claim: str) -> dict[str, Any]:
-    return {
+    spec: dict[str, Any] = {
         "hostname": args.agent.name,
         # As Docker does for its containers: sshd binds port 22 without CAP_NET_BIND_SERVICE.
         "securityContext": {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
@@ -116,6 +114,9 @@ def pod_spec(args: KubernetesAgentArgs, seed_secret: pulumi.Input[str], claim: s
             {"name": "workspace", "persistentVolumeClaim": {"claimName": claim}},
         ],
     }
+    if args.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in args.image_pull_secrets]
+    return spec
 
 
 def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
@@ -155,85 +156,83 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
     service = k8s.core.v1.Service(
         f"{agent.name}-ssh",
         metadata=metadata,
-        spec={"type": args.service_type, "selector": args.labels,
+        spec={"type": "NodePort", "selector": args.labels,
               "ports": [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT}]},
         opts=opts,
     )
     return service.spec.ports[0].node_port.apply(lambda port: {"host": args.node_address, "port": int(port)})
 
 
-def kubectl() -> Optional[str]:
-    """The kubectl setup builds (matching the cluster binaries), else PATH's."""
-    built = Path(os.environ.get("AGENTFLEET_HOME") or Path.home() / ".agentfleet") / "kubernetes" / "current" / "bin" / "kubectl"
-    return str(built) if os.access(built, os.X_OK) else shutil.which("kubectl")
+def resource_suffix(host: HostSpec) -> str:
+    """The fleet's own cluster keeps the plain resource names; other cluster hosts add their name."""
+    return "" if host.name == FLEET_CLUSTER else f"-{host.name}"
 
 
 class KubernetesBackend:
-    """`backend: kubernetes`: agents as pods on the fleet's cluster (`kubernetes:` in the config),
-    through one explicit pulumi-kubernetes Provider made from its kubeconfig."""
+    """`backend: kubernetes`: agents as pods on the fleet's clusters (its `kubernetes:` block and
+    `hosts.<name>.kubernetes`), through one explicit pulumi-kubernetes Provider per cluster made
+    from its kubeconfig."""
 
     def __init__(self) -> None:
-        self._providers: dict[str, k8s.Provider] = {}
+        self._providers: dict[tuple[str, str], k8s.Provider] = {}  # (stack, host) -> its Provider
 
     def missing_tools(self) -> list[str]:
         return [] if kubectl() else ["kubectl (run scripts/setup kubernetes)"]
 
     def preflight(self, fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
-        """The cluster answers, its namespace is usable, its storage class exists."""
-        cluster = fleet.cluster
-        assert cluster is not None  # the spec refuses kubernetes agents without a cluster
-        where = (f'stack "{fleet.stack}": cluster {cluster.kubeconfig}' + (f" (context {cluster.context})" if cluster.context
-                 else "") + f" (agents {', '.join(a.name for a in agents)})")
-        config = Path(cluster.kubeconfig).expanduser()
-        if not config.is_file():
-            return [f"{where}: field kubernetes.kubeconfig: no file {config}"]
-        base = [kubectl() or "kubectl", "--kubeconfig", str(config), "--request-timeout", "10s",
-                *(["--context", cluster.context] if cluster.context else [])]
-        checks = [(["get", "--raw", "/readyz"], "does not answer")]
-        if not cluster.create_namespace:
-            checks.append((["get", "namespace", cluster.namespace], f"has no namespace {cluster.namespace}"))
-        if cluster.storage_class:
-            checks.append((["get", "storageclass", cluster.storage_class], f"has no storage class {cluster.storage_class}"))
-        problems = []
-        for argv, says in checks:
-            done = run([*base, *argv], timeout_s=30)
-            if not done.ok:
-                problems.append(f"{where}: {says} ({tail(done.stderr or done.stdout, 2)})")
-                break
+        problems: list[str] = []
+        for host, placed in _by_cluster(fleet, agents).items():
+            problems += cluster_problems(fleet.stack, host, placed)
         return problems
 
     def fleet_resources(self, fleet: FleetSpec, context: MachineContext,
                         opts: pulumi.ResourceOptions) -> dict[str, list[pulumi.Resource]]:
-        """The provider for the fleet's cluster and (unless told otherwise) its namespace."""
-        cluster = fleet.cluster
-        assert cluster is not None
-        config = Path(cluster.kubeconfig).expanduser()
-        try:
-            kubeconfig = config.read_text()
-        except OSError as error:
-            raise pulumi.RunError(f'stack "{fleet.stack}", field "kubernetes.kubeconfig": cannot read {config} '
-                                  f"({error.strerror})") from None
-        provider = k8s.Provider("fleet-cluster", kubeconfig=pulumi.Output.secret(kubeconfig), context=cluster.context,
-                                namespace=cluster.namespace, opts=opts)
-        self._providers[fleet.stack] = provider
-        needs: list[pulumi.Resource] = [provider]
-        if cluster.create_namespace:
-            needs.append(k8s.core.v1.Namespace(
-                "fleet-namespace", metadata={"name": cluster.namespace, "labels": {"app.kubernetes.io/managed-by": "agentfleet"}},
-                opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(provider=provider))))
-        return {agent.name: needs for agent in fleet.agents if agent.backend == "kubernetes"}
+        """Per cluster the fleet's agents are placed on: its Provider and (unless told otherwise)
+        its namespace."""
+        needs: dict[str, list[pulumi.Resource]] = {}
+        agents = [agent for agent in fleet.agents if agent.backend == "kubernetes"]
+        for host, placed in _by_cluster(fleet, agents).items():
+            cluster = host.cluster
+            assert cluster is not None
+            config = Path(cluster.kubeconfig).expanduser()
+            try:
+                kubeconfig = config.read_text()
+            except OSError as error:
+                raise pulumi.RunError(f'stack "{fleet.stack}", host "{host.name}": cannot read the kubeconfig {config} '
+                                      f"({error.strerror})") from None
+            suffix = resource_suffix(host)
+            provider = k8s.Provider(f"fleet-cluster{suffix}", kubeconfig=pulumi.Output.secret(kubeconfig),
+                                    context=cluster.context, namespace=cluster.namespace, opts=opts)
+            self._providers[(fleet.stack, host.name)] = provider
+            made: list[pulumi.Resource] = [provider]
+            if cluster.create_namespace:
+                made.append(k8s.core.v1.Namespace(
+                    f"fleet-namespace{suffix}",
+                    metadata={"name": cluster.namespace, "labels": {"app.kubernetes.io/managed-by": "agentfleet"}},
+                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(provider=provider))))
+            needs.update({agent.name: made for agent in placed})
+        return needs
 
     def provision(self, agent: AgentSpec, context: MachineContext, user_data: pulumi.Output[str],
                   host_public_key: pulumi.Output[str], opts: pulumi.ResourceOptions) -> pulumi.Output[Endpoint]:
-        cluster = (context.fleet.cluster if context.fleet else None)
+        assert context.fleet is not None
+        host = context.fleet.host(context.fleet.placement(agent))
+        cluster = host.cluster
         assert cluster is not None
         args = KubernetesAgentArgs(agent=agent, stack=context.stack, namespace=cluster.namespace,
-                                   image=cluster.image or agent.image or agent_image_tag(),
-                                   node_address=cluster.node_address, image_pull_policy=cluster.image_pull_policy,
-                                   storage_class=cluster.storage_class)
+                                   image=cluster_image(cluster, agent), node_address=cluster.node_address,
+                                   image_pull_policy=cluster.image_pull_policy,
+                                   image_pull_secrets=cluster.image_pull_secrets, storage_class=cluster.storage_class)
         endpoint = provision(args, user_data, pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(provider=self._providers[context.stack])))
+            opts, pulumi.ResourceOptions(provider=self._providers[(context.stack, host.name)])))
         return endpoint.apply(lambda e: Endpoint(host=e["host"], port=int(e["port"])))
+
+
+def _by_cluster(fleet: FleetSpec, agents: list[AgentSpec]) -> dict[HostSpec, list[AgentSpec]]:
+    placed: dict[HostSpec, list[AgentSpec]] = {}
+    for agent in agents:
+        placed.setdefault(fleet.host(fleet.placement(agent)), []).append(agent)
+    return placed
 
 
 BACKEND = KubernetesBackend()

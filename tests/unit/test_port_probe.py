@@ -8,6 +8,8 @@ import time
 
 from components.backends.docker import _port_free
 
+TIME_WAIT = "06"  # the state column of /proc/net/tcp
+
 
 def free_port() -> int:
     """A free port below the kernel's ephemeral range, so no outgoing connection of other work
@@ -20,6 +22,20 @@ def free_port() -> int:
             except OSError:
                 continue
     raise AssertionError("no free port from 21000 to 32000")
+
+
+def settle_into_time_wait(port: int, timeout_s: float = 5) -> None:
+    """Wait until every socket on the port is in TIME_WAIT: under load the kernel may take a
+    moment past close() to finish the connection's closing handshake."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp") as table:
+            states = {fields[3] for fields in (line.split() for line in table.readlines()[1:])
+                      if int(fields[1].split(":")[1], 16) == port}
+        if states <= {TIME_WAIT}:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"port {port} did not settle into TIME_WAIT: states {sorted(states)}")
 
 
 def test_a_listening_port_is_taken():
@@ -40,4 +56,5 @@ def test_a_port_left_in_time_wait_is_free():
         accepted.close()  # the server side closes first: its end goes to TIME_WAIT
         time.sleep(0.05)
         client.close()
+    settle_into_time_wait(port)
     assert _port_free("127.0.0.1", port)

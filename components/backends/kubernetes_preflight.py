@@ -1,0 +1,141 @@
+"""What `up` checks on each cluster before it creates anything: the cluster answers, the namespace
+is there (or may be made), the objects of an agent may be made in it, the storage class exists,
+the pull secrets exist, and an image that must not be pulled is on a node.
+
+Each problem names the stack, the cluster host, its agents and the config field to change. The
+checks are kubectl calls (the kubectl setup builds, matching the cluster binaries), made side by
+side: a preflight runs on every preview and up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+from components.image import agent_image_tag
+from components.process import Completed, run, tail
+from components.spec import FLEET_CLUSTER, AgentSpec, ClusterSpec, HostSpec
+
+# What provision() makes in the namespace, as `kubectl auth can-i` names them.
+AGENT_OBJECTS = ("secrets", "persistentvolumeclaims", "deployments.apps", "services")
+DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
+
+
+def kubectl() -> Optional[str]:
+    """The kubectl setup builds (matching the cluster binaries), else PATH's."""
+    built = Path(os.environ.get("AGENTFLEET_HOME") or Path.home() / ".agentfleet") / "kubernetes" / "current" / "bin" / "kubectl"
+    return str(built) if os.access(built, os.X_OK) else shutil.which("kubectl")
+
+
+def cluster_image(cluster: ClusterSpec, agent: AgentSpec) -> str:
+    return cluster.image or agent.image or agent_image_tag()
+
+
+def cluster_field(host: HostSpec, key: str) -> str:
+    """The config field of a cluster setting, as the user wrote it."""
+    return f"kubernetes.{key}" if host.name == FLEET_CLUSTER else f"hosts.{host.name}.kubernetes.{key}"
+
+
+def canonical_image(reference: str) -> str:
+    """An image reference as a node's runtime lists it: registry, repository and tag in full
+    (`agentfleet/agent:x` is `docker.io/agentfleet/agent:x`)."""
+    first, slash, _ = reference.partition("/")
+    if not slash:
+        reference = f"docker.io/library/{reference}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        reference = f"docker.io/{reference}"
+    last = reference.rsplit("/", 1)[-1]
+    return reference if ":" in last or "@" in last else f"{reference}:latest"
+
+
+def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> list[str]:
+    """Why the agents placed on this cluster host cannot be made there (empty: they can)."""
+    cluster = host.cluster
+    assert cluster is not None
+    where = (f'stack "{stack}": cluster "{host.name}" ({cluster.kubeconfig}'
+             + (f", context {cluster.context}" if cluster.context else "")
+             + f") (agents {', '.join(a.name for a in agents)})")
+    config = Path(cluster.kubeconfig).expanduser()
+    if not config.is_file():
+        return [f"{where}: field {cluster_field(host, 'kubeconfig')}: no file {config}"]
+    base = [kubectl() or "kubectl", "--kubeconfig", str(config), "--request-timeout", "10s",
+            *(["--context", cluster.context] if cluster.context else [])]
+
+    def call(*argv: str) -> Completed:
+        return run([*base, *argv], timeout_s=30)
+
+    ready = call("get", "--raw", "/readyz")
+    if not ready.ok:
+        return [f"{where}: does not answer ({tail(ready.stderr or ready.stdout, 2)})"]
+    namespace = cluster.namespace
+    calls = {
+        "namespace": ("get", "namespace", namespace, "-o", "name"),
+        "create namespaces": ("auth", "can-i", "create", "namespaces"),
+        "storage classes": ("get", "storageclass", "-o", "json"),
+        "nodes": ("get", "nodes", "-o", "json"),
+        **{f"create {kind}": ("auth", "can-i", "create", kind, "--namespace", namespace) for kind in AGENT_OBJECTS},
+        **{f"secret {name}": ("get", "secret", name, "--namespace", namespace, "-o", "name")
+           for name in cluster.image_pull_secrets},
+    }
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        done = dict(zip(calls, pool.map(lambda argv: call(*argv), calls.values())))
+
+    problems = []
+    if not done["namespace"].ok:
+        if not cluster.create_namespace:
+            problems.append(f"{where}: has no namespace {namespace}; create it, or set "
+                            f"{cluster_field(host, 'create_namespace')}: true")
+        elif not _says_yes(done["create namespaces"]):
+            problems.append(f"{where}: has no namespace {namespace}, and its kubeconfig may not create one; "
+                            f"create it, or set {cluster_field(host, 'namespace')} to one it may use")
+    denied = [kind for kind in AGENT_OBJECTS if not _says_yes(done[f"create {kind}"])]
+    if denied:
+        problems.append(f"{where}: its kubeconfig may not create {', '.join(denied)} in namespace {namespace}; "
+                        "grant them (a Role bound to its user) or use a kubeconfig that may")
+    problems += _storage_problems(where, host, cluster, done["storage classes"])
+    if done["namespace"].ok:
+        problems += [f"{where}: field {cluster_field(host, 'image_pull_secrets')}: no secret {name} in namespace "
+                     f"{namespace}; create it (`kubectl create secret docker-registry {name} ...`)"
+                     for name in cluster.image_pull_secrets if not done[f"secret {name}"].ok]
+    if cluster.image_pull_policy == "Never":
+        problems += _image_problems(where, host, cluster, agents, done["nodes"])
+    return problems
+
+
+def _says_yes(done: Completed) -> bool:
+    return done.ok and done.stdout.strip() == "yes"
+
+
+def _storage_problems(where: str, host: HostSpec, cluster: ClusterSpec, listed: Completed) -> list[str]:
+    """The class the workspaces are claimed from exists (or the cluster has a default one)."""
+    if not listed.ok:
+        return [f"{where}: cannot list storage classes ({tail(listed.stderr, 2)})"]
+    classes = json.loads(listed.stdout)["items"]
+    names = sorted(item["metadata"]["name"] for item in classes)
+    if cluster.storage_class is not None:
+        if cluster.storage_class in names:
+            return []
+        return [f"{where}: field {cluster_field(host, 'storage_class')}: no storage class {cluster.storage_class}; "
+                f"use one of {', '.join(names) or '(the cluster has none)'}"]
+    if any((item["metadata"].get("annotations") or {}).get(DEFAULT_CLASS) == "true" for item in classes):
+        return []
+    return [f"{where}: has no default storage class for the agents' workspaces; set "
+            f"{cluster_field(host, 'storage_class')} to one of {', '.join(names) or '(the cluster has none)'}"]
+
+
+def _image_problems(where: str, host: HostSpec, cluster: ClusterSpec, agents: list[AgentSpec],
+                    nodes: Completed) -> list[str]:
+    """With `image_pull_policy: Never`, the image must already be on a node."""
+    if not nodes.ok:
+        return [f"{where}: cannot list nodes to find the agent image ({tail(nodes.stderr, 2)})"]
+    present = {name for node in json.loads(nodes.stdout)["items"]
+               for image in node.get("status", {}).get("images", []) for name in image.get("names", [])}
+    images = sorted({cluster_image(cluster, agent) for agent in agents})
+    missing = [image for image in images if canonical_image(image) not in present]
+    return [f"{where}: field {cluster_field(host, 'image_pull_policy')} is Never, but no node has the image {image}; "
+            "import it into the nodes' runtime (e.g. `docker save IMAGE | ctr -n k8s.io images import -`) "
+            "or let the nodes pull it (IfNotPresent, with a registry)" for image in missing]

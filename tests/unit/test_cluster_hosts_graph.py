@@ -1,0 +1,71 @@
+"""Two clusters as hosts of one fleet, under Pulumi mocks: one Provider and namespace per cluster,
+each agent's objects on its own cluster's Provider, its endpoint on that cluster's node address."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from components.spec import load_fleet
+from tests.unit.fleet_mocks import FleetMocks, mocks_for_module
+
+
+class ClusterMocks(FleetMocks):
+    """Services get the node port the API server would assign."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        name, outputs = super().new_resource(args)
+        if args.typ == "kubernetes:core/v1:Service":
+            outputs["spec"] = {**outputs["spec"], "ports": [{**outputs["spec"]["ports"][0], "nodePort": 30022}]}
+        return name, outputs
+
+
+MOCKS = ClusterMocks()
+# Read by the program (its content becomes the Provider's secret kubeconfig); mocks never parse it.
+KUBECONFIGS = Path(tempfile.mkdtemp(prefix="kubeconfigs-"))
+for cluster in ("home", "east"):
+    (KUBECONFIGS / cluster).write_text(f"# {cluster}\n")
+
+SPEC = load_fleet("two", {
+    "kubernetes": {"kubeconfig": str(KUBECONFIGS / "home"), "node_address": "192.0.2.10"},
+    "hosts": {"east": {"kubernetes": {"kubeconfig": str(KUBECONFIGS / "east"), "node_address": "198.51.100.7",
+                                      "namespace": "agents", "create_namespace": False}}},
+    "agents": [
+        {"name": "home-1", "backend": "kubernetes", "host": "kubernetes", "identity": {"name": "H", "email": "h@x.io"}},
+        {"name": "east-1", "backend": "kubernetes", "host": "east", "identity": {"name": "E", "email": "e@x.io"}},
+    ],
+}, {}.get)
+
+
+@pytest.fixture(scope="module")
+def agents() -> dict:
+    """Runs the fleet program to its end under the mocks; its agents' outputs."""
+    from components.fleet import Fleet, FleetArgs
+
+    made: dict = {}
+    mocks = mocks_for_module(MOCKS, "two")
+    next(mocks)
+    pulumi.runtime.test(lambda: Fleet("fleet", FleetArgs(SPEC)).agents.apply(made.update))()
+    next(mocks, None)
+    return made
+
+
+def test_each_agent_answers_on_its_own_clusters_node(agents: dict) -> None:
+    assert (agents["home-1"]["host"], agents["east-1"]["host"]) == ("192.0.2.10", "198.51.100.7")
+    assert agents["home-1"]["port"] == agents["east-1"]["port"] == 30022
+
+
+def test_one_provider_per_cluster_and_each_agent_on_its_own(agents: dict) -> None:
+    def named(kind: str) -> set[str]:
+        return {name for name, args in MOCKS.resources.items() if args.typ == kind}
+
+    assert named("pulumi:providers:kubernetes") == {"fleet-cluster", "fleet-cluster-east"}
+    # The fleet's own cluster gets its namespace made; east's is used as it is.
+    assert named("kubernetes:core/v1:Namespace") == {"fleet-namespace"}
+    for agent, provider in (("home-1", "fleet-cluster"), ("east-1", "fleet-cluster-east")):
+        for part in ("seed", "workspace", "pod", "ssh"):
+            assert f"::{provider}::" in MOCKS.resources[f"{agent}-{part}"].provider, (agent, part)
+    assert MOCKS.resources["east-1-pod"].inputs["metadata"]["namespace"] == "agents"
