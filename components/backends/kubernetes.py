@@ -209,7 +209,10 @@ class KubernetesBackend:
                 made.append(k8s.core.v1.Namespace(
                     f"fleet-namespace{suffix}",
                     metadata={"name": cluster.namespace, "labels": {"app.kubernetes.io/managed-by": "agentfleet"}},
-                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(provider=provider))))
+                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                        provider=provider,
+                        # Kept while it keeps a workspace: deleting a namespace deletes its claims.
+                        retain_on_delete=any(agent.retain_workspace for agent in placed)))))
             needs.update({agent.name: made for agent in placed})
         return needs
 

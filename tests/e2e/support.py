@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import yaml
 from pulumi import automation as auto
 
+from components.spec import known_hosts_pattern
+
 PASSPHRASE = "e2e-passphrase"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What a Pulumi project of agentfleet is made of (the program imports agentfleet.contract: the copy
@@ -40,10 +42,13 @@ def docker_objects(kind: str, label: str) -> list[str]:
 
 @dataclass
 class GitServer:
-    """sshd + bare repositories in a container on its own network, reached by agents by name."""
+    """sshd + bare repositories in a container on its own network, reached by agents at its
+    address there, or (`published_on`) at a port Docker publishes on an address of this machine:
+    how pods, whose traffic this machine forwards, reach it."""
 
     name: str
     network: str
+    published_on: str | None = None
 
     @property
     def address(self) -> str:
@@ -52,13 +57,20 @@ class GitServer:
         return docker("inspect", "-f", template, self.name)
 
     @property
+    def endpoint(self) -> tuple[str, int]:
+        if self.published_on is None:
+            return self.address, 22
+        return self.published_on, int(docker("port", self.name, "22/tcp").rsplit(":", 1)[1])
+
+    @property
     def url(self) -> str:
-        return f"ssh://git@{self.address}/srv/git/app.git"
+        host, port = self.endpoint
+        return f"ssh://git@{host}{'' if port == 22 else f':{port}'}/srv/git/app.git"
 
     @property
     def known_hosts_line(self) -> str:
         key = docker("exec", self.name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()
-        return f"{self.address} {key[0]} {key[1]}"
+        return f"{known_hosts_pattern(*self.endpoint)} {key[0]} {key[1]}"
 
     def authorize(self, public_key: str) -> None:
         docker("exec", "-i", self.name, "sh", "-c", "cat >> /home/git/.ssh/authorized_keys",
@@ -105,13 +117,16 @@ def copy_project(copy: Path) -> Path:
     return copy
 
 
-def start_git_server(image: str, label: str = "agentfleet.test=e2e", timeout_s: float = 20.0) -> GitServer:
-    """The git server container on a network of its own; removed again if it does not start."""
+def start_git_server(image: str, label: str = "agentfleet.test=e2e", timeout_s: float = 20.0,
+                     publish_on: str | None = None) -> GitServer:
+    """The git server container on a network of its own (its sshd also published on a free port
+    of `publish_on`, if given); removed again if it does not start."""
     suffix = uuid.uuid4().hex[:6]
-    server = GitServer(name=f"gitserver-{suffix}", network=f"agentfleet-e2e-git-{suffix}")
+    server = GitServer(name=f"gitserver-{suffix}", network=f"agentfleet-e2e-git-{suffix}", published_on=publish_on)
     docker("network", "create", "--label", label, server.network)
+    publish = ["--publish", f"{publish_on}::22"] if publish_on else []
     try:
-        docker("run", "-d", "--name", server.name, "--network", server.network, "--label", label,
+        docker("run", "-d", "--name", server.name, "--network", server.network, "--label", label, *publish,
                "--entrypoint", "/bin/sh", image, "-c", GIT_SERVER_SCRIPT)
         deadline = time.monotonic() + timeout_s
         ready = ["docker", "exec", server.name, "test", "-e", "/run/gitserver-ready"]

@@ -1,60 +1,167 @@
-"""`backend: kubernetes` through the whole product, on the real test cluster: a fleet mixing a
-Kubernetes agent and a Docker agent comes up with `pulumi up` (the real engine and the real
-pulumi-kubernetes provider), both answer through the client with their pinned host keys and
-their own identities, and `pulumi destroy` leaves nothing in the fleet's namespace."""
+"""`backend: kubernetes` through the whole product, on the real test cluster, with the real engine
+and the real pulumi-kubernetes provider: a fleet of two pods and one Docker container comes up with
+`pulumi up`; each answers through the client with its pinned host key and its own identity; a pod
+clones its remote at first boot from the git server, commits and pushes; egress is restricted in
+the pod; a Deployment deleted out of band is back after `up` with the same endpoint, host key and
+workspace; a broken cluster setting is refused before anything is made; destroy leaves nothing in
+the namespace but a retained workspace, which the next `up` takes back."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any, Iterator
 
 import pytest
+from pulumi import automation as auto
 
 from agentfleet import Fleet
+from components.keys import generate_ed25519
 from tests.e2e.kubernetes.storage import STORAGE_CLASS, static_storage
-from tests.e2e.support import FleetStack
+from tests.e2e.support import FleetStack, GitServer, start_git_server
 from tests.kubecluster.cluster import Cluster
+
+COMMAND_TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
-def fleet(kube_cluster: Cluster, make_stack, agent_image):
+def pod_git_server(kube_cluster: Cluster, agent_image: str) -> Iterator[GitServer]:
+    """The git server, published on the node's address: pods reach it there (this machine routes
+    their traffic, and only published ports of containers are open to it)."""
+    server = start_git_server(agent_image, publish_on=kube_cluster.node_ip)
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+def cluster_config(cluster: Cluster, namespace: str, **settings: Any) -> dict[str, Any]:
+    return {"kubeconfig": str(cluster.kubeconfig), "node_address": cluster.node_ip, "namespace": namespace,
+            "storage_class": STORAGE_CLASS, "image_pull_policy": "Never", **settings}
+
+
+@pytest.fixture(scope="module")
+def fleet(kube_cluster: Cluster, make_stack, pod_git_server: GitServer):
     suffix = uuid.uuid4().hex[:6]
     namespace = f"fleet-{suffix}"
-    static_storage(kube_cluster, f"pv-fleet-{suffix}")
+    # One for each pod's claim, and one for the claim the pod agent makes again after destroy.
+    volumes = [f"pv-fleet-{suffix}-{n}" for n in range(3)]
+    for volume in volumes:
+        static_storage(kube_cluster, volume)
+    remote_private, remote_public = generate_ed25519("pod-deploy-key")
+    pod_git_server.authorize(remote_public)
     stack: FleetStack = make_stack("kube")
+    stack.set_secret("podRemoteKey", remote_private)
     stack.set_fleet({
-        "kubernetes": {"kubeconfig": str(kube_cluster.kubeconfig), "node_address": kube_cluster.node_ip,
-                       "namespace": namespace, "storage_class": STORAGE_CLASS, "image_pull_policy": "Never"},
+        "kubernetes": cluster_config(kube_cluster, namespace),
         "defaults": {"resources": {"cpus": 0.5, "memory": "256m", "pids": 128, "disk": 2}},
         "agents": [
-            {"name": "pod", "backend": "kubernetes", "identity": {"name": "Pod Agent", "email": "pod@fleet.test"}},
+            {"name": "pod", "backend": "kubernetes", "identity": {"name": "Pod Agent", "email": "pod@fleet.test"},
+             "remote": pod_git_server.url, "known_hosts": [pod_git_server.known_hosts_line],
+             "credential": {"ssh_key": "podRemoteKey"}},
+            {"name": "keeper", "backend": "kubernetes", "retain_workspace": True,
+             "identity": {"name": "Keeper", "email": "keeper@fleet.test"}},
             {"name": "box", "identity": {"name": "Box Agent", "email": "box@fleet.test"}},
         ],
     })
-    outputs = stack.up()
-    yield stack, outputs, namespace
+    try:
+        outputs = stack.up()
+        with Fleet.from_outputs(outputs, stack.name) as client:
+            yield stack, outputs, client, namespace
+    finally:
+        kube_cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
+        for volume in volumes:
+            kube_cluster.kubectl("delete", "pv", volume, "--ignore-not-found", "--wait=false", check=False)
 
 
-def test_both_agents_answer_with_their_identities(fleet, kube_cluster):
-    stack, outputs, _ = fleet
+def run_ok(client: Fleet, agent: str, command: str) -> str:
+    result = client.agent(agent).run(command, timeout=COMMAND_TIMEOUT_S, retries=5)
+    assert result.ok, f"{agent}: `{command}` exited {result.exit_status}: {result.stderr}"
+    return result.stdout.strip()
+
+
+def test_every_agent_answers_with_its_identity(fleet, kube_cluster):
+    _, outputs, client, _ = fleet
     agents = outputs["agents"]
     assert (agents["pod"]["backend"], agents["pod"]["host"]) == ("kubernetes", kube_cluster.node_ip)
+    assert agents["pod"]["port"] != agents["keeper"]["port"]
     assert agents["box"]["backend"] == "docker"
-    with Fleet.from_outputs(outputs, stack.name) as client:
-        for name in ("pod", "box"):
-            result = client.agent(name).run("git config user.email; id -un; grep NoNewPrivs /proc/self/status",
-                                            timeout=60, retries=5)
-            assert result.ok, result.stderr
-            assert result.stdout.split() == [f"{name}@fleet.test", "agent", "NoNewPrivs:", "1"]
+    for name in ("pod", "keeper", "box"):
+        said = run_ok(client, name, "git config user.email; id -un; grep NoNewPrivs /proc/self/status")
+        assert said.split() == [f"{name}@fleet.test", "agent", "NoNewPrivs:", "1"]
+
+
+def test_the_pod_cloned_its_remote_commits_and_pushes_its_branch(fleet, pod_git_server: GitServer):
+    _, _, client, _ = fleet
+    assert run_ok(client, "pod", "git rev-parse --abbrev-ref HEAD") == "agent/pod"
+    assert run_ok(client, "pod", "cat README") == "shared project"
+    run_ok(client, "pod", "echo from-a-pod > pod.txt && git add pod.txt && "
+                          "git commit -q -m 'work of the pod agent' && git push -q origin HEAD")
+    assert pod_git_server.branch_authors()["agent/pod"] == "<pod@fleet.test>"
+
+
+def test_egress_from_the_pod_reaches_its_remote_only(fleet, kube_cluster, pod_git_server: GitServer):
+    _, _, client, _ = fleet
+    host, port = pod_git_server.endpoint
+    reach = "timeout 10 bash -c 'exec 3<>/dev/tcp/{}/{}'"
+    assert client.agent("pod").run(reach.format(host, port), timeout=COMMAND_TIMEOUT_S).ok
+    # The cluster's API server listens on the node's address too; the policy refuses it.
+    refused = client.agent("pod").run(reach.format(kube_cluster.node_ip, 6443), timeout=COMMAND_TIMEOUT_S)
+    assert not refused.ok and "refused" in refused.stderr, refused.stderr
+
+
+def test_a_deployment_deleted_out_of_band_is_back_after_up_with_its_endpoint_key_and_workspace(fleet, kube_cluster):
+    stack, outputs, client, namespace = fleet
+    run_ok(client, "pod", "echo kept > ~/workspace/mark")
+    before = pod_uid(kube_cluster, namespace, "pod")
+    kube_cluster.kubectl("delete", "deployment", "-n", namespace, f"agentfleet-{stack.name}-pod", "--wait=true")
+    assert stack.up() == outputs  # refresh finds it gone; up makes it again
+    assert pod_uid(kube_cluster, namespace, "pod") != before
+    assert run_ok(client, "pod", "cat ~/workspace/mark") == "kept"
 
 
 def test_a_second_up_changes_nothing(fleet):
-    stack, _, _ = fleet
+    stack, _, _, _ = fleet
     preview = stack.stack.preview(on_output=lambda _: None)
     assert set(preview.change_summary) == {"same"}, preview.change_summary
 
 
-def test_destroy_leaves_nothing_in_the_namespace(fleet, kube_cluster):
-    stack, _, namespace = fleet
+def test_a_missing_storage_class_is_refused_naming_the_cluster_and_agents(kube_cluster, make_stack):
+    namespace = f"refused-{uuid.uuid4().hex[:6]}"
+    stack: FleetStack = make_stack("kube-refused")
+    stack.set_fleet({
+        "kubernetes": cluster_config(kube_cluster, namespace, storage_class="no-such-class"),
+        "agents": [{"name": "pod", "backend": "kubernetes", "identity": {"name": "P", "email": "p@fleet.test"}}],
+    })
+    with pytest.raises(auto.CommandError) as refused:
+        stack.stack.up(on_output=lambda _: None)
+    message = str(refused.value)
+    assert (f'stack "{stack.name}": cluster "kubernetes"' in message and "(agents pod)" in message
+            and "field kubernetes.storage_class: no storage class no-such-class" in message), message
+    assert f"namespace/{namespace}" not in kube_cluster.kubectl("get", "namespaces", "-o", "name").split()
+
+
+def test_destroy_leaves_only_the_retained_workspace_and_up_takes_it_back(fleet, kube_cluster):
+    stack, _, client, namespace = fleet
+    run_ok(client, "keeper", "echo still-here > ~/workspace/mark")
+    client.close()
     stack.destroy()
-    left = kube_cluster.kubectl("get", "all,secrets,pvc", "-n", namespace, "-o", "name", check=False)
-    assert left.strip() == "" or "not found" in left
+    left = kube_cluster.kubectl("get", "all,secrets,pvc", "-n", namespace, "-o", "name").split()
+    assert left == [f"persistentvolumeclaim/agentfleet-{stack.name}-keeper-workspace"], left
+    claims = {pv["spec"].get("claimRef", {}).get("name"): pv["status"]["phase"]
+              for pv in json.loads(kube_cluster.kubectl("get", "pv", "-o", "json"))["items"]}
+    assert claims[f"agentfleet-{stack.name}-keeper-workspace"] == "Bound"
+    assert claims.get(f"agentfleet-{stack.name}-pod-workspace", "Released") != "Bound"
+
+    outputs = stack.up()
+    with Fleet.from_outputs(outputs, stack.name) as again:
+        assert run_ok(again, "keeper", "cat ~/workspace/mark") == "still-here"
+    stack.destroy()
+
+
+def pod_uid(cluster: Cluster, namespace: str, agent: str) -> str:
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", f"agentfleet.dev/agent={agent}",
+                                      "-o", "json"))["items"]
+    running = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+    assert len(running) == 1, [pod["metadata"]["name"] for pod in pods]
+    return running[0]["metadata"]["uid"]
