@@ -61,8 +61,10 @@ AGENT_FIELDS = {
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
 FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes"}
-CLUSTER_FIELDS = {"kubeconfig", "context", "namespace", "node_address", "storage_class", "image",
+CLUSTER_FIELDS = {"kubeconfig", "context", "namespace", "node_address", "service_type", "storage_class", "image",
                   "image_pull_policy", "image_pull_secrets", "create_namespace"}
+# How an agent's sshd is reached: a port on every node, or the address of the cluster's load balancer.
+SERVICE_TYPES = ("NodePort", "LoadBalancer")
 PULL_POLICIES = ("IfNotPresent", "Never", "Always")
 HOST_FIELDS = {"address", "known_hosts", "identity_file", "endpoint_address", "attach_networks"}
 LOCAL_HOST = "local"
@@ -171,7 +173,8 @@ class ClusterSpec:
 
     kubeconfig: str  # a path; the file holds credentials, so Pulumi keeps its content as a secret
     namespace: str
-    node_address: str  # the address operators reach the cluster's node ports on
+    node_address: Optional[str]  # the address operators reach node ports on (NodePort services)
+    service_type: str = "NodePort"
     context: Optional[str] = None
     storage_class: Optional[str] = None  # the cluster's default when None
     image: Optional[str] = None  # default: the agent image setup builds (imported into the node)
@@ -595,8 +598,15 @@ def _load_cluster(raw: Any, where: str, stack: str, problems: _Problems) -> Opti
     kubeconfig = raw.get("kubeconfig")
     if not isinstance(kubeconfig, str) or not kubeconfig.strip():
         problems.add(None, f"{where}.kubeconfig", "must be the path of a kubeconfig file (e.g. ~/.kube/config)")
+    service_type = raw.get("service_type", "NodePort")
     node_address = raw.get("node_address")
-    if not isinstance(node_address, str) or not _is_ipv4(node_address):
+    if service_type not in SERVICE_TYPES:
+        problems.add(None, f"{where}.service_type", f"{service_type!r}; use NodePort (the default: a port on "
+                     "`node_address`) or LoadBalancer (the address the cluster's load balancer gives)")
+    elif service_type == "LoadBalancer" and node_address is not None:
+        problems.add(None, f"{where}.node_address", "is for NodePort services; with service_type LoadBalancer the "
+                     "endpoint is the load balancer's address: remove node_address")
+    elif service_type == "NodePort" and (not isinstance(node_address, str) or not _is_ipv4(node_address)):
         problems.add(None, f"{where}.node_address", f"{node_address!r} is not the IPv4 address of a node the "
                      "operator reaches node ports on")
     namespace = raw.get("namespace", f"agentfleet-{stack}".lower())
@@ -620,7 +630,7 @@ def _load_cluster(raw: Any, where: str, stack: str, problems: _Problems) -> Opti
     if len(problems.items) > before:
         return None
     return ClusterSpec(kubeconfig=kubeconfig, namespace=namespace, node_address=node_address,
-                       image_pull_policy=policy, image_pull_secrets=tuple(pull_secrets), create_namespace=create,
+                       service_type=service_type, image_pull_policy=policy, image_pull_secrets=tuple(pull_secrets), create_namespace=create,
                        **optional)
 
 

@@ -15,6 +15,8 @@ Why this shape:
   boot), no privilege escalation, the runtime's default seccomp profile, CPU and memory limits
   from the spec, no service-account token and no service links in the pod; like Docker, the
   pod lets sshd bind port 22 without CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start).
+- The endpoint is a NodePort on the node address the operator reaches (the default), or the
+  address the cluster's load balancer gives a LoadBalancer Service, on port 22.
 - Ready means the pod's readiness probe reached sshd, which agent-init starts only after
   cloud-init; Pulumi awaits the Deployment's rollout itself.
 
@@ -37,7 +39,7 @@ import pulumi_kubernetes as k8s
 from agentfleet.contract import WORKSPACE as WORKSPACE_MOUNT
 from components.backends import Endpoint, MachineContext
 from components.backends.docker import capabilities
-from components.backends.kubernetes_preflight import cluster_image, cluster_problems, kubectl
+from components.backends.kubernetes_preflight import cluster_field, cluster_image, cluster_problems, kubectl
 from components.spec import FLEET_CLUSTER, AgentSpec, FleetSpec, HostSpec
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"  # images/agent-init, images/agentfleet-cloud-init
@@ -55,7 +57,8 @@ class KubernetesAgentArgs:
     stack: str
     namespace: str
     image: str
-    node_address: str  # the address operators reach the cluster's node ports on
+    node_address: Optional[str]  # the address operators reach the cluster's node ports on (NodePort)
+    service_type: str = "NodePort"
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
     storage_class: Optional[str] = None
@@ -156,10 +159,14 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
     service = k8s.core.v1.Service(
         f"{agent.name}-ssh",
         metadata=metadata,
-        spec={"type": "NodePort", "selector": args.labels,
+        spec={"type": args.service_type, "selector": args.labels,
               "ports": [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT}]},
         opts=opts,
     )
+    if args.service_type == "LoadBalancer":
+        # The provider awaits the load balancer's address before the Service is done.
+        return service.status.load_balancer.ingress.apply(
+            lambda ingress: {"host": ingress[0].ip or ingress[0].hostname, "port": SSH_PORT})
     return service.spec.ports[0].node_port.apply(lambda port: {"host": args.node_address, "port": int(port)})
 
 
@@ -198,8 +205,8 @@ class KubernetesBackend:
             try:
                 kubeconfig = config.read_text()
             except OSError as error:
-                raise pulumi.RunError(f'stack "{fleet.stack}", host "{host.name}": cannot read the kubeconfig {config} '
-                                      f"({error.strerror})") from None
+                raise pulumi.RunError(f'stack "{fleet.stack}", field "{cluster_field(host, "kubeconfig")}": cannot read '
+                                      f"{config} ({error.strerror})") from None
             suffix = resource_suffix(host)
             provider = k8s.Provider(f"fleet-cluster{suffix}", kubeconfig=pulumi.Output.secret(kubeconfig),
                                     context=cluster.context, namespace=cluster.namespace, opts=opts)
@@ -224,6 +231,7 @@ class KubernetesBackend:
         assert cluster is not None
         args = KubernetesAgentArgs(agent=agent, stack=context.stack, namespace=cluster.namespace,
                                    image=cluster_image(cluster, agent), node_address=cluster.node_address,
+                                   service_type=cluster.service_type,
                                    image_pull_policy=cluster.image_pull_policy,
                                    image_pull_secrets=cluster.image_pull_secrets, storage_class=cluster.storage_class)
         endpoint = provision(args, user_data, pulumi.ResourceOptions.merge(

@@ -78,6 +78,10 @@ def test_adding_a_cluster_moves_no_docker_agent() -> None:
      'field "hosts.east.address"'),
     ({"kubernetes": {**CLUSTER, "image_pull_secrets": "regcred"}, "agents": [agent("a")]},
      'field "kubernetes.image_pull_secrets": must be a list of Secret names in the namespace'),
+    ({"kubernetes": {**CLUSTER, "service_type": "LoadBalancer"}, "agents": [agent("a")]},
+     'field "kubernetes.node_address": is for NodePort services; with service_type LoadBalancer'),
+    ({"kubernetes": {"kubeconfig": "k", "service_type": "ClusterIP"}, "agents": [agent("a")]},
+     "field \"kubernetes.service_type\": 'ClusterIP'; use NodePort"),
     ({"kubernetes": {**CLUSTER, "namespace": "Agents"}, "agents": [agent("a")]},
      "field \"kubernetes.namespace\": 'Agents' is not a namespace name"),
 ])

@@ -8,6 +8,7 @@ the namespace but a retained workspace, which the next `up` takes back."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from typing import Any, Iterator
@@ -16,6 +17,7 @@ import pytest
 from pulumi import automation as auto
 
 from agentfleet import Fleet
+from agentfleet.cli import main as cli
 from components.keys import generate_ed25519
 from tests.e2e.kubernetes.storage import STORAGE_CLASS, static_storage
 from tests.e2e.support import FleetStack, GitServer, start_git_server
@@ -98,6 +100,26 @@ def test_the_pod_cloned_its_remote_commits_and_pushes_its_branch(fleet, pod_git_
     run_ok(client, "pod", "echo from-a-pod > pod.txt && git add pod.txt && "
                           "git commit -q -m 'work of the pod agent' && git push -q origin HEAD")
     assert pod_git_server.branch_authors()["agent/pod"] == "<pod@fleet.test>"
+
+
+def test_doctor_and_audit_treat_pods_like_any_agent(fleet, monkeypatch):
+    stack, _, _, _ = fleet
+    for name, value in {**stack.env, "AGENTFLEET_PERSIST": "0"}.items():
+        monkeypatch.setenv(name, value)  # `pulumi stack output` runs with the process environment
+
+    def run(*argv: str) -> tuple[int, str]:
+        out, err = io.StringIO(), io.StringIO()
+        status = cli(["--stack", stack.name, "--cwd", str(stack.project_dir), *argv], out, err)
+        return status, out.getvalue() + err.getvalue()
+
+    status, said = run("doctor")
+    assert status == 0 and said.endswith("all 3 agents healthy\n"), said
+    status, said = run("audit", "pod", "--json")
+    assert status == 0, said
+    # git's own trace in the pod: the push of the test before, and the first clone at boot.
+    commands = {entry["command"] for entry in map(json.loads, said.splitlines()) if entry["source"] == "git"}
+    assert "git push -q origin HEAD" in commands, commands
+    assert any(command.startswith("git clone") for command in commands), commands
 
 
 def test_egress_from_the_pod_reaches_its_remote_only(fleet, kube_cluster, pod_git_server: GitServer):
