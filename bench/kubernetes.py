@@ -16,9 +16,10 @@ allocatable CPU's worth of agents: each agent gets the node's CPUs split evenly 
 (at most 1), Docker agents too.
 
 Where the time goes on Kubernetes: seconds from the start of `pulumi up` to the namespace's
-creation, then to the last pod scheduled, its container started, it Ready (the readiness probe
-reached sshd), the last Deployment Available (the rollout Pulumi awaits), `pulumi up` returning
-and every agent answering. The Kubernetes timestamps have whole seconds.
+creation, then to the last Deployment created, the last pod scheduled, its container started, it
+Ready (the readiness probe reached sshd), the last Deployment Available (the rollout Pulumi
+awaits), `pulumi up` returning and every agent answering. The Kubernetes timestamps have whole
+seconds.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from tests.kubecluster.cluster import Cluster, remove_tree
 from tests.kubecluster.host_state import HostState
 
 WAYS = ("docker", "kubernetes")
-PHASES = ("namespace_s", "scheduled_s", "started_s", "ready_s", "rollout_s")
+PHASES = ("namespace_s", "created_s", "scheduled_s", "started_s", "ready_s", "rollout_s")
 READY_TIMEOUT_S = 300
 MEMORY = "256m"
 DISK_GIB = 2  # tests/e2e/kubernetes/storage.py makes 2 GiB volumes
@@ -71,8 +72,8 @@ def fleet(bench: Workbench, cluster: Cluster, size: int, way: str, namespace: st
 
 
 def timeline(objects: dict[str, Any], namespace: str, started: float) -> dict[str, float]:
-    """Seconds from `started` (epoch) to the namespace's creation and to the last pod scheduled,
-    started, Ready and the last Deployment Available, from `kubectl get
+    """Seconds from `started` (epoch) to the namespace's creation, the last Deployment created,
+    the last pod scheduled, started, Ready and the last Deployment Available, from `kubectl get
     namespaces,deployments,pods -n NAMESPACE -o json`."""
     items = objects["items"]
 
@@ -90,6 +91,7 @@ def timeline(objects: dict[str, Any], namespace: str, started: float) -> dict[st
         raise ValueError(f"namespace {namespace} has {len(pods)} pods and {len(deployments)} deployments")
     return {
         "namespace_s": at(space["metadata"]["creationTimestamp"]),
+        "created_s": max(at(deployment["metadata"]["creationTimestamp"]) for deployment in deployments),
         "scheduled_s": max(became(pod, "PodScheduled") for pod in pods),
         "started_s": max(at(status["state"]["running"]["startedAt"])
                          for pod in pods for status in pod["status"]["containerStatuses"]),
@@ -172,8 +174,9 @@ def run(bench: Workbench, sizes: list[int], rounds: int) -> dict[str, Any]:
     return {
         "benchmark": "kubernetes", "rounds": rounds, "load_1min_median": round(median(loads), 2),
         "ready": "`git -C workspace log -1` over SSH (no remote: a fresh repository)",
-        "phases": "kubernetes rows: seconds from the start of `pulumi up` to the namespace created, the last pod "
-                  "scheduled, started, Ready, the last Deployment Available (whole-second timestamps)",
+        "phases": "kubernetes rows: seconds from the start of `pulumi up` to the namespace created, the last "
+                  "Deployment created, the last pod scheduled, started, Ready, the last Deployment Available "
+                  "(whole-second timestamps)",
         "node_allocatable_cpu_m": allocatable,
         "cluster_start_s": seconds(cluster.timings["start_s"]),
         "image_import_s": seconds(cluster.timings.get("image_import_s", 0)),

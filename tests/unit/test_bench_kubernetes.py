@@ -30,7 +30,7 @@ def test_the_node_is_split_evenly_and_no_agent_gets_more_than_one_cpu():
 
 def test_milestones_are_the_last_pod_and_deployment_to_reach_them():
     assert timeline(RECORDED, NAMESPACE, UP_STARTED) == {
-        "namespace_s": 1.0, "scheduled_s": 3.0, "started_s": 3.0, "ready_s": 5.0, "rollout_s": 5.0}
+        "namespace_s": 1.0, "created_s": 2.0, "scheduled_s": 3.0, "started_s": 3.0, "ready_s": 5.0, "rollout_s": 5.0}
     later = copy.deepcopy(RECORDED)
     pod = next(item for item in later["items"] if item["kind"] == "Pod")
     next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")["lastTransitionTime"] = "2026-11-30T02:12:09Z"
@@ -47,7 +47,7 @@ def sample(total_s: float, destroy_s: float, **phases: float) -> dict[str, float
     return {"seconds": total_s, "up_s": total_s - 0.5, "destroy_s": destroy_s, **phases}
 
 
-PHASES = {"namespace_s": 1.0, "scheduled_s": 3.0, "started_s": 3.0, "ready_s": 5.0, "rollout_s": 5.0}
+PHASES = {"namespace_s": 1.0, "created_s": 2.0, "scheduled_s": 3.0, "started_s": 3.0, "ready_s": 5.0, "rollout_s": 5.0}
 SAMPLES = {
     (1, "docker"): [sample(2.0, 1.0), sample(3.0, 1.5)],
     (1, "kubernetes"): [sample(12.0, 7.0, **PHASES), sample(13.0, 8.0, **{**PHASES, "ready_s": 6.0})],
@@ -67,7 +67,7 @@ def test_the_report_has_the_kubernetes_table_and_chart(tmp_path):
     write_reports([result], tmp_path)
     table = (tmp_path / "report.md").read_text()
     assert "| agents | way | cpus_each | median_s | min_s | max_s | vs_docker | up_s | destroy_s | destroy_vs_docker " \
-           "| namespace_s | scheduled_s | started_s | ready_s | rollout_s |" in table
-    assert "| 1 | kubernetes | 1.0 | 12.5 | 12.0 | 13.0 | 5.0 | 12.0 | 7.5 | 6.0 | 1.0 | 3.0 | 3.0 | 5.5 | 5.0 |" in table
+           "| namespace_s | created_s | scheduled_s | started_s | ready_s | rollout_s |" in table
+    assert "| 1 | kubernetes | 1.0 | 12.5 | 12.0 | 13.0 | 5.0 | 12.0 | 7.5 | 6.0 | 1.0 | 2.0 | 3.0 | 3.0 | 5.5 | 5.0 |" in table
     assert "cluster_start_s: `8.5`" in table
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
