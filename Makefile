@@ -25,5 +25,5 @@ test: setup
 	@$(ACTIVATE) && python -m pytest
 
 bench:
-	@scripts/setup docker
+	@scripts/setup docker kubernetes
 	@$(ACTIVATE) && python -m bench

@@ -5,7 +5,8 @@ on its own network, and cleans all of it up, also when it fails. `--only` picks 
 reports keep the latest result of each benchmark, so a partial run updates only its own tables.
 Each benchmark's result is written as soon as it is done: a run cut short (the Docker daemon
 restarted under it) keeps what it finished.
-The defaults take about 15-20 minutes on 2 cores.
+The defaults take about 20-25 minutes on 2 cores (kubernetes: about 6, plus the test cluster's
+binaries, which `make bench` has setup build).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import exec_latency, footprint, hosts, provisioning, readiness, scale, update
+from bench import exec_latency, footprint, hosts, kubernetes, provisioning, readiness, scale, update
 from bench.common import Workbench
 from bench.report import write_reports
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("provisioning", "readiness", "update", "footprint", "scale", "exec_latency", "hosts")
+BENCHMARKS = ("provisioning", "readiness", "update", "footprint", "scale", "exec_latency", "hosts", "kubernetes")
 
 
 def sizes(text: str) -> list[int]:
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--exec-rounds", type=int, default=30, help="exec latency rounds (30)")
     parser.add_argument("--hosts-agents", type=int, default=20, help="hosts: fleet size, split over two hosts (20)")
     parser.add_argument("--hosts-rounds", type=int, default=2, help="hosts: rounds each way (2)")
+    parser.add_argument("--kube-sizes", type=sizes, default=[1, 5, 20], help="kubernetes: fleet sizes (1,5,20)")
+    parser.add_argument("--kube-rounds", type=int, default=2, help="kubernetes: rounds each way and size (2)")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(BENCHMARKS))
@@ -67,6 +70,7 @@ def main() -> None:
         "scale": lambda b: scale.run(b, args.scale_sizes, args.scale_budget),
         "exec_latency": lambda b: exec_latency_run(b, args.exec_rounds),
         "hosts": lambda b: hosts.run(b, args.hosts_agents, args.hosts_rounds),
+        "kubernetes": lambda b: kubernetes.run(b, args.kube_sizes, args.kube_rounds),
     }
     with Workbench() as bench:
         for name in BENCHMARKS:

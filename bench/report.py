@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ORDER = ("provisioning", "readiness", "no_change_update", "footprint", "scale", "exec_latency")
+ORDER = ("provisioning", "readiness", "no_change_update", "footprint", "scale", "exec_latency", "kubernetes")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -90,7 +90,17 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def _provisioning(axis: Any, result: dict[str, Any]) -> None:
-    rows = result["results"]
+    _by_size(axis, result["results"])
+    axis.set_title("Provisioning a fresh fleet")
+
+
+def _kubernetes(axis: Any, result: dict[str, Any]) -> None:
+    _by_size(axis, result["results"])
+    axis.set_title("Kubernetes pods vs Docker containers")
+
+
+def _by_size(axis: Any, rows: list[dict[str, Any]]) -> None:
+    """Bars of each way's median, grouped by fleet size."""
     sizes = sorted({r["agents"] for r in rows})
     ways = list(dict.fromkeys(r["way"] for r in rows))
     width = 0.8 / len(ways)
@@ -100,7 +110,6 @@ def _provisioning(axis: Any, result: dict[str, Any]) -> None:
         axis.bar_label(bars, fmt="%.1f", fontsize=7)
     axis.set_xticks([x + width * (len(ways) - 1) / 2 for x in range(len(sizes))], [f"{s} agents" for s in sizes])
     axis.set_ylabel("seconds until every agent answers git (median)")
-    axis.set_title("Provisioning a fresh fleet")
     axis.legend(fontsize=8)
 
 
@@ -158,4 +167,4 @@ def _exec_latency(axis: Any, result: dict[str, Any]) -> None:
 
 
 PANELS = {"provisioning": _provisioning, "readiness": _readiness, "no_change_update": _update,
-          "footprint": _footprint, "scale": _scale, "exec_latency": _exec_latency}
+          "footprint": _footprint, "scale": _scale, "exec_latency": _exec_latency, "kubernetes": _kubernetes}
