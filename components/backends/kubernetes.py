@@ -44,6 +44,7 @@ from components.spec import FLEET_CLUSTER, AgentSpec, FleetSpec, HostSpec
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"  # images/agent-init, images/agentfleet-cloud-init
 SSH_PORT = 22
+SKIP_AWAIT = "pulumi.com/skipAwait"  # the provider's annotation: done once the API server has the object
 READINESS_PERIOD_S = 2
 # A Deployment's pods are named <name>-<10 hex>-<5 chars>, within 63 characters.
 NAME_MAX = 47
@@ -137,7 +138,9 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
     )
     k8s.core.v1.PersistentVolumeClaim(
         f"{agent.name}-workspace",
-        metadata={**metadata, "name": f"{name}-workspace"},
+        # The pod cannot start before its claim is bound, and the Deployment's rollout is awaited;
+        # the provider's own wait for the claim never ends when it takes back a retained one.
+        metadata={**metadata, "name": f"{name}-workspace", "annotations": {SKIP_AWAIT: "true"}},
         spec={"accessModes": ["ReadWriteOnce"], "storageClassName": args.storage_class,
               "resources": {"requests": {"storage": f"{agent.resources.disk_gib}Gi"}}},
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=agent.retain_workspace)),
@@ -158,7 +161,10 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
     )
     service = k8s.core.v1.Service(
         f"{agent.name}-ssh",
-        metadata=metadata,
+        # The Deployment's rollout already awaits sshd; the provider's own wait for a NodePort
+        # Service adds a fixed 10 s settle time per Service. A load balancer's address is awaited.
+        metadata={**metadata, "annotations": {SKIP_AWAIT: "true"}} if args.service_type == "NodePort"
+        else metadata,
         spec={"type": args.service_type, "selector": args.labels,
               "ports": [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT}]},
         opts=opts,

@@ -142,6 +142,10 @@ class Cluster:
         self._spawn("kube-controller-manager", [str(bin_ / "kube-controller-manager"),
                                                 *configs.controller_manager_args(self.network, self.layout)])
         self._spawn("kube-scheduler", [str(bin_ / "kube-scheduler"), *configs.scheduler_args(self.layout)])
+        if importer:
+            # Imported before kubelet starts, the image is in the node's first list of its images
+            # (refreshed every 30 s after), which the preflight reads for `image_pull_policy: Never`.
+            importer.join()
         kubelet = self._spawn("kubelet", [str(bin_ / "kubelet"), *configs.kubelet_args(self.network, self.layout)])
         proxy = self._spawn("kube-proxy", [str(bin_ / "kube-proxy"), "--config", str(self.root / "kube-proxy.yaml")])
         self._wait("kubelet (node Ready)", kubelet, self._node_ready, 120)
@@ -150,8 +154,8 @@ class Cluster:
                                           capture_output=True).returncode == 0, 60)
         self._wait("kube-controller-manager (the default service account)", self._process("kube-controller-manager"),
                    lambda: self._kubectl_ok("get", "serviceaccount", "default"), 60)
-        if importer:
-            importer.join()
+        if self.image:
+            self._wait("kubelet (the node lists the agent image)", kubelet, self._node_lists_image, 60)
         self.timings["start_s"] = time.monotonic() - started
 
     def _take_lock(self) -> None:
@@ -269,6 +273,12 @@ class Cluster:
                                  "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
                                 capture_output=True, text=True)
         return status.stdout.strip() == "True"
+
+    def _node_lists_image(self) -> bool:
+        listed = subprocess.run([str(self.home / "bin" / "kubectl"), "--kubeconfig", str(self.kubeconfig), "get",
+                                 "node", NODE_NAME, "-o", "jsonpath={.status.images[*].names[*]}"],
+                                capture_output=True, text=True)
+        return any(name.endswith("/" + str(self.image)) for name in listed.stdout.split())
 
     def _import_file(self, archive: Path) -> None:
         completed = subprocess.run(self._ctr("images", "import", str(archive)), capture_output=True, text=True)
