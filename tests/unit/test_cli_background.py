@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -20,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from agentfleet.cli import main
-from agentfleet.control import SOCKET_NAME
+from agentfleet.control import SOCKET_NAME, socket_address
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PEER = struct.Struct("3i")  # struct ucred: pid, uid, gid
 WAIT = 20.0
 
 
@@ -49,26 +52,34 @@ class Stack:
         """What `pulumi up` does to the stack's state file."""
         self.state.write_text(self.state.read_text() + " ")
 
-    def wait_for_master(self, inode: int | None = None) -> int:
-        """The inode of the master's socket once one listens (another than `inode`)."""
-        found = self.master_since(inode, WAIT)
+    def wait_for_master(self, pid: int | None = None) -> int:
+        """The process id of the master once one listens (another than `pid`)."""
+        found = self.master_since(pid, WAIT)
         if found is None:
             log = self.directory / "control.log"
             pytest.fail(f"no master within {WAIT:g} s; its log: {log.read_text() if log.exists() else '(none)'}")
         return found
 
-    def master_since(self, inode: int | None, wait_s: float = 5.0) -> int | None:
-        """The inode of a master other than `inode`'s once it listens, within `wait_s`; else None."""
+    def master_since(self, pid: int | None, wait_s: float = 5.0) -> int | None:
+        """The process id of a master other than `pid` once it listens, within `wait_s`; else None.
+        Told by the listener's credentials, not the socket file: a new socket may get the inode
+        of the one just removed."""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            try:
-                found = (self.directory / SOCKET_NAME).stat().st_ino
-            except FileNotFoundError:
-                found = None
-            if found is not None and found != inode:
+            found = self.listener_pid()
+            if found is not None and found != pid:
                 return found
             time.sleep(0.05)
         return None
+
+    def listener_pid(self) -> int | None:
+        """Who listens on the master's socket (SO_PEERCRED of a connection that sends nothing)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(socket_address(self.directory / SOCKET_NAME))
+            except OSError:
+                return None
+            return PEER.unpack(probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER.size))[0]
 
 
 @pytest.fixture
