@@ -25,13 +25,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("restarts_docker") is not None)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_leftovers_of_interrupted_runs() -> None:
-    """A run killed before its teardown leaves its git server and networks behind, and Docker has
-    room for about thirty networks: remove them first (one e2e run per Docker daemon at a time)."""
-    for kind, remove in REMOVE.items():
+def remove_test_objects() -> None:
+    for kind, remove in REMOVE.items():  # containers first: a network in use cannot go
         for name in docker_objects(kind, "agentfleet.test=e2e"):
             docker(*remove, name, check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """A run killed before its teardown leaves its git server and networks behind, and Docker has
+    room for about thirty networks: remove them first (one e2e run per Docker daemon at a time),
+    and again last, for a network a fixture could not remove while a container still used it."""
+    remove_test_objects()
+    yield
+    remove_test_objects()
 
 
 @pytest.fixture(scope="session")
