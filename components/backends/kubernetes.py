@@ -39,7 +39,13 @@ import pulumi_kubernetes as k8s
 from agentfleet.contract import WORKSPACE as WORKSPACE_MOUNT
 from components.backends import Endpoint, MachineContext
 from components.backends.docker import capabilities
-from components.backends.kubernetes_preflight import cluster_field, cluster_image, cluster_problems, kubectl
+from components.backends.kubernetes_preflight import (
+    NAMESPACE_STACK_LABEL,
+    cluster_field,
+    cluster_image,
+    cluster_problems,
+    kubectl,
+)
 from components.spec import FLEET_CLUSTER, AgentSpec, FleetSpec, HostSpec
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"  # images/agent-init, images/agentfleet-cloud-init
@@ -221,7 +227,8 @@ class KubernetesBackend:
             if cluster.create_namespace:
                 made.append(k8s.core.v1.Namespace(
                     f"fleet-namespace{suffix}",
-                    metadata={"name": cluster.namespace, "labels": {"app.kubernetes.io/managed-by": "agentfleet"}},
+                    metadata={"name": cluster.namespace, "labels": {"app.kubernetes.io/managed-by": "agentfleet",
+                                                                    NAMESPACE_STACK_LABEL: fleet.stack}},
                     opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                         provider=provider,
                         # Kept while it keeps a workspace: deleting a namespace deletes its claims.

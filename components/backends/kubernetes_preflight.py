@@ -24,6 +24,7 @@ from components.spec import FLEET_CLUSTER, AgentSpec, ClusterSpec, HostSpec
 AGENT_OBJECTS = ("secrets", "persistentvolumeclaims", "deployments.apps", "services")
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 NODE_IMAGES_LISTED = 50  # kubelet's default nodeStatusMaxImages
+NAMESPACE_STACK_LABEL = "agentfleet.dev/stack"  # on a namespace a stack made (components/backends/kubernetes.py)
 
 
 def kubectl() -> Optional[str]:
@@ -74,7 +75,7 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
         return [f"{where}: does not answer ({tail(ready.stderr or ready.stdout, 2)})"]
     namespace = cluster.namespace
     calls = {
-        "namespace": ("get", "namespace", namespace, "-o", "name"),
+        "namespace": ("get", "namespace", namespace, "-o", "json"),
         "create namespaces": ("auth", "can-i", "create", "namespaces"),
         "storage classes": ("get", "storageclass", "-o", "json"),
         "nodes": ("get", "nodes", "-o", "json"),
@@ -85,14 +86,7 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         done = dict(zip(calls, pool.map(lambda argv: call(*argv), calls.values())))
 
-    problems = []
-    if not done["namespace"].ok:
-        if not cluster.create_namespace:
-            problems.append(f"{where}: has no namespace {namespace}; create it, or set "
-                            f"{cluster_field(host, 'create_namespace')}: true")
-        elif not _says_yes(done["create namespaces"]):
-            problems.append(f"{where}: has no namespace {namespace}, and its kubeconfig may not create one; "
-                            f"create it, or set {cluster_field(host, 'namespace')} to one it may use")
+    problems = _namespace_problems(where, stack, host, cluster, done["namespace"], done["create namespaces"])
     denied = [kind for kind in AGENT_OBJECTS if not _says_yes(done[f"create {kind}"])]
     if denied:
         problems.append(f"{where}: its kubeconfig may not create {', '.join(denied)} in namespace {namespace}; "
@@ -107,12 +101,50 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
     return problems
 
 
+def _namespace_problems(where: str, stack: str, host: HostSpec, cluster: ClusterSpec, found: Completed,
+                        may_create: Completed) -> list[str]:
+    """The namespace is there to use, or the stack may make it; one the stack would make must not
+    be somebody else's (destroy deletes the namespace it made, and everything in it)."""
+    namespace, create = cluster.namespace, cluster_field(host, "create_namespace")
+    if found.ok:
+        labels = json.loads(found.stdout)["metadata"].get("labels") or {}
+        owner = labels.get(NAMESPACE_STACK_LABEL)
+        # Namespaces made before stacks labelled theirs carry agentfleet's mark only.
+        ours = owner == stack or (owner is None and labels.get("app.kubernetes.io/managed-by") == "agentfleet")
+        if cluster.create_namespace and not ours:
+            whose = f'stack "{owner}"' if owner else "someone else (not this stack)"
+            return [f"{where}: namespace {namespace} exists, made by {whose}; `pulumi destroy` would delete it with "
+                    f"everything in it: set {create}: false to use it as it is, or "
+                    f"{cluster_field(host, 'namespace')} to a new one"]
+        return []
+    if _forbidden(found):
+        # A namespace-scoped user may not read namespaces: use it as it is, or be told it cannot make it.
+        if cluster.create_namespace and not _says_yes(may_create):
+            return [f"{where}: its kubeconfig may not create namespaces; set {create}: false to use namespace "
+                    f"{namespace} as it is"]
+        return []
+    if not cluster.create_namespace:
+        return [f"{where}: has no namespace {namespace}; create it, or set {create}: true"]
+    if not _says_yes(may_create):
+        return [f"{where}: has no namespace {namespace}, and its kubeconfig may not create one; create it, or set "
+                f"{cluster_field(host, 'namespace')} to one it may use"]
+    return []
+
+
+def _forbidden(done: Completed) -> bool:
+    """kubectl failed because the user may not make that call (not because the object is missing)."""
+    return "(Forbidden)" in done.stderr
+
+
 def _says_yes(done: Completed) -> bool:
     return done.ok and done.stdout.strip() == "yes"
 
 
 def _storage_problems(where: str, host: HostSpec, cluster: ClusterSpec, listed: Completed) -> list[str]:
-    """The class the workspaces are claimed from exists (or the cluster has a default one)."""
+    """The class the workspaces are claimed from exists (or the cluster has a default one); not
+    judged for a user who may not list classes."""
+    if _forbidden(listed):
+        return []
     if not listed.ok:
         return [f"{where}: cannot list storage classes ({tail(listed.stderr, 2)})"]
     classes = json.loads(listed.stdout)["items"]
@@ -132,6 +164,8 @@ def _image_problems(where: str, host: HostSpec, cluster: ClusterSpec, agents: li
                     nodes: Completed) -> list[str]:
     """With `image_pull_policy: Never`, the image must already be on a node. A node lists its
     largest images only (kubelet's nodeStatusMaxImages, 50 by default): a full list proves nothing."""
+    if _forbidden(nodes):
+        return []  # not judged for a user who may not list nodes
     if not nodes.ok:
         return [f"{where}: cannot list nodes to find the agent image ({tail(nodes.stderr, 2)})"]
     listed = [node.get("status", {}).get("images", []) for node in json.loads(nodes.stdout)["items"]]
