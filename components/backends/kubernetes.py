@@ -46,10 +46,12 @@ from components.backends.kubernetes_preflight import (
     cluster_problems,
     kubectl,
 )
+from components.reconciled import digest
 from components.spec import FLEET_CLUSTER, AgentSpec, FleetSpec, HostSpec
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"  # images/agent-init, images/agentfleet-cloud-init
 SSH_PORT = 22
+SEED_DIGEST = "agentfleet.dev/seed-sha256"
 SKIP_AWAIT = "pulumi.com/skipAwait"  # the provider's annotation: done once the API server has the object
 READINESS_PERIOD_S = 2
 # A Deployment's pods are named <name>-<10 hex>-<5 chars>, within 63 characters.
@@ -160,7 +162,10 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
             "replicas": 1,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": args.labels},
-            "template": {"metadata": {"labels": args.labels},
+            # A changed cloud-config rolls the pod: the new one boots from the new seed, with the
+            # same claim, Service and host key. The digest says nothing of the secret it hashes.
+            "template": {"metadata": {"labels": args.labels, "annotations": {SEED_DIGEST: pulumi.Output.unsecret(
+                             pulumi.Output.from_input(user_data).apply(digest))}},
                          "spec": pod_spec(args, seed.metadata.name, f"{name}-workspace")},
         },
         opts=opts,

@@ -192,6 +192,10 @@ class FleetStack:
     def config_file(self) -> Path:
         return self.project_dir / "stacks" / f"Pulumi.{self.name}.yaml"
 
+    def fleet(self) -> dict[str, Any]:
+        """The fleet config as set_fleet last wrote it."""
+        return yaml.safe_load(self.config_file.read_text())["config"]["agentfleet:fleet"]
+
     def set_fleet(self, fleet: dict[str, Any]) -> None:
         document = yaml.safe_load(self.config_file.read_text()) if self.config_file.exists() else {}
         document.setdefault("config", {})["agentfleet:fleet"] = fleet

@@ -3,7 +3,7 @@ and the real pulumi-kubernetes provider: a fleet of two pods and one Docker cont
 `pulumi up`; each answers through the client with its pinned host key and its own identity; a pod
 clones its remote at first boot from the git server, commits and pushes; egress is restricted in
 the pod; a Deployment deleted out of band is back after `up` with the same endpoint, host key and
-workspace; a broken cluster setting is refused before anything is made; destroy leaves nothing in
+workspace, and a changed identity rolls the pod, keeping them too; a broken cluster setting is refused before anything is made; destroy leaves nothing in
 the namespace but a retained workspace, which the next `up` takes back."""
 
 from __future__ import annotations
@@ -140,6 +140,20 @@ def test_a_deployment_deleted_out_of_band_is_back_after_up_with_its_endpoint_key
     assert stack.up() == outputs  # refresh finds it gone; up makes it again
     assert pod_uid(kube_cluster, namespace, "pod") != before
     assert run_ok(client, "pod", "cat ~/workspace/mark") == "kept"
+
+
+def test_a_changed_identity_rolls_the_pod_with_its_endpoint_key_and_workspace(fleet, kube_cluster):
+    stack, outputs, client, namespace = fleet
+    before = pod_uid(kube_cluster, namespace, "pod")
+    config = stack.fleet()
+    config["agents"][0]["identity"] = {"name": "Pod Agent", "email": "pod-renamed@fleet.test"}
+    stack.set_fleet(config)
+    changed = stack.up()["agents"]["pod"]
+    assert {key: changed[key] for key in ("host", "port", "known_hosts")} == {
+        key: outputs["agents"]["pod"][key] for key in ("host", "port", "known_hosts")}
+    assert pod_uid(kube_cluster, namespace, "pod") != before
+    assert run_ok(client, "pod", "git config user.email; cat ~/workspace/mark").split() == [
+        "pod-renamed@fleet.test", "kept"]
 
 
 def test_a_second_up_changes_nothing(fleet):
