@@ -12,8 +12,8 @@ import hashlib
 import ipaddress
 import re
 import unicodedata
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from agentfleet.contract import BACKENDS
@@ -202,7 +202,7 @@ class HostSpec:
 
     @property
     def backend(self) -> str:
-        """The backend whose agents this host runs (Lima and Multipass run on the local machine)."""
+        """The backend whose agents this host runs."""
         return "kubernetes" if self.cluster is not None else "docker"
 
 
@@ -230,10 +230,11 @@ class FleetSpec:
         return next(host for host in self.hosts if host.name == name)
 
     def hosts_for(self, backend: str) -> tuple[HostSpec, ...]:
-        """The hosts that run this backend's agents: Docker engines for Docker agents (and for Lima
-        and Multipass, which run on the local one), clusters for Kubernetes agents."""
-        wanted = "kubernetes" if backend == "kubernetes" else "docker"
-        return tuple(host for host in self.hosts if host.backend == wanted)
+        """The hosts that run this backend's agents: Docker engines for Docker agents, clusters for
+        Kubernetes agents; Lima and Multipass VMs run on this machine."""
+        if backend in ("docker", "kubernetes"):
+            return tuple(host for host in self.hosts if host.backend == backend)
+        return (self.host(LOCAL_HOST),)
 
     def placement(self, agent: AgentSpec) -> str:
         """The host an agent is made on: its `host`, else the one rendezvous hashing picks among

@@ -48,6 +48,12 @@ def test_cluster_hosts_take_their_agents_and_docker_placement_skips_them() -> No
     assert fleet.host("east").cluster.image_pull_secrets == ("regcred",)
 
 
+def test_vms_are_placed_on_this_machine_whatever_the_hosts() -> None:
+    fleet = load_fleet("dev", {"hosts": {"box": ENGINE}, "agents": [
+        agent(f"vm{index}", backend="lima") for index in range(8)]}, {}.get)
+    assert {fleet.placement(a) for a in fleet.agents} == {LOCAL_HOST}
+
+
 def test_adding_a_cluster_moves_no_docker_agent() -> None:
     agents = [agent(f"a{index}") for index in range(40)]
     before = load_fleet("dev", {"hosts": {"box": ENGINE}, "agents": agents}, {}.get)
