@@ -92,10 +92,16 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
         problems.append(f"{where}: its kubeconfig may not create {', '.join(denied)} in namespace {namespace}; "
                         "grant them (a Role bound to its user) or use a kubeconfig that may")
     problems += _storage_problems(where, host, cluster, done["storage classes"])
-    if done["namespace"].ok:
-        problems += [f"{where}: field {cluster_field(host, 'image_pull_secrets')}: no secret {name} in namespace "
-                     f"{namespace}; create it (`kubectl create secret docker-registry {name} ...`)"
-                     for name in cluster.image_pull_secrets if not done[f"secret {name}"].ok]
+    pull_secrets = cluster_field(host, "image_pull_secrets")
+    if done["namespace"].ok or _forbidden(done["namespace"]):
+        problems += [f"{where}: field {pull_secrets}: no secret {name} in namespace {namespace}; create it "
+                     f"(`kubectl create secret docker-registry {name} ...`)"
+                     for name in cluster.image_pull_secrets
+                     if not done[f"secret {name}"].ok and not _forbidden(done[f"secret {name}"])]
+    elif cluster.image_pull_secrets and cluster.create_namespace:
+        problems.append(f"{where}: field {pull_secrets}: namespace {namespace} is still to be made, so it holds no "
+                        f"secret; create the namespace and its secrets, then set "
+                        f"{cluster_field(host, 'create_namespace')}: false")
     if cluster.image_pull_policy == "Never":
         problems += _image_problems(where, host, cluster, agents, done["nodes"])
     return problems

@@ -57,6 +57,8 @@ def test_a_missing_namespace_image_and_pull_secret_are_named(kube_cluster: Clust
     assert len(found) == 2, found
     assert "field kubernetes.image_pull_secrets: no secret regcred in namespace" in found[0]
     assert "is Never, but no node has the image agentfleet/agent:not-imported" in found[1]
+    only(problems(kube_cluster, kube_cluster.kubeconfig, namespace=f"new-{namespace}", image_pull_secrets=["regcred"]),
+         f"field kubernetes.image_pull_secrets: namespace new-{namespace} is still to be made, so it holds no secret")
 
 
 def test_a_user_confined_to_its_namespace(kube_cluster: Cluster, namespace: str, tmp_path: Path) -> None:
