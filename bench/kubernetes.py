@@ -6,8 +6,8 @@ The cluster is the tests' (tests/kubecluster: a single node on a bridge of its o
 image imported into its containerd); its start and the image import are reported on their own
 and not counted. It runs through every round of both ways, so its daemons' CPU weighs on both
 alike. Each Kubernetes round gets a namespace of its own (the fleet's `kubernetes:` block makes
-and removes it) and a static hostPath volume per agent (the cluster has no provisioner), deleted
-after the round.
+and removes it); each claim gets its volume from Kubernetes' host-path provisioner (the cluster's
+default class, tests/e2e/kubernetes/storage.py), deleted with the claim.
 
 Same agents both ways: no remote (the workspace is a fresh repository with one commit, so
 "ready" is `git log -1` in it over SSH, as in bench/hosts.py), the same memory and disk, and the
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Workbench, load, median, seconds, stack_endpoints, timed, wait_until_answers
-from tests.e2e.kubernetes.storage import STORAGE_CLASS, static_storage
+from tests.e2e.kubernetes.storage import STORAGE_CLASS, dynamic_storage
 from tests.kubecluster.cluster import Cluster, remove_tree
 from tests.kubecluster.host_state import HostState
 
@@ -41,7 +41,7 @@ WAYS = ("docker", "kubernetes")
 PHASES = ("namespace_s", "created_s", "scheduled_s", "started_s", "ready_s", "rollout_s")
 READY_TIMEOUT_S = 300
 MEMORY = "256m"
-DISK_GIB = 2  # tests/e2e/kubernetes/storage.py makes 2 GiB volumes
+DISK_GIB = 2
 
 
 def millicpus(quantity: str) -> int:
@@ -101,27 +101,20 @@ def timeline(objects: dict[str, Any], namespace: str, started: float) -> dict[st
 
 
 def measure(bench: Workbench, cluster: Cluster, size: int, way: str, cpus: float) -> dict[str, float]:
-    """One fleet brought up, checked, measured and destroyed; its volumes go in any case."""
+    """One fleet brought up, checked, measured and destroyed."""
     namespace = f"kbench-{uuid.uuid4().hex[:6]}"
-    volumes = [f"{namespace}-{i}" for i in range(1, size + 1)] if way == "kubernetes" else []
-    if volumes:
-        static_storage(cluster, *volumes)
+    stack, up_s = bench.up("kube" if way == "kubernetes" else "dock", fleet(bench, cluster, size, way, namespace, cpus))
+    started = time.time() - up_s
     try:
-        stack, up_s = bench.up("kube" if way == "kubernetes" else "dock", fleet(bench, cluster, size, way, namespace, cpus))
-        started = time.time() - up_s
-        try:
-            check_s = wait_until_answers(stack_endpoints(bench, stack.outputs(), stack.name), READY_TIMEOUT_S)
-            sample = {"seconds": up_s + check_s, "up_s": up_s}
-            if way == "kubernetes":
-                objects = cluster.kubectl("get", "namespaces,deployments,pods", "-n", namespace, "-o", "json")
-                sample.update(timeline(json.loads(objects), namespace, started))
-            sample["destroy_s"] = timed(lambda: stack.pulumi("destroy", "--yes", "--skip-preview"))[0]
-            return sample
-        finally:
-            bench.discard_stack(stack)
+        check_s = wait_until_answers(stack_endpoints(bench, stack.outputs(), stack.name), READY_TIMEOUT_S)
+        sample = {"seconds": up_s + check_s, "up_s": up_s}
+        if way == "kubernetes":
+            objects = cluster.kubectl("get", "namespaces,deployments,pods", "-n", namespace, "-o", "json")
+            sample.update(timeline(json.loads(objects), namespace, started))
+        sample["destroy_s"] = timed(lambda: stack.pulumi("destroy", "--yes", "--skip-preview"))[0]
+        return sample
     finally:
-        if volumes:
-            cluster.kubectl("delete", "persistentvolume", "--ignore-not-found", "--wait=false", *volumes, check=False)
+        bench.discard_stack(stack)
 
 
 def rows(samples: dict[tuple[int, str], list[dict[str, float]]], sizes: list[int],
@@ -158,6 +151,7 @@ def run(bench: Workbench, sizes: list[int], rounds: int) -> dict[str, Any]:
         with cluster:
             print(f"  cluster up in {cluster.timings['start_s']:.1f} s "
                   f"(image import {cluster.timings.get('image_import_s', 0):.1f} s)", flush=True)
+            dynamic_storage(cluster)
             allocatable = millicpus(cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[0].status.allocatable.cpu}"))
             cpus = {size: cpus_each(allocatable, size) for size in sizes}
             for round_ in range(rounds):

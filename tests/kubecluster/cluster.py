@@ -7,7 +7,8 @@ namespace where
 - the sysctls kubelet insists on read as the values it wants (files mounted over /proc/sys
   entries), so with `protectKernelDefaults` it neither fails nor changes the host's;
 - the directories a node writes to by fixed paths (/var/log, /var/lib/cni, /run/netns,
-  /run/containerd) are directories of the cluster,
+  /run/containerd, and /tmp/hostpath_pv, where the controller-manager's host-path provisioner
+  makes the volumes claims ask for) are directories of the cluster,
 so every mount dies with the namespace. `stop` kills what runs in pods (by cgroup), the
 daemons, then removes kube-proxy's nft tables, kubelet's cgroups and the bridge.
 
@@ -39,7 +40,8 @@ from tests.kubecluster.pki import CLIENTS, Identity, Pki
 WANTED_SYSCTLS = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10",
                   "kernel/panic_on_oops": "1", "kernel/keys/root_maxkeys": "1000000",
                   "kernel/keys/root_maxbytes": "25000000", "net/ipv4/ip_forward": "1"}
-SHADOWED = ("/var/log", "/var/lib/cni", "/run/netns", "/run/containerd")
+# /tmp/hostpath_pv: where the controller-manager's host-path provisioner makes volumes.
+SHADOWED = ("/var/log", "/var/lib/cni", "/run/netns", "/run/containerd", "/tmp/hostpath_pv")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 POLL = 0.2
 

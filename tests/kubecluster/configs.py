@@ -166,7 +166,10 @@ def controller_manager_args(network: Network, layout: Layout) -> list[str]:
             "--service-account-private-key-file", str(layout.pki / "sa.key"),
             "--root-ca-file", str(layout.pki / "ca.crt"),
             "--service-cluster-ip-range", network.service_subnet,
-            "--use-service-account-credentials", "--leader-elect=false", "--secure-port", "0"]
+            "--use-service-account-credentials", "--leader-elect=false", "--secure-port", "0",
+            # Kubernetes' own provisioner for single-node test clusters: a claim gets a volume (a
+            # directory under /tmp/hostpath_pv), deleted with it unless the class retains it.
+            "--enable-hostpath-provisioner=true"]
 
 
 def scheduler_args(layout: Layout) -> list[str]:

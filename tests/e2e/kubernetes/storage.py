@@ -1,4 +1,6 @@
-"""Storage for agents on the test cluster, which has no dynamic provisioner."""
+"""Storage for agents on the test cluster: a default class of Kubernetes' host-path provisioner
+(enabled in the controller-manager, tests/kubecluster/configs.py), so a claim gets its volume the
+way a cluster with dynamic provisioning gives it, and the volume goes with the claim."""
 
 from __future__ import annotations
 
@@ -9,16 +11,11 @@ from tests.kubecluster.cluster import Cluster
 STORAGE_CLASS = "agentfleet-test"
 
 
-def static_storage(cluster: Cluster, *names: str) -> None:
-    """A class without a provisioner and a hostPath volume of it per name (the test cluster has
-    no dynamic provisioner): what agents' claims bind to, one volume each."""
-    manifests = [
-        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": STORAGE_CLASS},
-         "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer"},
-        *({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-           "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": STORAGE_CLASS, "persistentVolumeReclaimPolicy": "Delete",
-                    "hostPath": {"path": str(cluster.root / "volumes" / name), "type": "DirectoryOrCreate"}}}
-          for name in names),
-    ]
-    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
+def dynamic_storage(cluster: Cluster) -> None:
+    """The storage class agents' claims name (also the cluster's default)."""
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS,
+                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+    }))

@@ -20,7 +20,7 @@ from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import load_fleet
 from tests.e2e.support import inline_stack
-from tests.e2e.kubernetes.storage import STORAGE_CLASS, static_storage
+from tests.e2e.kubernetes.storage import STORAGE_CLASS, dynamic_storage
 from tests.kubecluster.cluster import Cluster
 
 def ssh(key: Path, known_hosts: Path, host: str, port: int, command: str) -> str:
@@ -44,8 +44,8 @@ def wait_for_ssh(*args, timeout_s: float = 120) -> str:
 def test_agent_pod_from_cloud_config_secret(kube_cluster: Cluster, agent_image: str, make_key,
                                             tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:6]
-    namespace, volume = f"agents-{suffix}", f"pv-{suffix}"
-    static_storage(kube_cluster, volume)
+    namespace = f"agents-{suffix}"
+    dynamic_storage(kube_cluster)
     spec = load_fleet("kube", {"agents": [{"name": "k1", "identity": {"name": "K One", "email": "k1@example.com"},
                                            "egress": "open", "resources": {"disk": 2}}]}, {}.get).agents[0]
     operator = make_key("operator")
@@ -101,4 +101,4 @@ def test_agent_pod_from_cloud_config_secret(kube_cluster: Cluster, agent_image: 
         assert left.strip() == "", left
     finally:
         stack.workspace.remove_stack("kube", force=True)
-        kube_cluster.kubectl("delete", "pv", volume, "--ignore-not-found", "--wait=false", check=False)
+        kube_cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)

@@ -3,13 +3,15 @@ and the real pulumi-kubernetes provider: a fleet of two pods and one Docker cont
 `pulumi up`; each answers through the client with its pinned host key and its own identity; a pod
 clones its remote at first boot from the git server, commits and pushes; egress is restricted in
 the pod; a Deployment deleted out of band is back after `up` with the same endpoint, host key and
-workspace, and a changed identity rolls the pod, keeping them too; a broken cluster setting is refused before anything is made; destroy leaves nothing in
-the namespace but a retained workspace, which the next `up` takes back."""
+workspace, and a changed identity rolls the pod, keeping them too; a broken cluster setting is
+refused before anything is made; destroy leaves nothing in the namespace but a retained workspace
+(the provisioner deletes the other volumes), which the next `up` takes back."""
 
 from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from typing import Any, Iterator
 
@@ -19,7 +21,7 @@ from pulumi import automation as auto
 from agentfleet import Fleet
 from agentfleet.cli import main as cli
 from components.keys import generate_ed25519
-from tests.e2e.kubernetes.storage import STORAGE_CLASS, static_storage
+from tests.e2e.kubernetes.storage import dynamic_storage
 from tests.e2e.support import FleetStack, GitServer, start_git_server
 from tests.kubecluster.cluster import Cluster
 
@@ -38,18 +40,16 @@ def pod_git_server(kube_cluster: Cluster, agent_image: str) -> Iterator[GitServe
 
 
 def cluster_config(cluster: Cluster, namespace: str, **settings: Any) -> dict[str, Any]:
+    """The test cluster, its default storage class giving each claim a volume."""
+    dynamic_storage(cluster)
     return {"kubeconfig": str(cluster.kubeconfig), "node_address": cluster.node_ip, "namespace": namespace,
-            "storage_class": STORAGE_CLASS, "image_pull_policy": "Never", **settings}
+            "image_pull_policy": "Never", **settings}
 
 
 @pytest.fixture(scope="module")
 def fleet(kube_cluster: Cluster, make_stack, pod_git_server: GitServer):
     suffix = uuid.uuid4().hex[:6]
     namespace = f"fleet-{suffix}"
-    # One for each pod's claim, and one for the claim the pod agent makes again after destroy.
-    volumes = [f"pv-fleet-{suffix}-{n}" for n in range(3)]
-    for volume in volumes:
-        static_storage(kube_cluster, volume)
     remote_private, remote_public = generate_ed25519("pod-deploy-key")
     pod_git_server.authorize(remote_public)
     stack: FleetStack = make_stack("kube")
@@ -72,8 +72,6 @@ def fleet(kube_cluster: Cluster, make_stack, pod_git_server: GitServer):
             yield stack, outputs, client, namespace
     finally:
         kube_cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
-        for volume in volumes:
-            kube_cluster.kubectl("delete", "pv", volume, "--ignore-not-found", "--wait=false", check=False)
 
 
 def run_ok(client: Fleet, agent: str, command: str) -> str:
@@ -184,15 +182,23 @@ def test_destroy_leaves_only_the_retained_workspace_and_up_takes_it_back(fleet, 
     stack.destroy()
     left = kube_cluster.kubectl("get", "all,secrets,pvc", "-n", namespace, "-o", "name").split()
     assert left == [f"persistentvolumeclaim/agentfleet-{stack.name}-keeper-workspace"], left
-    claims = {pv["spec"].get("claimRef", {}).get("name"): pv["status"]["phase"]
-              for pv in json.loads(kube_cluster.kubectl("get", "pv", "-o", "json"))["items"]}
-    assert claims[f"agentfleet-{stack.name}-keeper-workspace"] == "Bound"
-    assert claims.get(f"agentfleet-{stack.name}-pod-workspace", "Released") != "Bound"
+    # The provisioner deletes the volume of the claim that went, and keeps the retained one's.
+    deadline = time.monotonic() + 60
+    while (volumes := volumes_of(kube_cluster, namespace)) != {f"agentfleet-{stack.name}-keeper-workspace": "Bound"}:
+        assert time.monotonic() < deadline, volumes
+        time.sleep(1)
 
     outputs = stack.up()
     with Fleet.from_outputs(outputs, stack.name) as again:
         assert run_ok(again, "keeper", "cat ~/workspace/mark") == "still-here"
     stack.destroy()
+
+
+def volumes_of(cluster: Cluster, namespace: str) -> dict[str, str]:
+    """The phase of each volume bound (or once bound) to a claim of the namespace, by claim."""
+    return {pv["spec"]["claimRef"]["name"]: pv["status"]["phase"]
+            for pv in json.loads(cluster.kubectl("get", "pv", "-o", "json"))["items"]
+            if pv["spec"].get("claimRef", {}).get("namespace") == namespace}
 
 
 def pod_uid(cluster: Cluster, namespace: str, agent: str) -> str:

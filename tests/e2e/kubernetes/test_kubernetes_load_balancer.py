@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from agentfleet import Fleet
-from tests.e2e.kubernetes.storage import STORAGE_CLASS, static_storage
+from tests.e2e.kubernetes.storage import STORAGE_CLASS, dynamic_storage
 from tests.e2e.support import FleetStack
 from tests.kubecluster.cluster import Cluster
 
@@ -48,8 +48,8 @@ class LoadBalancerStandIn(threading.Thread):
 @pytest.fixture(scope="module")
 def balanced(kube_cluster: Cluster, make_stack) -> Iterator[tuple[FleetStack, dict, LoadBalancerStandIn]]:
     suffix = uuid.uuid4().hex[:6]
-    namespace, volume = f"lb-{suffix}", f"pv-lb-{suffix}"
-    static_storage(kube_cluster, volume)
+    namespace = f"lb-{suffix}"
+    dynamic_storage(kube_cluster)
     octet = kube_cluster.node_ip.split(".")[1]
     # Pods get addresses from .10 up; nothing else uses the top of the node's subnet.
     balancer = LoadBalancerStandIn(kube_cluster, namespace, [f"10.{octet}.0.{250 - n}" for n in range(4)])
@@ -68,7 +68,6 @@ def balanced(kube_cluster: Cluster, make_stack) -> Iterator[tuple[FleetStack, di
         balancer.stopped.set()
         balancer.join()
         kube_cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
-        kube_cluster.kubectl("delete", "pv", volume, "--ignore-not-found", "--wait=false", check=False)
 
 
 def test_the_endpoint_is_the_load_balancers_address_on_port_22(balanced):

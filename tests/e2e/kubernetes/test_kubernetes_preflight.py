@@ -13,7 +13,7 @@ import yaml
 
 from components.backends.kubernetes_preflight import cluster_problems
 from components.spec import load_fleet
-from tests.e2e.kubernetes.storage import STORAGE_CLASS, static_storage
+from tests.e2e.kubernetes.storage import STORAGE_CLASS, dynamic_storage
 from tests.kubecluster.cluster import Cluster
 
 
@@ -21,7 +21,7 @@ from tests.kubecluster.cluster import Cluster
 def namespace(kube_cluster: Cluster):
     name = f"pre-{uuid.uuid4().hex[:6]}"
     kube_cluster.kubectl("create", "namespace", name)
-    static_storage(kube_cluster)  # the storage class, no volume
+    dynamic_storage(kube_cluster)
     yield name
     kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
