@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from agentfleet.contract import BACKENDS
 
@@ -245,6 +245,13 @@ class FleetSpec:
             return agent.host
         return max(self.hosts_for(agent.backend),
                    key=lambda h: hashlib.sha256(f"{self.stack}/{agent.name}@{h.name}".encode()).digest()).name
+
+    def placed(self, agents: Iterable[AgentSpec]) -> dict[HostSpec, list[AgentSpec]]:
+        """The agents by the host each is made on, hosts in name order."""
+        by_host: dict[str, list[AgentSpec]] = {}
+        for agent in agents:
+            by_host.setdefault(self.placement(agent), []).append(agent)
+        return {self.host(name): by_host[name] for name in sorted(by_host)}
 
     def shares_objects(self, agent: AgentSpec) -> bool:
         """Whether this agent's first clone borrows the fleet's shared objects."""

@@ -215,12 +215,10 @@ def host_problems(fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
     from components.engines import EngineError, has_image, held_ports
 
     problems = []
-    by_host: dict[str, list[AgentSpec]] = {}
-    for agent in agents:
-        by_host.setdefault(fleet.placement(agent), []).append(agent)
+    by_host = fleet.placed(agents)
 
-    def check(host_name: str) -> list[str]:
-        host, placed_agents = fleet.host(host_name), by_host[host_name]
+    def check(host: HostSpec) -> list[str]:
+        placed_agents = by_host[host]
         where = f'stack "{fleet.stack}": host "{host.name}"' + ("" if host.is_local else f" ({host.address})")
         names = ", ".join(a.name for a in placed_agents)
         try:
@@ -248,7 +246,7 @@ def host_problems(fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
         return found
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for found in pool.map(check, sorted(by_host)):
+        for found in pool.map(check, by_host):
             problems += found
     return problems
 

@@ -40,6 +40,7 @@ from agentfleet.contract import WORKSPACE as WORKSPACE_MOUNT
 from components.backends import Endpoint, MachineContext
 from components.backends.docker import capabilities
 from components.backends.kubernetes_preflight import (
+    MANAGED_BY_LABEL,
     NAMESPACE_STACK_LABEL,
     cluster_field,
     cluster_image,
@@ -81,7 +82,7 @@ class KubernetesAgentArgs:
     @property
     def labels(self) -> dict[str, str]:
         """Selects the agent's pod; no value here is secret."""
-        return {"app.kubernetes.io/managed-by": "agentfleet", "agentfleet.dev/stack": self.stack,
+        return {MANAGED_BY_LABEL: "agentfleet", NAMESPACE_STACK_LABEL: self.stack,
                 "agentfleet.dev/agent": self.agent.name}
 
 
@@ -205,7 +206,7 @@ class KubernetesBackend:
 
     def preflight(self, fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
         problems: list[str] = []
-        for host, placed in _by_cluster(fleet, agents).items():
+        for host, placed in fleet.placed(agents).items():
             problems += cluster_problems(fleet.stack, host, placed)
         return problems
 
@@ -215,7 +216,7 @@ class KubernetesBackend:
         its namespace."""
         needs: dict[str, list[pulumi.Resource]] = {}
         agents = [agent for agent in fleet.agents if agent.backend == "kubernetes"]
-        for host, placed in _by_cluster(fleet, agents).items():
+        for host, placed in fleet.placed(agents).items():
             cluster = host.cluster
             assert cluster is not None
             config = Path(cluster.kubeconfig).expanduser()
@@ -232,7 +233,7 @@ class KubernetesBackend:
             if cluster.create_namespace:
                 made.append(k8s.core.v1.Namespace(
                     f"fleet-namespace{suffix}",
-                    metadata={"name": cluster.namespace, "labels": {"app.kubernetes.io/managed-by": "agentfleet",
+                    metadata={"name": cluster.namespace, "labels": {MANAGED_BY_LABEL: "agentfleet",
                                                                     NAMESPACE_STACK_LABEL: fleet.stack}},
                     opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                         provider=provider,
@@ -255,13 +256,6 @@ class KubernetesBackend:
         endpoint = provision(args, user_data, pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(provider=self._providers[(context.stack, host.name)])))
         return endpoint.apply(lambda e: Endpoint(host=e["host"], port=int(e["port"])))
-
-
-def _by_cluster(fleet: FleetSpec, agents: list[AgentSpec]) -> dict[HostSpec, list[AgentSpec]]:
-    placed: dict[HostSpec, list[AgentSpec]] = {}
-    for agent in agents:
-        placed.setdefault(fleet.host(fleet.placement(agent)), []).append(agent)
-    return placed
 
 
 BACKEND = KubernetesBackend()

@@ -24,7 +24,9 @@ from components.spec import FLEET_CLUSTER, AgentSpec, ClusterSpec, HostSpec
 AGENT_OBJECTS = ("secrets", "persistentvolumeclaims", "deployments.apps", "services")
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 NODE_IMAGES_LISTED = 50  # kubelet's default nodeStatusMaxImages
-NAMESPACE_STACK_LABEL = "agentfleet.dev/stack"  # on a namespace a stack made (components/backends/kubernetes.py)
+# On what a stack makes (components/backends/kubernetes.py): its objects and its namespace.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+NAMESPACE_STACK_LABEL = "agentfleet.dev/stack"
 
 
 def kubectl() -> Optional[str]:
@@ -116,7 +118,7 @@ def _namespace_problems(where: str, stack: str, host: HostSpec, cluster: Cluster
         labels = json.loads(found.stdout)["metadata"].get("labels") or {}
         owner = labels.get(NAMESPACE_STACK_LABEL)
         # Namespaces made before stacks labelled theirs carry agentfleet's mark only.
-        ours = owner == stack or (owner is None and labels.get("app.kubernetes.io/managed-by") == "agentfleet")
+        ours = owner == stack or (owner is None and labels.get(MANAGED_BY_LABEL) == "agentfleet")
         if cluster.create_namespace and not ours:
             whose = f'stack "{owner}"' if owner else "someone else (not this stack)"
             return [f"{where}: namespace {namespace} exists, made by {whose}; `pulumi destroy` would delete it with "

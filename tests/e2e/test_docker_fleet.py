@@ -15,6 +15,7 @@ import pytest
 from agentfleet import Fleet
 from components.keys import generate_ed25519
 from tests.e2e.support import FleetStack, GitServer, docker, docker_objects
+from tests.key_marks import PRIVATE_KEY, PRIVATE_KEY_BEGIN
 
 def fleet_config(git: GitServer, agent_1_name: str = "Agent One") -> dict[str, Any]:
     remote = {"remote": git.url, "known_hosts": [git.known_hosts_line]}
@@ -61,7 +62,7 @@ def test_outputs_have_one_shape_per_agent(fleet):
         assert agent["host"] == "127.0.0.1" and agent["user"] == "agent"
         assert agent["known_hosts"].startswith(f"[127.0.0.1]:{agent['port']} ssh-ed25519 ")
         assert f"Host {name}\n" in agent["ssh_config"]
-        assert "BEGIN OPENSSH PRIVATE KEY" in outputs["agent_private_keys"][name]
+        assert PRIVATE_KEY_BEGIN in outputs["agent_private_keys"][name]
     assert agents["agent-1"]["remote_public_key"] is None
     assert agents["agent-2"]["remote_public_key"].startswith("ssh-ed25519 ")
 
@@ -92,7 +93,7 @@ def test_agents_cannot_read_each_others_keys_or_workspace(fleet):
     _, outputs, client, remote_private = fleet
     agent_2_port = outputs["agents"]["agent-2"]["port"]
     # agent-1's key is in agent-1 only; agent-2's machine has no such file and no access to it.
-    assert "PRIVATE KEY" in run_ok(client, "agent-1", "cat ~/.ssh/id_remote")
+    assert PRIVATE_KEY in run_ok(client, "agent-1", "cat ~/.ssh/id_remote")
     result = client.agent("agent-2").run("cat ~/.ssh/id_remote", timeout=30)
     assert not result.ok or remote_private.strip() not in result.stdout
     assert not client.agent("agent-2").run("test -e agent-1.txt", timeout=30).ok
@@ -127,7 +128,7 @@ def test_no_private_key_in_state_docker_inspect_or_process_list(fleet):
     inspected = docker("inspect", *docker_objects("container", f"agentfleet.stack={stack.name}"))
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     for text, where in ((state, "pulumi stack export"), (inspected, "docker inspect"), (processes, "ps")):
-        assert "PRIVATE KEY-----\n" not in text.replace("\\n", "\n"), f"a private key is readable in {where}"
+        assert f"{PRIVATE_KEY}-----\n" not in text.replace("\\n", "\n"), f"a private key is readable in {where}"
         for secret in secrets:
             # The first body line is the same for every OpenSSH ed25519 key; the rest is the key.
             for line in secret.splitlines()[2:-1]:

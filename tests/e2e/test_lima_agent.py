@@ -25,6 +25,7 @@ from agentfleet import Fleet
 from components.backends import lima
 from components.keys import generate_ed25519
 from tests.e2e.support import FleetStack, GitServer
+from tests.key_marks import PRIVATE_KEY_BEGIN
 
 # A Lima agent under TCG boots in 1-2 minutes here; generous, bounded budgets on top.
 COMMAND_TIMEOUT_S = 120
@@ -94,7 +95,7 @@ def test_the_lima_agent_has_the_outputs_of_any_agent(fleet):
     agent = outputs["agents"]["agent-1"]
     assert agent["backend"] == "lima" and agent["host"] == "127.0.0.1" and agent["user"] == "agent"
     assert agent["known_hosts"].startswith(f"[127.0.0.1]:{agent['port']} ssh-ed25519 ")
-    assert "BEGIN OPENSSH PRIVATE KEY" in outputs["agent_private_keys"]["agent-1"]
+    assert PRIVATE_KEY_BEGIN in outputs["agent_private_keys"]["agent-1"]
     # The endpoint is the port Lima forwards for this instance.
     (listed,) = [i for i in lima_instances(command) if i["name"] == instance]
     assert listed["status"] == "Running" and listed["sshLocalPort"] == agent["port"]

@@ -18,6 +18,7 @@ import pytest
 from components.keys import generate_ed25519
 from tests.e2e.docker_api_recorder import Recorder
 from tests.e2e.support import FleetStack, GitServer
+from tests.key_marks import PRIVATE_KEY, PRIVATE_KEY_BEGIN, PRIVATE_KEY_END
 
 TOKEN = "ghp_e2eTokenNeverInArgvOrEnv0123456789"
 # The first body line of an OpenSSH ed25519 key is the same for every such key: not key material.
@@ -58,7 +59,8 @@ class ProcessSampler:
 def secret_lines(state: str) -> set[str]:
     """Every line of every private key in the decrypted state, but the ones all keys share."""
     lines = set()
-    for block in re.findall(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END", state.replace("\\n", "\n"), re.S):
+    armoured = f"{re.escape(PRIVATE_KEY_BEGIN)}(.*?){re.escape(PRIVATE_KEY_END)}"
+    for block in re.findall(armoured, state.replace("\\n", "\n"), re.S):
         lines.update(line for line in block.split() if len(line) > 20)
     return lines - {SHARED_FIRST_LINE}
 
@@ -107,7 +109,7 @@ def test_no_key_or_token_in_any_process_arguments_or_environment_during_up(obser
     for secret in secrets:
         holders = [value[:40] for text in sampler.seen for value in text.split(b"\0") if secret.encode() in value]
         assert not holders, f"a secret was in some process's argv or environment: {holders}"
-    assert b"PRIVATE KEY" not in seen
+    assert PRIVATE_KEY.encode() not in seen
 
 
 def test_key_material_reaches_the_engine_only_in_the_seed_upload(observed):
@@ -119,5 +121,5 @@ def test_key_material_reaches_the_engine_only_in_the_seed_upload(observed):
             uploads += 1
             continue
         assert not carries, f"{method} {path} carries key material"
-        assert b"PRIVATE KEY" not in sent, f"{method} {path} carries a private key"
+        assert PRIVATE_KEY.encode() not in sent, f"{method} {path} carries a private key"
     assert uploads == 3, "each container gets its cloud-config in exactly one archive upload"

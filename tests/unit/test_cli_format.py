@@ -15,6 +15,7 @@ from agentfleet.endpoint import AgentEndpoint, Identity
 from agentfleet.render import PrefixedLines, ls_record, render_ls_json, render_ls_table, render_summary
 from agentfleet.result import Result
 from agentfleet.sshconfig import SshFiles, config_path, render_known_hosts, render_ssh_config, write_ssh_files
+from tests.key_marks import PRIVATE_KEY_BEGIN, PRIVATE_KEY_END
 
 KEY_LINE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII5Xl26SeZSr1qZOIseLSxi9scEj+eDcnj1VKgWf4zWy"
 
@@ -32,7 +33,7 @@ def endpoint(index: int, **changes) -> AgentEndpoint:
         branch=f"agent/agent-{index}",
         workspace="/home/agent/workspace",
         remote_public_key=None,
-        private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n-----END OPENSSH PRIVATE KEY-----",
+        private_key=f"{PRIVATE_KEY_BEGIN}\nsecret\n{PRIVATE_KEY_END}",
     )
     values.update(changes)
     return AgentEndpoint(**values)

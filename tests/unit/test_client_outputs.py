@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agentfleet import Fleet, OutputsInvalid, PulumiError, StackNotFound, UnknownAgent, UsageError
 from agentfleet.source import read_stack_outputs, resolve_source, stack_output_argv
+from tests.key_marks import PRIVATE_KEY, PRIVATE_KEY_BEGIN, PRIVATE_KEY_END
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -59,7 +60,7 @@ def test_valid_outputs_become_endpoints(outputs):
     assert one.remote == "ssh://git@127.0.0.1:2222/srv/git/app.git"
     assert fleet.endpoint("agent-2").remote is None
     assert one.pkey().get_name() == "ssh-ed25519"
-    assert "PRIVATE KEY" not in repr(fleet) and "PRIVATE KEY" not in repr(one)
+    assert PRIVATE_KEY not in repr(fleet) and PRIVATE_KEY not in repr(one)
 
 
 def test_endpoints_are_frozen(outputs):
@@ -144,7 +145,7 @@ def test_nullable_fields_may_be_null(outputs):
             "agent_private_keys.agent-1 is hidden ([secret]); read the outputs with --show-secrets",
         ),
         (
-            {"agent-1": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"},
+            {"agent-1": f"{PRIVATE_KEY_BEGIN}\nAAAA\n{PRIVATE_KEY_END}\n"},
             "agent_private_keys.agent-1 is not an unencrypted OpenSSH ed25519 private key",
         ),
         ({"agent-1": 42}, "agent_private_keys.agent-1 must be a string"),

@@ -14,6 +14,7 @@ pulumi.runtime.set_mocks(MOCKS, project="agentfleet", stack="unit")
 
 from components.fleet import Fleet, FleetArgs  # noqa: E402  (mocks first)
 from components.spec import load_fleet  # noqa: E402
+from tests.key_marks import PRIVATE_KEY
 
 SPEC = load_fleet("unit", {
     "agents": [
@@ -82,7 +83,7 @@ def test_cloud_config_is_the_one_secret_input_and_no_script_is_an_input():
         # A secret reaches the provider wrapped with Pulumi's secret signature.
         assert secret[SECRET_SIG] == SECRET_SIG_VALUE and secret["value"].startswith("#cloud-config")
         plain = json.dumps({k: v for k, v in container.items() if k != "secret"})
-        assert "PRIVATE KEY" not in plain and "#cloud-config" not in plain
+        assert PRIVATE_KEY not in plain and "#cloud-config" not in plain
         # What defines the machine, not how it is made: no script text among the inputs.
         assert not any(isinstance(v, str) and ("set -e" in v or "\n" in v) for v in container.values())
 
@@ -96,6 +97,6 @@ def test_private_keys_are_exported_as_secrets_only():
     def check(args):
         is_secret, agents = args
         assert is_secret
-        assert not any("PRIVATE KEY" in json.dumps(agent) for agent in agents.values())
+        assert not any(PRIVATE_KEY in json.dumps(agent) for agent in agents.values())
 
     return pulumi.Output.all(fleet.agent_private_keys.is_secret(), fleet.agents).apply(check)

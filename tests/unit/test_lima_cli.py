@@ -33,6 +33,7 @@ from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.reconciled import ReconciledProvider, digest
 from components.spec import load_fleet
+from tests.key_marks import PRIVATE_KEY
 
 DRIVER = "components.backends.lima_cli:VmDriver"
 FIXTURES = Path(__file__).parent / "fixtures" / "lima"
@@ -235,7 +236,7 @@ def test_create_starts_the_vm_applies_the_cloud_config_over_limas_ssh_and_waits_
     assert "cloud-init" in shell["argv"][7] and declared["steps"] in shell["argv"]
     # The secret is in no command line and in no input of the VM but the secret one.
     for text in [json.dumps(declared), *(json.dumps(call["argv"]) for call in fake_limactl.calls())]:
-        assert "PRIVATE KEY" not in text and "#cloud-config" not in text
+        assert PRIVATE_KEY not in text and "#cloud-config" not in text
     assert fake_limactl.instances() == {INSTANCE: "Running"}
 
 

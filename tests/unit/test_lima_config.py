@@ -16,6 +16,7 @@ from components.backends.lima_cli import VmDriver, socket_path_problem
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import FleetConfigError, load_fleet
+from tests.key_marks import PRIVATE_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = lima.VmImage(disk="/img/disk.qcow2", kernel="/img/vmlinuz", initrd="/img/initrd.img",
@@ -117,7 +118,7 @@ def test_the_vms_inputs_are_its_definition_and_carry_no_secret():
     assert inputs["scripts"] == scripts
     # The cloud-config travels as the resource's one secret input; none of these holds any of it.
     text = json.dumps(inputs)
-    assert "PRIVATE KEY" not in text and "#cloud-config" not in text
+    assert PRIVATE_KEY not in text and "#cloud-config" not in text
     # What defines the VM replaces it; a stopped VM (state) is started in place.
     assert {"config", "steps", "scripts", "host_public_key"} <= VmDriver.replacing
     assert "state" not in VmDriver.replacing

@@ -16,6 +16,7 @@ import yaml
 from components.backends.registry import preflight_problems
 from components.spec import load_fleet
 from tests.unit.fleet_mocks import VM_ADDRESS, FleetMocks, mocks_for_module
+from tests.key_marks import PRIVATE_KEY
 
 MOCKS = FleetMocks()
 
@@ -77,7 +78,7 @@ def test_multipass_agent_is_one_vm_and_no_docker_parts():
         # The cloud-config is the secret input (it goes on launch's stdin), never in the command line.
         secret = vm.inputs["secret"]
         assert secret[SECRET_SIG] == SECRET_SIG_VALUE and secret["value"].startswith("#cloud-config")
-        assert not any("PRIVATE KEY" in arg for arg in vm.inputs["launch"])
+        assert not any(PRIVATE_KEY in arg for arg in vm.inputs["launch"])
 
     return fleet().agents.apply(check)
 

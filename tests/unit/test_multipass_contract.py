@@ -38,6 +38,7 @@ from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.reconciled import ReconciledProvider, digest
 from components.spec import load_fleet
+from tests.key_marks import PRIVATE_KEY
 
 FIXTURES = Path(__file__).parent / "fixtures" / "multipass"
 FIXTURE_INSTANCE = "agentfleet-mixed-agent-3"
@@ -266,7 +267,7 @@ def cloud_config() -> str:
         remote_private_key=generate_ed25519("remote")[0],
     )
     text = render_cloud_config(AGENT, keys)
-    assert "PRIVATE KEY" in text
+    assert PRIVATE_KEY in text
     return text
 
 
@@ -298,7 +299,7 @@ def test_contract_create_launches_with_the_spec_and_cloud_config_on_stdin_then_w
     assert info["argv"] == ["info", INSTANCE, "--format", "json"]
     # The secret is in no command line: not in the VM's inputs, not in any multipass call.
     for argv in [fields()["launch"], *(call["argv"] for call in fake_multipass.calls())]:
-        assert not any("PRIVATE KEY" in arg or "#cloud-config" in arg for arg in argv)
+        assert not any(PRIVATE_KEY in arg or "#cloud-config" in arg for arg in argv)
     assert fake_multipass.instances() == {INSTANCE: "Running"}
 
 

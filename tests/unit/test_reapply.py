@@ -16,6 +16,7 @@ from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.process import run
 from components.reapply import SCRIPT, update_plan
+from tests.key_marks import PRIVATE_KEY
 from tests.unit.spec_helpers import agent, load
 
 TOKEN = "ghp_secretTokenValue123"
@@ -50,7 +51,7 @@ def test_the_command_line_carries_no_secret():
     text = document(remote="https://git.example.org/a/b.git", credential={"https_token": "tok"})
     argv = update_plan(text).argv("-", scrub=True)
     assert argv[:3] == ["sh", "-c", SCRIPT]
-    assert not any(TOKEN in arg or "PRIVATE KEY" in arg for arg in argv)
+    assert not any(TOKEN in arg or PRIVATE_KEY in arg for arg in argv)
 
 
 FAKE = """#!{python}

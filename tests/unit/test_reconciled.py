@@ -15,11 +15,12 @@ import pytest
 from pulumi.output import Unknown
 
 from components.reconciled import PROVIDER_KEY, SECRET, Driver, ReconciledProvider, digest
+from tests.key_marks import PRIVATE_KEY
 
 # Machines of the in-memory driver, by name: what "really exists".
 MACHINES: dict[str, dict[str, Any]] = {}
 CALLS: list[tuple[str, str, dict[str, Any], Optional[str]]] = []
-SECRET_TEXT = "#cloud-config\nssh_keys: {ed25519_private: PRIVATE KEY}\n"
+SECRET_TEXT = f"#cloud-config\nssh_keys: {{ed25519_private: {PRIVATE_KEY}}}\n"
 
 
 class MemoryDriver(Driver):
@@ -77,7 +78,7 @@ def test_create_gives_the_driver_fields_and_secret_apart_and_keeps_only_the_secr
     assert call == ("create", "m-1", FIELDS, SECRET_TEXT)  # no secret, no provider among the fields
     assert PROVIDER.create(declared()).id == "m-1"
     assert created == {**FIELDS, "host": "10.0.0.1", SECRET: digest(SECRET_TEXT), PROVIDER_KEY: "…"}
-    assert "PRIVATE KEY" not in json.dumps(created) and "#cloud-config" not in json.dumps(created)
+    assert PRIVATE_KEY not in json.dumps(created) and "#cloud-config" not in json.dumps(created)
 
 
 def test_a_machine_without_a_secret_has_no_digest():
