@@ -21,6 +21,8 @@ _AGENTFLEET_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$_AGENTFLEET_LIB/log.sh"
 # shellcheck source-path=SCRIPTDIR source=apt.sh
 source "$_AGENTFLEET_LIB/apt.sh"
+# shellcheck source-path=SCRIPTDIR source=output.sh
+source "$_AGENTFLEET_LIB/output.sh"
 
 _DOCKERD_READY_TIMEOUT=60
 
@@ -123,7 +125,7 @@ _docker_wait_ready() {
 }
 
 _docker_log_says_iptables() {
-    tail -n 40 "$1" 2>/dev/null | grep -qiE 'iptables|ip6tables|nf_tables|nftables|xtables'
+    output_matches 'iptables|ip6tables|nf_tables|nftables|xtables' tail -n 40 "$1"
 }
 
 # Point iptables/ip6tables at the legacy backend; fails if that is impossible or already so.

@@ -18,6 +18,10 @@
 _AGENTFLEET_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=log.sh
 source "$_AGENTFLEET_LIB/log.sh"
+# shellcheck source-path=SCRIPTDIR source=output.sh
+source "$_AGENTFLEET_LIB/output.sh"
+# shellcheck source-path=SCRIPTDIR source=apt.sh
+source "$_AGENTFLEET_LIB/apt.sh"
 
 # 1.34 is the last release whose kubelet runs on cgroup v1 without being told to.
 KUBERNETES_VERSION=1.34.4
@@ -59,8 +63,7 @@ _kube_host_packages() {
     [ ${#missing[@]} -eq 0 ] && { log_info "containerd, runc, CNI plugins present"; return 0; }
     [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; as root: apt-get install ${KUBERNETES_HOST_PACKAGES[*]}"
     log_step "Installing containerd, runc, CNI plugins (${missing[*]})"
-    { apt-get update -qq >/dev/null &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${KUBERNETES_HOST_PACKAGES[@]}" >/dev/null; } \
+    apt_install --no-install-recommends "${KUBERNETES_HOST_PACKAGES[@]}" \
         || die "apt-get could not install ${KUBERNETES_HOST_PACKAGES[*]}"
     # The package starts the system's containerd; the cluster runs its own (tests/kube_cluster.py).
 }
@@ -113,7 +116,7 @@ $replaces")
     done
     (cd "$work" && _kube_go build -trimpath -ldflags "$ldflags" -o "$target.partial/bin/" "${packages[@]}" 2>"$work/build.log") \
         || die "building Kubernetes failed: $(tail -5 "$work/build.log")"
-    "$target.partial/bin/kubectl" version --client 2>/dev/null | grep -q "v$KUBERNETES_VERSION" \
+    output_has "v$KUBERNETES_VERSION" "$target.partial/bin/kubectl" version --client \
         || die "the built kubectl does not report v$KUBERNETES_VERSION"
     touch "$target.partial/.complete"
     mv "$target.partial" "$target"
@@ -139,7 +142,7 @@ _kube_etcd() {
         || die "resolving etcd's Go modules failed (is the Go module proxy reachable?): $(tail -3 "$work/tidy.log")"
     (cd "$work" && _kube_go build -trimpath -ldflags "-s -w" -o "$target.partial/bin/etcd" . 2>"$work/build.log") \
         || die "building etcd failed: $(tail -5 "$work/build.log")"
-    "$target.partial/bin/etcd" --version | grep -q "etcd Version: $ETCD_VERSION" \
+    output_has "etcd Version: $ETCD_VERSION" "$target.partial/bin/etcd" --version \
         || die "the built etcd does not report version $ETCD_VERSION"
     touch "$target.partial/.complete"
     mv "$target.partial" "$target"

@@ -20,6 +20,8 @@ _AGENTFLEET_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$_AGENTFLEET_LIB/log.sh"
 # shellcheck source-path=SCRIPTDIR source=apt.sh
 source "$_AGENTFLEET_LIB/apt.sh"
+# shellcheck source-path=SCRIPTDIR source=output.sh
+source "$_AGENTFLEET_LIB/output.sh"
 
 LIMA_VERSION=1.2.1
 LIMA_RUNNER=agentfleet-lima
@@ -81,7 +83,7 @@ _lima_runner() {
             || die "useradd $LIMA_RUNNER failed"
     fi
     # Where /dev/kvm belongs to a kvm group, its members may use it (the probe below decides).
-    if getent group kvm >/dev/null && ! id -nG "$LIMA_RUNNER" | grep -qw kvm; then
+    if getent group kvm >/dev/null && ! [[ " $(id -nG "$LIMA_RUNNER") " == *" kvm "* ]]; then
         usermod -aG kvm "$LIMA_RUNNER" || die "usermod -aG kvm $LIMA_RUNNER failed"
     fi
     install -d -o "$LIMA_RUNNER" -g "$LIMA_RUNNER" -m 0700 "$dir/runner-home" "$dir/instances"
