@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The one version of agentfleet: the client, the provider plugin and its schema, and the package.
+__version__ = "0.2.0"
+
 _EXPORTS = {
     "AuditLog": "agentfleet.audit",
     "AuditRecord": "agentfleet.audit",

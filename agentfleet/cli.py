@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(f"{status.value} {status.name.lower()}" for status in ExitStatus),
     )
     _source_options(parser, None)
-    parser.add_argument("--version", action=_Version, nargs=0, help="say which clone's code this is, and exit")
+    parser.add_argument("--version", action=_Version, nargs=0, help="say agentfleet's version and which clone's code this is, and exit")
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
     def add(name: str, help: str, usage: str | None = None, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -195,10 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Version(argparse.Action):
-    """Prints the location unwrapped (argparse's version action wraps long paths)."""
+    """Prints the version and location unwrapped (argparse's version action wraps long paths)."""
 
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-        sys.stdout.write(f"agentfleet from {LOCATION}\n")
+        from agentfleet import __version__
+
+        sys.stdout.write(f"agentfleet {__version__} from {LOCATION}\n")
         parser.exit()
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
+
+from components.reconciled import Driver, Reconciled
 
 
 def generate_ed25519(comment: str) -> tuple[str, str]:
@@ -30,32 +31,35 @@ def generate_ed25519(comment: str) -> tuple[str, str]:
     return private, f"{public} {comment}"
 
 
-class SshKeyPairProvider(ResourceProvider):
-    serialize_as_secret_always = False  # pickled by reference: a module path, nothing secret
+class KeyPairDriver(Driver):
+    """The key lives in the state alone: made once, nothing to read back, change or remove."""
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        private, public = generate_ed25519(props["comment"])
-        return CreateResult(
-            id_=props["comment"], outs={**props, "private_key": private, "public_key": public}
-        )
+    replacing = frozenset({"comment"})
+    outputs = frozenset({"private_key", "public_key"})
+    secret_outputs = frozenset({"private_key"})
+    id_field = "comment"
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = olds.get("comment") != news.get("comment")
-        return DiffResult(changes=changed, replaces=["comment"] if changed else [])
+    def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        private, public = generate_ed25519(fields["comment"])
+        return {"private_key": private, "public_key": public}
+
+    def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
+        return {}
+
+    def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
+        return {}
+
+    def delete(self, name: str, fields: dict[str, Any]) -> None:
+        return None
 
 
-class SshKeyPair(Resource, module="agentfleet", name="SshKeyPair"):
+class SshKeyPair(Reconciled):
     """`private_key` is a secret output; `public_key` is plain."""
 
+    KIND = "SshKeyPair"
     private_key: pulumi.Output[str]
     public_key: pulumi.Output[str]
 
     def __init__(self, resource_name: str, comment: str, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__(
-            SshKeyPairProvider(),
-            resource_name,
-            {"comment": comment, "private_key": None, "public_key": None},
-            pulumi.ResourceOptions.merge(
-                opts, pulumi.ResourceOptions(additional_secret_outputs=["private_key"])
-            ),
-        )
+        super().__init__(resource_name, {"comment": comment}, opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["private_key"])))

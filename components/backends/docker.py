@@ -24,35 +24,32 @@ from components.reapply import in_place_fields
 from components.reconciled import Reconciled
 from components.spec import LOCAL_HOST, PORT_SPAN, AgentSpec, FleetSpec, HostSpec
 
-ENGINE = "components.backends.docker_engine"
 # What cloud-init and sshd need, measured: sshd privilege separation and chroot, user creation,
 # file ownership. Everything else is dropped.
 CAPABILITIES = ("CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE", "DAC_OVERRIDE", "FOWNER")
 RESTART_POLICY = "unless-stopped"
 
 
-class DockerContainer(Reconciled, module="agentfleet", name="DockerContainer"):
-    DRIVER = f"{ENGINE}:ContainerDriver"
-    OUTPUTS = frozenset({"host", "port", "bind_address", "engine"})
+class DockerContainer(Reconciled):
+    KIND = "DockerContainer"
     host: pulumi.Output[str]
     port: pulumi.Output[int]
 
 
-class DockerVolume(Reconciled, module="agentfleet", name="DockerVolume"):
-    DRIVER = f"{ENGINE}:VolumeDriver"
-    OUTPUTS = frozenset({"engine"})
+class DockerVolume(Reconciled):
+    KIND = "DockerVolume"
 
 
-class DockerNetwork(Reconciled, module="agentfleet", name="DockerNetwork"):
-    DRIVER = f"{ENGINE}:NetworkDriver"
+class DockerNetwork(Reconciled):
+    KIND = "DockerNetwork"
 
 
-class DockerImage(Reconciled, module="agentfleet", name="DockerImage"):
-    DRIVER = f"{ENGINE}:ImageDriver"
+class DockerImage(Reconciled):
+    KIND = "DockerImage"
 
 
-class SharedObjectsVolume(Reconciled, module="agentfleet", name="SharedObjects"):
-    DRIVER = f"{ENGINE}:MirrorDriver"
+class SharedObjectsVolume(Reconciled):
+    KIND = "SharedObjects"
 
 
 def capabilities(agent: AgentSpec) -> tuple[str, ...]:

@@ -212,7 +212,10 @@ class ContainerDriver(Driver):
     replacing = frozenset({"image", "hostname", "network", "bind_address", "port", "engine_host",
                            "workspace_volume", "shared_objects_volume", "capabilities", "labels",
                            "workspace_mount", "shared_objects_mount", "host_public_key", "packages"})
+    changing = frozenset({"name", "memory_mib", "cpus", "pids", "restart", "state"})
+    secret_input = "the agent's cloud-config (user-data), delivered as a NoCloud seed"
     outputs = frozenset({"host", "engine"})
+    chosen = frozenset({"port", "bind_address"})
     hints = frozenset({"engines", "placement", "preferred_port", "port_base", "port_span"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
@@ -353,6 +356,7 @@ class VolumeDriver(Driver):
     so the preview says so before `pulumi up` makes it again, empty."""
 
     replacing = frozenset({"labels", "engine_host"})
+    changing = frozenset({"name", "state"})
     outputs = frozenset({"engine"})
     hints = frozenset({"engines", "placement"})
     GONE = "deleted: its content is lost"
@@ -379,6 +383,7 @@ class NetworkDriver(Driver):
     """A stack's bridge network on one host; one deleted out of band is made again."""
 
     replacing = frozenset({"labels", "engine"})
+    changing = frozenset({"name", "state"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         client(engine_of(fields)).networks.create(name, driver="bridge", labels=fields["labels"])
@@ -400,6 +405,7 @@ class ImageDriver(Driver):
     tag per host. Destroy removes it unless a container there still uses it."""
 
     replacing = frozenset({"engine"})
+    changing = frozenset({"name", "state"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         ensure_image(client(), client(engine_of(fields)), name)
@@ -428,6 +434,8 @@ class MirrorDriver(Driver):
     read-only."""
 
     replacing = frozenset({"remote", "kind", "known_hosts", "networks", "image", "labels", "engine", "secret"})
+    changing = frozenset({"name", "state"})
+    secret_input = "the credential the mirror is cloned with (an SSH key or an HTTPS token)"
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         docker = client(engine_of(fields))

@@ -149,9 +149,8 @@ def apply_steps(document: dict[str, Any]) -> tuple[list[str], list[str]]:
     return modules, per_boot_scripts(document)
 
 
-class LimaVm(Reconciled, module="agentfleet", name="LimaVm"):
-    DRIVER = "components.backends.lima_cli:VmDriver"
-    OUTPUTS = frozenset({"host", "port"})
+class LimaVm(Reconciled):
+    KIND = "LimaVm"
     host: pulumi.Output[str]
     port: pulumi.Output[int]
 

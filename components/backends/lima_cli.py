@@ -274,6 +274,8 @@ class VmDriver(Driver):
     ready_timeout_s: float = READY_TIMEOUT_S
 
     replacing = frozenset({"name", "agent", "config", "steps", "scripts", "packages", "host_public_key"})
+    changing = frozenset({"state"})
+    secret_input = "the agent's cloud-config, applied by cloud-init in the VM"
     outputs = frozenset({"host", "port"})
 
     @staticmethod

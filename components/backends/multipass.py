@@ -27,9 +27,8 @@ from components.spec import AgentSpec, FleetSpec
 VERSION_TIMEOUT_S = 30
 
 
-class MultipassVm(Reconciled, module="agentfleet", name="MultipassVm"):
-    DRIVER = "components.backends.multipass_cli:VmDriver"
-    OUTPUTS = frozenset({"host", "port"})
+class MultipassVm(Reconciled):
+    KIND = "MultipassVm"
     host: pulumi.Output[str]
     port: pulumi.Output[int]
 

@@ -359,6 +359,8 @@ class VmDriver(Driver):
     ssh_port: int = GUEST_SSH_PORT
 
     replacing = frozenset({"name", "agent", "launch", "packages", "host_public_key"})
+    changing = frozenset({"state"})
+    secret_input = "the agent's cloud-config, given to `multipass launch --cloud-init -`"
     outputs = frozenset({"host", "port"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:

@@ -31,11 +31,11 @@ from components.backends.lima_cli import (
 )
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
-from components.reconciled import ReconciledProvider, digest
+from components.provider.kinds import driver
+from components.reconciled import Reconciler, digest
 from components.spec import load_fleet
 from tests.key_marks import PRIVATE_KEY
 
-DRIVER = "components.backends.lima_cli:VmDriver"
 FIXTURES = Path(__file__).parent / "fixtures" / "lima"
 RECORDED = "agentfleet-rec-agent-1"
 RECORDED_DIR = f"/var/lib/agentfleet/lima/instances/{RECORDED}"
@@ -308,21 +308,21 @@ def test_missing_qemu_says_what_to_install_before_anything_starts(fake_limactl, 
 
 
 def state_after_up(cloud_config: str, host_public_key: str = "ssh-ed25519 AAAAunused", port: int = 22611) -> dict:
-    """The VM's outputs in the stack's state after `pulumi up`, as ReconciledProvider wrote them."""
+    """The VM's outputs in the stack's state after `pulumi up`, as agentfleet's provider wrote them."""
     return {**fields(cloud_config, host_public_key), "host": "127.0.0.1", "port": port,
-            "secret": digest(cloud_config), "__provider": "…"}
+            "secret": digest(cloud_config)}
 
 
 def test_refresh_of_a_running_vm_changes_nothing(fake_limactl, cloud_config):
     fake_limactl.holds(**{INSTANCE: "Running"})
 
-    read = ReconciledProvider(DRIVER).read(INSTANCE, state_after_up(cloud_config))
+    read = Reconciler(driver("LimaVm")).read(INSTANCE, state_after_up(cloud_config))
 
     assert read.id == INSTANCE and read.outs == state_after_up(cloud_config) and read.inputs is None
 
 
 def test_refresh_of_a_missing_instance_reads_as_gone(fake_limactl, cloud_config):
-    read = ReconciledProvider(DRIVER).read(INSTANCE, state_after_up(cloud_config))
+    read = Reconciler(driver("LimaVm")).read(INSTANCE, state_after_up(cloud_config))
 
     assert read.id is None  # Pulumi drops the VM from the state; `pulumi up` creates it again
     assert fake_limactl.commands() == ["list"]
@@ -333,7 +333,7 @@ def test_refresh_that_limactl_refuses_fails_naming_the_agent_and_the_fix(fake_li
 
     with pytest.raises(LimaError, match=rf"agent agent-1 \(Lima VM {INSTANCE}\): `limactl list` exited 1: "
                                         r"limactl refuses root"):
-        ReconciledProvider(DRIVER).read(INSTANCE, state_after_up(cloud_config))
+        Reconciler(driver("LimaVm")).read(INSTANCE, state_after_up(cloud_config))
 
 
 def test_a_stopped_vm_reads_as_stopped_and_up_starts_it_and_waits_for_its_pinned_key(
@@ -342,15 +342,15 @@ def test_a_stopped_vm_reads_as_stopped_and_up_starts_it_and_waits_for_its_pinned
     port = local_sshd.ports["agent-1"]
     fake_limactl.configure(port=port)
     fake_limactl.holds(**{INSTANCE: "Stopped"})
-    provider = ReconciledProvider(DRIVER)
+    provider = Reconciler(driver("LimaVm"))
     key = local_sshd.host_key.public
 
     read = provider.read(INSTANCE, state_after_up(cloud_config, key, port))
     assert read.outs["state"] == "stopped" and read.outs["port"] == port
     assert read.inputs["state"] == "stopped" and "secret" not in read.inputs
     # The next `pulumi up`: the state differs from the declaration, and it is changed in place.
-    declared = {**fields(cloud_config, key), "secret": cloud_config, "__provider": "…"}
-    planned = provider.diff(INSTANCE, read.outs, declared)
+    declared = {**fields(cloud_config, key), "secret": cloud_config}
+    planned = provider.diff(read.outs, declared)
     assert planned.changes and planned.replaces == []
 
     started = VmDriver(ready_timeout_s=30).update(INSTANCE, fields(cloud_config, key), cloud_config)

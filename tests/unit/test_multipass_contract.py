@@ -36,7 +36,8 @@ from components.backends.multipass_cli import (
 )
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
-from components.reconciled import ReconciledProvider, digest
+from components.provider.kinds import driver as driver_of
+from components.reconciled import Reconciler, digest
 from components.spec import load_fleet
 from tests.key_marks import PRIVATE_KEY
 
@@ -44,7 +45,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "multipass"
 FIXTURE_INSTANCE = "agentfleet-mixed-agent-3"
 FIXTURE_IP = "10.108.7.23"
 NEW_IP = "10.108.7.42"  # info-new-address
-DRIVER = "components.backends.multipass_cli:VmDriver"
 
 SPEC = load_fleet("mixed", {
     "agents": [
@@ -431,15 +431,15 @@ def test_contract_missing_tools_names_multipass_and_the_daemon(fake_multipass, m
 
 
 def state_after_up(host: str = FIXTURE_IP) -> dict:
-    """The VM's outputs in the stack's state after `pulumi up`, as ReconciledProvider wrote them."""
-    return {**fields(), "host": host, "port": 22, "secret": digest("#cloud-config\n"), "__provider": "…"}
+    """The VM's outputs in the stack's state after `pulumi up`, as agentfleet's provider wrote them."""
+    return {**fields(), "host": host, "port": 22, "secret": digest("#cloud-config\n")}
 
 
 def test_refresh_of_a_vm_with_a_changed_address_updates_the_host_and_changes_no_input(fake_multipass):
     fake_multipass.holds(**{INSTANCE: "Running"})
     fake_multipass.configure(running_info="info-new-address")
 
-    read = ReconciledProvider(DRIVER).read(INSTANCE, state_after_up())
+    read = Reconciler(driver_of("MultipassVm")).read(INSTANCE, state_after_up())
 
     assert read.id == INSTANCE
     assert read.outs == {**state_after_up(), "host": NEW_IP}
@@ -452,7 +452,7 @@ def test_refresh_of_a_vm_with_a_changed_address_updates_the_host_and_changes_no_
 def test_refresh_of_a_missing_or_deleted_instance_reads_as_gone(fake_multipass, instances):
     fake_multipass.holds(**instances)
 
-    read = ReconciledProvider(DRIVER).read(INSTANCE, state_after_up())
+    read = Reconciler(driver_of("MultipassVm")).read(INSTANCE, state_after_up())
 
     assert read.id is None  # Pulumi drops the VM from the state; `pulumi up` creates it again
     assert fake_multipass.instances() == instances  # reading changes nothing
@@ -463,22 +463,22 @@ def test_refresh_of_a_daemon_that_does_not_answer_fails_naming_the_agent(fake_mu
 
     with pytest.raises(MultipassError, match=rf"agent agent-3 \(Multipass instance {INSTANCE}\): info failed\. "
                                              r"The Multipass daemon is not running"):
-        ReconciledProvider(DRIVER).read(INSTANCE, state_after_up())
+        Reconciler(driver_of("MultipassVm")).read(INSTANCE, state_after_up())
 
 
 def test_a_stopped_vm_reads_as_stopped_and_up_starts_it_and_waits_for_its_pinned_key(
     fake_multipass, local_sshd
 ):
     fake_multipass.holds(**{INSTANCE: "Stopped"})
-    provider = ReconciledProvider(DRIVER)
-    declared = {**fields(local_sshd.host_key.public), "secret": "#cloud-config\n", "__provider": "…"}
+    provider = Reconciler(driver_of("MultipassVm"))
+    declared = {**fields(local_sshd.host_key.public), "secret": "#cloud-config\n"}
     after_up = {**state_after_up(), "host_public_key": local_sshd.host_key.public}
 
     read = provider.read(INSTANCE, after_up)
     assert read.outs["state"] == "stopped" and read.outs["host"] == FIXTURE_IP  # no address while stopped
     assert read.inputs["state"] == "stopped" and "secret" not in read.inputs
     # The next `pulumi up`: the state differs from the declaration, and it is changed in place.
-    planned = provider.diff(INSTANCE, read.outs, declared)
+    planned = provider.diff(read.outs, declared)
     assert planned.changes and planned.replaces == []
 
     port = local_sshd.ports["agent-1"]

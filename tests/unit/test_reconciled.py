@@ -1,9 +1,10 @@
-"""ReconciledProvider, the one provider of every machine, with a tiny in-memory driver.
+"""Reconciler, the one life of every machine, with a tiny in-memory driver.
 
-The provider is called as Pulumi's dynamic provider host calls it: `create(inputs)`, `read(id,
-outputs in the state)`, `diff(id, outputs in the state, new inputs)`, `update(id, outputs,
-new inputs)`, `delete(id, outputs)`; inputs carry the secret in plain text (the engine strips
-its secret wrapper) and the pickled provider under `__provider`.
+It is called as agentfleet's provider calls it (components/provider/server.py): `create(inputs)`,
+`read(id, outputs in the state)`, `diff(outputs in the state, new inputs)`, `update(id, outputs,
+new inputs)`, `delete(id, outputs)`; inputs carry the secret in plain text (the provider opens
+its secret wrapper). State written by agentfleet 0.1's dynamic providers also holds the pickled
+provider under `__provider`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import json
 from typing import Any, Optional
 
 import pytest
-from pulumi.output import Unknown
-
-from components.reconciled import PROVIDER_KEY, SECRET, Driver, ReconciledProvider, digest
+from components.reconciled import LEGACY_PROVIDER_KEY, SECRET, UNKNOWN, Driver, Reconciler, digest
 from tests.key_marks import PRIVATE_KEY
 
 # Machines of the in-memory driver, by name: what "really exists".
@@ -50,13 +49,13 @@ class MemoryDriver(Driver):
         MACHINES.pop(name, None)
 
 
-PROVIDER = ReconciledProvider(f"{__name__}:MemoryDriver")
+PROVIDER = Reconciler(MemoryDriver())
 FIELDS = {"name": "m-1", "image": "debian:12", "memory": 512, "state": "running"}
 
 
 def declared(**changes: Any) -> dict[str, Any]:
     """The resource's inputs as the engine hands them over (outputs declared as None are left out)."""
-    return {**FIELDS, **changes, SECRET: changes.get(SECRET, SECRET_TEXT), PROVIDER_KEY: "…"}
+    return {**FIELDS, **changes, SECRET: changes.get(SECRET, SECRET_TEXT)}
 
 
 @pytest.fixture(autouse=True)
@@ -69,32 +68,35 @@ def machines():
 @pytest.fixture
 def created() -> dict[str, Any]:
     """The outputs `pulumi up` stored for machine m-1."""
-    result = PROVIDER.create(declared())
-    return {**result.outs, PROVIDER_KEY: "…"}
+    return PROVIDER.create(declared()).outs
 
 
 def test_create_gives_the_driver_fields_and_secret_apart_and_keeps_only_the_secrets_digest(created):
     (call,) = CALLS
     assert call == ("create", "m-1", FIELDS, SECRET_TEXT)  # no secret, no provider among the fields
     assert PROVIDER.create(declared()).id == "m-1"
-    assert created == {**FIELDS, "host": "10.0.0.1", SECRET: digest(SECRET_TEXT), PROVIDER_KEY: "…"}
+    assert created == {**FIELDS, "host": "10.0.0.1", SECRET: digest(SECRET_TEXT)}
     assert PRIVATE_KEY not in json.dumps(created) and "#cloud-config" not in json.dumps(created)
 
 
 def test_a_machine_without_a_secret_has_no_digest():
-    inputs = {**FIELDS, PROVIDER_KEY: "…"}
-    assert PROVIDER.create(inputs).outs[SECRET] is None
-    assert not PROVIDER.diff("m-1", {**FIELDS, SECRET: None, PROVIDER_KEY: "…"}, inputs).changes
+    assert PROVIDER.create(FIELDS).outs[SECRET] is None
+    assert not PROVIDER.diff({**FIELDS, SECRET: None}, FIELDS).changes
 
 
 def test_diff_of_the_same_declaration_has_no_changes(created):
-    assert not PROVIDER.diff("m-1", created, declared()).changes
-    # A new provider pickle (an agentfleet upgrade) is no change of the machine.
-    assert not PROVIDER.diff("m-1", created, {**declared(), PROVIDER_KEY: "other"}).changes
+    assert not PROVIDER.diff(created, declared()).changes
+
+
+def test_state_of_a_dynamic_provider_is_the_same_machine_and_a_read_sheds_its_pickle(created):
+    """agentfleet 0.1 kept each resource's pickled provider in its outputs: no change, and gone after a refresh."""
+    legacy = {**created, LEGACY_PROVIDER_KEY: "gASV…"}
+    assert not PROVIDER.diff(legacy, declared()).changes
+    assert PROVIDER.read("m-1", legacy).outs == created
 
 
 def test_a_field_changed_in_place_is_an_update_not_a_replacement(created):
-    planned = PROVIDER.diff("m-1", created, declared(memory=1024))
+    planned = PROVIDER.diff(created, declared(memory=1024))
     assert planned.changes and planned.replaces == []
 
 
@@ -104,17 +106,17 @@ def test_a_field_changed_in_place_is_an_update_not_a_replacement(created):
     ({"image": "debian:13", "memory": 1024}, ["image"]),
 ])
 def test_only_the_drivers_replacing_fields_or_a_new_secret_replace(created, change, replaced):
-    planned = PROVIDER.diff("m-1", created, declared(**change))
+    planned = PROVIDER.diff(created, declared(**change))
     assert planned.changes and planned.replaces == replaced and planned.delete_before_replace
 
 
 def test_a_secret_not_known_in_a_preview_counts_as_changed(created):
-    planned = PROVIDER.diff("m-1", created, declared(**{SECRET: Unknown()}))
+    planned = PROVIDER.diff(created, declared(**{SECRET: UNKNOWN}))
     assert planned.replaces == [SECRET]
 
 
 def test_outputs_that_are_read_never_take_part_in_the_diff(created):
-    assert not PROVIDER.diff("m-1", {**created, "host": "10.0.0.9"}, declared()).changes
+    assert not PROVIDER.diff({**created, "host": "10.0.0.9"}, declared()).changes
 
 
 def test_read_of_a_machine_as_declared_keeps_the_inputs(created):
@@ -126,7 +128,7 @@ def test_read_of_a_new_address_updates_the_outputs_only(created, machines):
     machines["m-1"]["host"] = "10.0.0.2"
     result = PROVIDER.read("m-1", created)
     assert result.outs == {**created, "host": "10.0.0.2"} and result.inputs is None
-    assert not PROVIDER.diff("m-1", result.outs, declared()).changes
+    assert not PROVIDER.diff(result.outs, declared()).changes
 
 
 def test_read_of_a_drifted_field_returns_what_was_read_as_inputs_so_up_reconciles_it(created, machines):
@@ -135,8 +137,8 @@ def test_read_of_a_drifted_field_returns_what_was_read_as_inputs_so_up_reconcile
     result = PROVIDER.read("m-1", created)
 
     assert result.outs == {**created, "state": "stopped"}
-    assert result.inputs == {**FIELDS, "state": "stopped"}  # neither secret nor provider nor outputs
-    planned = PROVIDER.diff("m-1", result.outs, declared())
+    assert result.inputs == {**FIELDS, "state": "stopped"}  # neither secret nor outputs
+    planned = PROVIDER.diff(result.outs, declared())
     assert planned.changes and planned.replaces == []
     updated = PROVIDER.update("m-1", result.outs, declared())
     # The driver also learns what was read back of it (where it lives).

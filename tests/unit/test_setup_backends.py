@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import agentfleet
+
 from components.spec import declared_backends
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -109,11 +111,12 @@ def test_two_clones_never_run_each_others_code(tmp_path):
     done = subprocess.run(["bash", "-c", script], cwd=second, capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
     assert done.returncode == 0, done.stderr
+    version = f"agentfleet {agentfleet.__version__} from"
     assert done.stdout.splitlines() == [
-        f"agentfleet from {first}",
-        f"agentfleet from {second}",
+        f"{version} {first}",
+        f"{version} {second}",
         f"file://{second}/.pulumi-state",
-        f"agentfleet from {first}",
+        f"{version} {first}",
         f"file://{first}/.pulumi-state",
         "s3://mine",  # a backend the user chose is kept
     ]

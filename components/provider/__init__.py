@@ -1,0 +1,1 @@
+"""agentfleet's Pulumi resource provider (the plugin `pulumi-resource-agentfleet`)."""

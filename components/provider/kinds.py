@@ -1,0 +1,44 @@
+"""The kinds of resource agentfleet's provider serves, each with the driver that makes it live
+and what a user reads of it in the schema. One table: the provider, the schema and the program's
+resource classes (their KIND) all go by it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import import_module
+
+from components.reconciled import Driver
+
+
+@dataclass(frozen=True)
+class Kind:
+    driver: str  # "module:Class"
+    description: str
+
+
+KINDS: dict[str, Kind] = {
+    "SshKeyPair": Kind("components.keys:KeyPairDriver",
+                       "An ed25519 key pair made once; the private key is kept only as a secret output."),
+    "DockerContainer": Kind("components.backends.docker_engine:ContainerDriver",
+                            "An agent's container on a Docker engine (local or reached over SSH), its sshd published "
+                            "on a port kept for its life."),
+    "DockerVolume": Kind("components.backends.docker_engine:VolumeDriver",
+                         "An agent's workspace: a named volume that outlives its container."),
+    "DockerNetwork": Kind("components.backends.docker_engine:NetworkDriver",
+                          "The stack's bridge network on one Docker engine."),
+    "DockerImage": Kind("components.backends.docker_engine:ImageDriver",
+                        "The agent image on a remote engine, sent from the local one (no registry needed)."),
+    "SharedObjects": Kind("components.backends.docker_engine:MirrorDriver",
+                          "A mirror of the fleet's remote on one engine, mounted read-only as agents' git alternates."),
+    "LimaVm": Kind("components.backends.lima_cli:VmDriver", "An agent's Lima VM; its disk holds the workspace."),
+    "MultipassVm": Kind("components.backends.multipass_cli:VmDriver",
+                        "An agent's Multipass VM; its disk holds the workspace."),
+}
+
+
+@cache
+def driver(kind: str) -> Driver:
+    """The driver of a kind (a resource type's last part)."""
+    module, name = KINDS[kind].driver.split(":")
+    return getattr(import_module(module), name)()
