@@ -48,6 +48,8 @@ from components.reconciled import Outcome, Reconciler
 T = TypeVar("T")
 # Threads are made as operations arrive; the engine's --parallel bounds how many do at once.
 WORKERS = 1024
+# The provider config keys the engine itself sets.
+ENGINE_KEYS = frozenset({"version", "pluginDownloadURL", "__internal"})
 
 
 def _kind(type_token: str) -> str:
@@ -71,6 +73,17 @@ class AgentfleetProvider(Provider):
 
     async def get_schema(self, request: GetSchemaRequest) -> GetSchemaResponse:
         return GetSchemaResponse(schema_json())
+
+    async def check_config(self, request: CheckRequest) -> CheckResponse:
+        # The provider has no settings of its own. The engine offers it every config key in the
+        # `agentfleet:` namespace, which in agentfleet's own project holds the fleet and its
+        # secrets: keeping only the engine's own keys keeps them out of the provider's state.
+        return CheckResponse(inputs={key: value for key, value in request.new_inputs.items()
+                                     if key in ENGINE_KEYS})
+
+    async def diff_config(self, request: DiffRequest) -> DiffResponse:
+        # Nothing to configure, so nothing to change: a new version (an upgrade) replaces no resource.
+        return DiffResponse(changes=False)
 
     async def configure(self, request: ConfigureRequest) -> ConfigureResponse:
         # No preview of create or update: a preview shows the declared inputs, outputs unknown.

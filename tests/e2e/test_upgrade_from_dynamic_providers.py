@@ -1,0 +1,102 @@
+"""Upgrading a fleet made by agentfleet 0.1 (every machine, volume, network and key a Pulumi dynamic
+provider resource) to agentfleet's own provider keeps every agent: the same container, SSH port,
+pinned host key and workspace content. The real engine and Docker: the stack is brought up by the
+last commit of 0.1, taken from this repository's history, then `pulumi up --refresh=false` (once:
+0.1's pickled providers cannot be loaded by the new code to refresh) runs the new code.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentfleet import Fleet
+from tests.e2e.support import PROJECT_FILES, PROJECT_ROOT, REMOVE, FleetStack, docker, docker_objects
+
+# The last commit whose fleets were made of dynamic-provider resources (agentfleet 0.1).
+LAST_DYNAMIC_COMMIT = "3a4ab13c8183ed8c66c6bc18d4dcbe7b09ee905b"
+AGENTS = ("agent-1", "agent-2")
+
+
+def project_at(commit: str, where: Path) -> Path:
+    """The project's files as they were at `commit`, with empty stacks/ and state/."""
+    archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", "--format=tar", commit, *PROJECT_FILES],
+                             capture_output=True, check=True).stdout
+    where.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    (where / "stacks").mkdir()
+    (where / "state").mkdir()
+    return where
+
+
+def replace_code(project: Path) -> None:
+    """The new code over the old, as a team does when it bumps its agentfleet; stacks and state stay."""
+    for name in PROJECT_FILES:
+        target, source = project / name, PROJECT_ROOT / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+
+
+def machines(stack: FleetStack, outputs: dict[str, Any]) -> dict[str, tuple[str, int, str]]:
+    """Each agent's container id, SSH port and pinned known_hosts line."""
+    return {agent: (docker("inspect", "-f", "{{.Id}}", f"agentfleet-{stack.name}-{agent}"),
+                    outputs["agents"][agent]["port"], outputs["agents"][agent]["known_hosts"]) for agent in AGENTS}
+
+
+@pytest.fixture
+def old_stack(tmp_path: Path, agent_image: str):
+    present = subprocess.run(["git", "-C", str(PROJECT_ROOT), "cat-file", "-e", f"{LAST_DYNAMIC_COMMIT}^{{commit}}"],
+                             capture_output=True, text=True)
+    assert present.returncode == 0, f"this clone lacks agentfleet 0.1's last commit: clone with history ({present.stderr.strip()})"
+    stack = FleetStack(project_at(LAST_DYNAMIC_COMMIT, tmp_path / "team-fleet"), f"upgrade-{uuid.uuid4().hex[:6]}")
+    stack.set_fleet({"agents": [{"name": a, "identity": {"name": a.title(), "email": f"{a}@fleet.test"}} for a in AGENTS]})
+    try:
+        yield stack
+    finally:
+        try:
+            stack.destroy()
+        finally:
+            stack.remove()
+            for kind, remove in REMOVE.items():
+                for name in docker_objects(kind, f"agentfleet.stack={stack.name}"):
+                    docker(*remove, name, check=False)
+
+
+def test_a_fleet_of_agentfleet_0_1_moves_to_the_provider_with_every_agent_kept(old_stack: FleetStack):
+    before = old_stack.up()
+    assert "pulumi-python:dynamic/agentfleet:DockerContainer" in old_stack.export()
+    with Fleet.from_outputs(before, old_stack.name) as client:
+        for agent in AGENTS:
+            assert client.agent(agent).run(f"echo {agent} was here > notes.txt", timeout=60).ok
+    kept = machines(old_stack, before)
+
+    replace_code(old_stack.project_dir)
+    old_stack.pulumi("up", "--yes", "--refresh=false")
+
+    after = old_stack.outputs()
+    assert machines(old_stack, after) == kept
+    exported = old_stack.export()
+    assert "pulumi-python:dynamic" not in exported and "pulumi:providers:pulumi-python" not in exported
+    assert '"type": "agentfleet:index:DockerContainer"' in exported
+    with Fleet.from_outputs(after, old_stack.name) as client:  # strict host key check: the pinned key is the old one
+        assert {a: client.agent(a).run("cat notes.txt", timeout=60).stdout.strip() for a in AGENTS} == {
+            a: f"{a} was here" for a in AGENTS}
+    # From now on an ordinary `pulumi up` (which refreshes first) finds nothing to do, and sheds
+    # the pickled providers 0.1 kept in the state.
+    old_stack.pulumi("preview", "--expect-no-changes")
+    old_stack.pulumi("up", "--yes")
+    assert "__provider" not in old_stack.export() and machines(old_stack, old_stack.outputs()) == kept
