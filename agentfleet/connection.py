@@ -26,6 +26,7 @@ from agentfleet.errors import (
     Unreachable,
 )
 from agentfleet.result import Result, tail
+from agentfleet.sshkeys import describe_key
 from agentfleet.retry import Backoff, RetryNotice, retry_reason
 
 Stream = Callable[[str, str], None]
@@ -45,10 +46,6 @@ def command_line(command: Sequence[str] | str, cwd: str | None) -> str:
     if not line.strip():
         raise ValueError("empty command")
     return line if cwd is None else f"cd {shlex.quote(cwd)} || exit; {line}"
-
-
-def describe_key(key: paramiko.PKey) -> str:
-    return f"{key.get_name()} {key.fingerprint}"
 
 
 class Connection:

@@ -45,11 +45,6 @@ AGENTS_OUTPUT = "agents"
 PRIVATE_KEYS_OUTPUT = "agent_private_keys"
 
 
-def host_key_name(host: str, port: int) -> str:
-    """The host field OpenSSH writes (and looks up) in known_hosts for host:port."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
 def ssh_config_block(name: str, host: str, port: int, stack: str) -> str:
     """An OpenSSH Host block; key and known_hosts paths are where `agentfleet ssh-config` writes them."""
     directory = f".agentfleet/{stack}"

@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import paramiko
 
-
-
-def parse_known_hosts(text: str) -> paramiko.HostKeys:
-    """Parse known_hosts lines; raise ValueError on any line that is not a usable host key."""
-    keys = paramiko.HostKeys()
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-        except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError) as exc:
-            raise ValueError(f"bad key data in {line[:40]!r}…") from exc
-        if entry is None:
-            raise ValueError(f"not a known_hosts line of a supported key type: {line[:40]!r}…")
-        for name in entry.hostnames:
-            keys.add(name, entry.key.get_name(), entry.key)
-    if not keys.keys():
-        raise ValueError("no host key line")
-    return keys
-
-
-def load_private_key(pem: str) -> paramiko.PKey:
-    """Parse an OpenSSH-format ed25519 private key; raise ValueError if it is not one."""
-    try:
-        return paramiko.Ed25519Key.from_private_key(io.StringIO(pem))
-    except (paramiko.SSHException, ValueError) as exc:
-        raise ValueError("not an unencrypted OpenSSH ed25519 private key") from exc
+from agentfleet.sshkeys import host_key_name, load_private_key, parse_known_hosts
 
 
 @dataclass(frozen=True)
@@ -73,7 +45,7 @@ class AgentEndpoint:
     @property
     def host_key_name(self) -> str:
         """The name OpenSSH and paramiko look up in known_hosts for this endpoint."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return host_key_name(self.host, self.port)
 
     def host_keys(self) -> paramiko.HostKeys:
         """The pinned keys only: the sole source of trust for this endpoint."""

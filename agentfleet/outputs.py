@@ -10,13 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from agentfleet.contract import BACKENDS
-from agentfleet.endpoint import (
-    AgentEndpoint,
-    Identity,
-    load_private_key,
-    parse_known_hosts,
-)
+from agentfleet.endpoint import AgentEndpoint, Identity
 from agentfleet.errors import OutputsInvalid
+from agentfleet.sshkeys import load_private_key, parse_known_hosts
 
 HIDDEN_SECRET = "[secret]"  # what `pulumi stack output` prints without --show-secrets
 

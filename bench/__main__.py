@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import exec_latency, footprint, hosts, kubernetes, provisioning, readiness, scale, update
+from bench import exec_latency, footprint, hosts, kubernetes, provider, provisioning, readiness, scale, update
 from bench.common import Workbench
 from bench.report import write_reports
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("provisioning", "readiness", "update", "footprint", "scale", "exec_latency", "hosts", "kubernetes")
+BENCHMARKS = ("provisioning", "provider", "readiness", "update", "footprint", "scale", "exec_latency", "hosts", "kubernetes")
 
 
 def sizes(text: str) -> list[int]:
@@ -43,6 +43,8 @@ def main() -> None:
                         help=f"comma-separated benchmarks to run (default all: {','.join(BENCHMARKS)})")
     parser.add_argument("--rounds", type=int, default=3, help="provisioning rounds, each way and size (3)")
     parser.add_argument("--sizes", type=sizes, default=[1, 5, 20], help="provisioning fleet sizes (1,5,20)")
+    parser.add_argument("--provider-agents", type=int, default=20, help="provider: fleet size (20)")
+    parser.add_argument("--provider-rounds", type=int, default=2, help="provider: rounds each way (2)")
     parser.add_argument("--readiness-rounds", type=int, default=10, help="readiness rounds (10)")
     parser.add_argument("--update-agents", type=int, default=20, help="no-change update fleet size (20)")
     parser.add_argument("--update-rounds", type=int, default=3, help="no-change update rounds (3)")
@@ -64,6 +66,7 @@ def main() -> None:
 
     runs: dict[str, Callable[[Workbench], dict[str, Any]]] = {
         "provisioning": lambda b: provisioning.run(b, args.sizes, args.rounds),
+        "provider": lambda b: provider.run(b, args.provider_agents, args.provider_rounds),
         "readiness": lambda b: readiness.run(b, args.readiness_rounds),
         "update": lambda b: update.run(b, args.update_agents, args.update_rounds),
         "footprint": lambda b: footprint.run(b, args.footprint_agents, args.commits, args.files),

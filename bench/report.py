@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ORDER = ("provisioning", "readiness", "no_change_update", "footprint", "scale", "exec_latency", "kubernetes")
+ORDER = ("provisioning", "provider", "readiness", "no_change_update", "footprint", "scale", "exec_latency", "kubernetes")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -166,5 +166,14 @@ def _exec_latency(axis: Any, result: dict[str, Any]) -> None:
     axis.set_title("Warm `git status` round trip")
 
 
-PANELS = {"provisioning": _provisioning, "readiness": _readiness, "no_change_update": _update,
+def _provider(axis: Any, result: dict[str, Any]) -> None:
+    rows = result["results"]
+    bars = axis.bar(range(len(rows)), [r["median_s"] for r in rows])
+    axis.bar_label(bars, fmt="%.1f", fontsize=8)
+    axis.set_xticks(range(len(rows)), [r["way"] for r in rows], fontsize=8)
+    axis.set_ylabel("s (median) until every agent answers")
+    axis.set_title(f"{rows[0]['agents']} agents: provider plugin, dynamic provider, PoC")
+
+
+PANELS = {"provisioning": _provisioning, "provider": _provider, "readiness": _readiness, "no_change_update": _update,
           "footprint": _footprint, "scale": _scale, "exec_latency": _exec_latency, "kubernetes": _kubernetes}

@@ -11,7 +11,8 @@ from typing import Optional
 
 import pulumi
 
-from agentfleet.contract import LOGIN_USER, WORKSPACE, AgentOutput, host_key_name, ssh_config_block
+from agentfleet.contract import LOGIN_USER, WORKSPACE, AgentOutput, ssh_config_block
+from agentfleet.sshkeys import host_key_name
 from components.backends import Endpoint, MachineContext
 from components.backends.registry import backend
 from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config

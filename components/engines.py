@@ -14,7 +14,6 @@ reconnect after its host went away.
 
 from __future__ import annotations
 
-import io
 import socket
 import threading
 import time
@@ -29,14 +28,13 @@ import paramiko
 import requests
 from docker.transport.sshconn import SSHHTTPAdapter
 
-from agentfleet.endpoint import parse_known_hosts
+from agentfleet.sshkeys import describe_key, host_key_name, load_private_key, parse_known_hosts
 
 LOCAL = "local"
 CONNECT_TIMEOUT = 10.0  # TCP connect, SSH banner and authentication, each
 API_TIMEOUT = 60.0  # one Docker API call (an image load streams, so this bounds each read)
 # What a broken, refused or unanswered link raises on the way (paramiko, sockets, HTTP over SSH).
 LINK_ERRORS = (paramiko.SSHException, OSError, EOFError, requests.RequestException)
-_KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
 
 class EngineError(Exception):
@@ -83,7 +81,7 @@ class SshTarget:
     @property
     def host_key_name(self) -> str:
         """The name OpenSSH and paramiko look up in known_hosts for this host and port."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return host_key_name(self.host, self.port)
 
 
 @dataclass(frozen=True)
@@ -130,12 +128,10 @@ class Engine:
     def operator_key(self) -> paramiko.PKey:
         if not self.private_key:
             raise self.error("has no operator private key to log in with")
-        for key_class in _KEY_TYPES:
-            try:
-                return key_class.from_private_key(io.StringIO(self.private_key))
-            except (paramiko.SSHException, ValueError, TypeError):
-                continue
-        raise self.error("the operator key is not an unencrypted OpenSSH ed25519, ECDSA or RSA private key")
+        try:
+            return load_private_key(self.private_key)
+        except ValueError as exc:
+            raise self.error(f"the operator key is {exc}") from None
 
     def error(self, message: str) -> EngineError:
         return EngineError(self.name, f"{self.describe()}: {message}")
@@ -214,12 +210,12 @@ def open_client(engine: Engine, connect_timeout: float = CONNECT_TIMEOUT, timeou
         adapter = _PinnedSSHAdapter(target, pinned, pkey, connect_timeout, timeout)
     except paramiko.BadHostKeyException as exc:
         raise engine.error(
-            f"its host key is {_describe_key(exc.key)}, not the pinned {_describe_key(exc.expected_key)}; "
+            f"its host key is {describe_key(exc.key)}, not the pinned {describe_key(exc.expected_key)}; "
             f"refusing to connect. If the host was reinstalled, check its new key out of band and update its known_hosts"
         ) from None
     except paramiko.AuthenticationException:
         raise engine.error(
-            f"the operator key ({_describe_key(pkey)}) was refused for user {target.user}; "
+            f"the operator key ({describe_key(pkey)}) was refused for user {target.user}; "
             f"add its public key to that user's ~/.ssh/authorized_keys on the host"
         ) from None
     except LINK_ERRORS as exc:
@@ -244,10 +240,6 @@ def _open_local(engine: Engine, timeout: float) -> HostClient:
         raise engine.error(f"the local Docker engine does not answer ({_first_line(exc)}); "
                            f"start dockerd (scripts/setup does) or set DOCKER_HOST") from None
     return HostClient(engine, api)
-
-
-def _describe_key(key: paramiko.PKey) -> str:
-    return f"{key.get_name()} {key.fingerprint}"
 
 
 def _link_reason(exc: BaseException, connect_timeout: float) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from agentfleet.contract import BACKENDS
+from agentfleet.sshkeys import NOT_A_PRIVATE_KEY, host_key_name, load_private_key
 
 DEFAULT_BACKEND = "docker"
 # Every pattern is used with fullmatch: `$` would also accept a trailing newline.
@@ -422,28 +423,17 @@ def branch_problem(branch: str) -> Optional[str]:
     return None
 
 
-def known_hosts_pattern(host: str, port: int) -> str:
-    """The host field OpenSSH writes for host:port in known_hosts."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
 def _stable_port(stack: str, name: str, base: int) -> int:
     digest = hashlib.sha256(f"{stack}/{name}".encode()).digest()
     return base + int.from_bytes(digest[:4], "big") % PORT_SPAN
 
 
-def _valid_private_key(text: str) -> bool:
-    import io
-
-    import paramiko
-
-    for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            key_class.from_private_key(io.StringIO(text))
-            return True
-        except (paramiko.SSHException, ValueError, TypeError):
-            continue
-    return False
+def _is_private_key(text: str) -> bool:
+    try:
+        load_private_key(text)
+        return True
+    except ValueError:
+        return False
 
 
 def declared_backends(raw: Any) -> list[str]:
@@ -778,7 +768,7 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
         problems.add(name, "known_hosts", "must be a list of OpenSSH known_hosts lines ('host keytype base64key', one line each), e.g. from `ssh-keyscan HOST`")
         known_hosts_raw = []
     if remote is not None and remote.scheme == "ssh":
-        pattern = known_hosts_pattern(remote.host, remote.port)
+        pattern = host_key_name(remote.host, remote.port)
         if not any(pattern in line.split()[0].split(",") for line in known_hosts_raw):
             problems.add(name, "known_hosts", f"no host key for the remote's host {pattern}; add its line (`ssh-keyscan -p {remote.port} {remote.host}`)")
 
@@ -932,8 +922,8 @@ def _load_credential(raw: Any, remote: Optional[Remote], name: str, problems: _P
     if not secret:
         problems.add(name, f"credential.{kind}", f"config key agentfleet:{key} is not set; run `pulumi config set --secret {key} < file`")
         return None
-    if kind == "ssh_key" and not _valid_private_key(secret):
-        problems.add(name, f"credential.{kind}", f"agentfleet:{key} is not an unencrypted OpenSSH/PEM private key (ed25519, ecdsa or rsa)")
+    if kind == "ssh_key" and not _is_private_key(secret):
+        problems.add(name, f"credential.{kind}", f"agentfleet:{key} is {NOT_A_PRIVATE_KEY}")
         return None
     if kind == "https_token" and (remote is None or remote.scheme != "https"):
         problems.add(name, f"credential.{kind}", "an HTTPS token needs an https:// remote")

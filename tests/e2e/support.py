@@ -3,9 +3,11 @@ Automation API. Fixtures that use them are in conftest.py."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from typing import Any, Iterator
 import yaml
 from pulumi import automation as auto
 
-from components.spec import known_hosts_pattern
+from agentfleet.sshkeys import host_key_name
 
 PASSPHRASE = "e2e-passphrase"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +72,7 @@ class GitServer:
     @property
     def known_hosts_line(self) -> str:
         key = docker("exec", self.name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()
-        return f"{known_hosts_pattern(*self.endpoint)} {key[0]} {key[1]}"
+        return f"{host_key_name(*self.endpoint)} {key[0]} {key[1]}"
 
     def authorize(self, public_key: str) -> None:
         docker("exec", "-i", self.name, "sh", "-c", "cat >> /home/git/.ssh/authorized_keys",
@@ -100,6 +102,27 @@ def listening_server(network: str, image: str, name: str, ports: tuple[int, ...]
         yield docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name)
     finally:
         docker("rm", "-f", name, check=False)
+
+
+# The last commit of agentfleet 0.1, whose fleets were made of dynamic-provider resources: the
+# upgrade test and the provider bench run it beside the current code.
+LAST_DYNAMIC_COMMIT = "3a4ab13c8183ed8c66c6bc18d4dcbe7b09ee905b"
+
+
+def project_at(commit: str, where: Path) -> Path:
+    """The project's files as they were at `commit` in this clone's history, with empty stacks/
+    and state/ (AssertionError when the clone lacks the commit: a shallow clone)."""
+    present = subprocess.run(["git", "-C", str(PROJECT_ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
+                             capture_output=True, text=True)
+    assert present.returncode == 0, f"this clone lacks commit {commit}: clone with history ({present.stderr.strip()})"
+    archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", "--format=tar", commit, *PROJECT_FILES],
+                             capture_output=True, check=True).stdout
+    where.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    (where / "stacks").mkdir()
+    (where / "state").mkdir()
+    return where
 
 
 def copy_project(copy: Path) -> Path:

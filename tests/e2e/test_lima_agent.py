@@ -161,6 +161,36 @@ def test_a_vm_stopped_with_limactl_is_started_by_up_and_answers_with_its_pinned_
     assert set(stack.stack.preview(on_output=lambda _: None).change_summary) == {"same"}
 
 
+def test_a_changed_identity_and_allow_list_are_applied_in_place_in_the_running_vm(fleet, git_server: GitServer):
+    """The provider's update path for Lima: the new cloud-config is applied in the VM (cloud-init's
+    own modules over Lima's SSH session), the VM is neither replaced nor restarted."""
+    stack, outputs, _, command, instance, _ = fleet
+    (before,) = [i for i in lima_instances(command) if i["name"] == instance]
+    config = fleet_config(git_server)
+    config["agents"][0].update(identity={"name": "Lima Agent Two", "email": "lima-two@fleet.test"},
+                               allow=["pypi.org:443"])
+    stack.set_fleet(config)
+
+    preview = stack.stack.preview(on_output=lambda _: None)
+    assert preview.change_summary.get("update") == 1 and "replace" not in preview.change_summary, preview.change_summary
+    started = time.monotonic()
+    changed = stack.up()
+    print(f"\nLima agent changed in place in {time.monotonic() - started:.0f} s")
+
+    agent = changed["agents"]["agent-1"]
+    assert (agent["host"], agent["port"], agent["known_hosts"]) == tuple(
+        outputs["agents"]["agent-1"][k] for k in ("host", "port", "known_hosts"))
+    (after,) = [i for i in lima_instances(command) if i["name"] == instance]
+    assert after["status"] == "Running" and after["dir"] == before["dir"]
+    with Fleet.from_outputs(changed, stack.name) as client:
+        assert run_ok(client, "git config user.email") == "lima-two@fleet.test"
+        assert run_ok(client, "git config user.name") == "Lima Agent Two"
+        assert run_ok(client, "git log -1 --format=%s") == "work of the Lima agent"  # the disk is the same
+        # Up since before the change: applied in the running VM, not by a reboot.
+        assert float(run_ok(client, "cut -d' ' -f1 /proc/uptime")) > time.monotonic() - started
+    assert set(stack.stack.preview(on_output=lambda _: None).change_summary) == {"same"}
+
+
 def test_destroy_leaves_no_instance_and_no_disk(fleet):
     stack, _, client, command, instance, _ = fleet
     (listed,) = [i for i in lima_instances(command) if i["name"] == instance]

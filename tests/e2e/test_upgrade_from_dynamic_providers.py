@@ -7,10 +7,7 @@ last commit of 0.1, taken from this repository's history, then `pulumi up --refr
 
 from __future__ import annotations
 
-import io
 import shutil
-import subprocess
-import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,23 +15,18 @@ from typing import Any
 import pytest
 
 from agentfleet import Fleet
-from tests.e2e.support import PROJECT_FILES, PROJECT_ROOT, REMOVE, FleetStack, docker, docker_objects
+from tests.e2e.support import (
+    LAST_DYNAMIC_COMMIT,
+    PROJECT_FILES,
+    PROJECT_ROOT,
+    REMOVE,
+    FleetStack,
+    docker,
+    docker_objects,
+    project_at,
+)
 
-# The last commit whose fleets were made of dynamic-provider resources (agentfleet 0.1).
-LAST_DYNAMIC_COMMIT = "3a4ab13c8183ed8c66c6bc18d4dcbe7b09ee905b"
 AGENTS = ("agent-1", "agent-2")
-
-
-def project_at(commit: str, where: Path) -> Path:
-    """The project's files as they were at `commit`, with empty stacks/ and state/."""
-    archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", "--format=tar", commit, *PROJECT_FILES],
-                             capture_output=True, check=True).stdout
-    where.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(where, filter="data")
-    (where / "stacks").mkdir()
-    (where / "state").mkdir()
-    return where
 
 
 def replace_code(project: Path) -> None:
@@ -59,9 +51,6 @@ def machines(stack: FleetStack, outputs: dict[str, Any]) -> dict[str, tuple[str,
 
 @pytest.fixture
 def old_stack(tmp_path: Path, agent_image: str):
-    present = subprocess.run(["git", "-C", str(PROJECT_ROOT), "cat-file", "-e", f"{LAST_DYNAMIC_COMMIT}^{{commit}}"],
-                             capture_output=True, text=True)
-    assert present.returncode == 0, f"this clone lacks agentfleet 0.1's last commit: clone with history ({present.stderr.strip()})"
     stack = FleetStack(project_at(LAST_DYNAMIC_COMMIT, tmp_path / "team-fleet"), f"upgrade-{uuid.uuid4().hex[:6]}")
     stack.set_fleet({"agents": [{"name": a, "identity": {"name": a.title(), "email": f"{a}@fleet.test"}} for a in AGENTS]})
     try:

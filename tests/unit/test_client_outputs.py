@@ -146,7 +146,7 @@ def test_nullable_fields_may_be_null(outputs):
         ),
         (
             {"agent-1": f"{PRIVATE_KEY_BEGIN}\nAAAA\n{PRIVATE_KEY_END}\n"},
-            "agent_private_keys.agent-1 is not an unencrypted OpenSSH ed25519 private key",
+            "agent_private_keys.agent-1 is not an unencrypted OpenSSH or PEM private key (ed25519, ECDSA or RSA)",
         ),
         ({"agent-1": 42}, "agent_private_keys.agent-1 must be a string"),
     ],

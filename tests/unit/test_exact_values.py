@@ -16,12 +16,12 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from agentfleet.sshkeys import host_key_name
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import (
     GIT_IDENT_STRIPS,
     FleetConfigError,
-    known_hosts_pattern,
     load_fleet,
     parse_remote,
     unwritable,
@@ -182,5 +182,5 @@ remote = st.one_of(
 @given(url=remote)
 def test_every_ssh_or_https_remote_lands_exactly(url):
     parsed = parse_remote(url)
-    known = [f"{known_hosts_pattern(parsed.host, parsed.port)} ssh-ed25519 AAAA"]
+    known = [f"{host_key_name(parsed.host, parsed.port)} ssh-ed25519 AAAA"]
     assert git_config(gitconfig(remote=url, known_hosts=known))["agentfleet.remote"] == url
