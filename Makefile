@@ -1,13 +1,14 @@
 # The two commands a newcomer needs; both run scripts/setup first (seconds when warm).
 #   make up     bring up the dev fleet (STACK=name for another) and write its SSH config;
 #               setup installs only what that stack's backends need
+#   make upgrade  move a stack made by agentfleet 0.1 (STACK=name) to this version, once
 #   make test   run every test: unit, client, and end to end against real Docker and Pulumi;
 #               setup installs every backend
 SHELL := /bin/bash
 STACK ?= dev
 ACTIVATE := . scripts/activate
 
-.PHONY: setup up down test bench
+.PHONY: setup up down upgrade test bench
 
 setup:
 	@scripts/setup all
@@ -20,6 +21,10 @@ up:
 down:
 	@scripts/setup --stack $(STACK)
 	@$(ACTIVATE) && pulumi destroy --yes --stack $(STACK) && agentfleet --stack $(STACK) disconnect
+
+upgrade:
+	@scripts/setup --stack $(STACK)
+	@$(ACTIVATE) && scripts/upgrade-from-0.1 $(STACK)
 
 test: setup
 	@$(ACTIVATE) && python -m pytest

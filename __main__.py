@@ -1,4 +1,4 @@
-"""This repository's fleet program: the stack's `agentfleet:fleet` config -> the Fleet -> its endpoints.
+"""This repository's fleet program: the stack's `fleet` config -> the Fleet -> its endpoints.
 
 Programs elsewhere declare the same Fleet through agentfleet's provider (`agentfleet:index:Fleet`).
 """

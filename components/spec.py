@@ -437,7 +437,7 @@ def _is_private_key(text: str) -> bool:
 
 
 def declared_backends(raw: Any) -> list[str]:
-    """The backends a raw `agentfleet:fleet` object names (agent, else defaults, else docker), in
+    """The backends a raw fleet config object names (agent, else defaults, else docker), in
     order of first use. Read without validating (setup needs them before it can run Pulumi);
     load_fleet judges the names."""
     if not isinstance(raw, Mapping):
@@ -450,14 +450,14 @@ def declared_backends(raw: Any) -> list[str]:
 
 
 def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
-    """Turn the `agentfleet:fleet` config object into a FleetSpec, or raise FleetConfigError.
+    """Turn the stack's fleet config object (`<project>:fleet`) into a FleetSpec, or raise FleetConfigError.
 
-    `read_secret(key)` returns the plain value of config key `agentfleet:<key>` (or None); the
+    `read_secret(key)` returns the plain value of the project's config key `<key>` (or None); the
     caller wraps it as a Pulumi secret before it reaches any resource.
     """
     problems = _Problems(stack)
     if not isinstance(raw, Mapping):
-        problems.add(None, "fleet", "missing or not a mapping; set `agentfleet:fleet` with `agents:` (see stacks/Pulumi.dev.yaml)")
+        problems.add(None, "fleet", "missing or not a mapping; set the stack's `fleet` config with `agents:` (see stacks/Pulumi.dev.yaml)")
         raise FleetConfigError(problems.items)
     _check_unknown(raw, FLEET_FIELDS, problems, None, "")
     defaults = raw.get("defaults") or {}
@@ -920,10 +920,10 @@ def _load_credential(raw: Any, remote: Optional[Remote], name: str, problems: _P
     kind, key = next(iter(raw.items()))
     secret = read_secret(str(key))
     if not secret:
-        problems.add(name, f"credential.{kind}", f"config key agentfleet:{key} is not set; run `pulumi config set --secret {key} < file`")
+        problems.add(name, f"credential.{kind}", f"config key {key} is not set; run `pulumi config set --secret {key} < file`")
         return None
     if kind == "ssh_key" and not _is_private_key(secret):
-        problems.add(name, f"credential.{kind}", f"agentfleet:{key} is {NOT_A_PRIVATE_KEY}")
+        problems.add(name, f"credential.{kind}", f"config key {key} is {NOT_A_PRIVATE_KEY}")
         return None
     if kind == "https_token" and (remote is None or remote.scheme != "https"):
         problems.add(name, f"credential.{kind}", "an HTTPS token needs an https:// remote")

@@ -9,9 +9,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from components.spec import declared_backends  # noqa: E402  (needs the project on sys.path)
-
-CONFIG_KEY = "agentfleet:fleet"
+from components.project import fleet_config_key  # noqa: E402  (needs the project on sys.path)
+from components.spec import declared_backends  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -25,10 +24,11 @@ def main(argv: list[str]) -> int:
         print(f"error: cannot read {path}: {exc}", file=sys.stderr)
         return 1
     config = document.get("config") if isinstance(document, dict) else None
-    fleet = config.get(CONFIG_KEY) if isinstance(config, dict) else None
+    key = fleet_config_key()
+    fleet = config.get(key) if isinstance(config, dict) else None
     backends = declared_backends(fleet)
     if not backends:
-        print(f"error: {path} has no `{CONFIG_KEY}` with agents (see stacks/Pulumi.dev.yaml)", file=sys.stderr)
+        print(f"error: {path} has no `{key}` with agents (see stacks/Pulumi.dev.yaml)", file=sys.stderr)
         return 1
     print(" ".join(backends))
     return 0

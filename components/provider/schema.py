@@ -55,8 +55,8 @@ FLEET_RESOURCE = {
     "isComponent": True,
     "description": "Every agent of one stack: each its own machine (a Docker container, a Lima or Multipass VM, "
                    "or a Kubernetes pod), keys, cloud-config and SSH endpoint.",
-    "inputProperties": {"fleet": {**ANY, "description": "The fleet's config, as `agentfleet:fleet` in a stack "
-                                                         "file of agentfleet's own project (see its README)."}},
+    "inputProperties": {"fleet": {**ANY, "description": "The fleet's config: the object a stack file of "
+                                                         "agentfleet's reference project holds as `fleet` (see its README)."}},
     "requiredInputs": ["fleet"],
     "properties": {
         "agents": {"type": "object", "additionalProperties": ANY,

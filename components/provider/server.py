@@ -75,9 +75,8 @@ class AgentfleetProvider(Provider):
         return GetSchemaResponse(schema_json())
 
     async def check_config(self, request: CheckRequest) -> CheckResponse:
-        # The provider has no settings of its own. The engine offers it every config key in the
-        # `agentfleet:` namespace, which in agentfleet's own project holds the fleet and its
-        # secrets: keeping only the engine's own keys keeps them out of the provider's state.
+        # The provider has no settings of its own: only the engine's own keys are kept, so config
+        # a project keeps in the `agentfleet:` namespace never enters the provider's state.
         return CheckResponse(inputs={key: value for key, value in request.new_inputs.items()
                                      if key in ENGINE_KEYS})
 

@@ -19,6 +19,7 @@ import yaml
 from pulumi import automation as auto
 
 from agentfleet.sshkeys import host_key_name
+from components.project import fleet_config_key
 
 PASSPHRASE = "e2e-passphrase"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -212,16 +213,21 @@ class FleetStack:
         )
 
     @property
+    def fleet_key(self) -> str:
+        """Where this project's stack files keep the fleet (it follows the project's name)."""
+        return fleet_config_key(self.project_dir / "Pulumi.yaml")
+
+    @property
     def config_file(self) -> Path:
         return self.project_dir / "stacks" / f"Pulumi.{self.name}.yaml"
 
     def fleet(self) -> dict[str, Any]:
         """The fleet config as set_fleet last wrote it."""
-        return yaml.safe_load(self.config_file.read_text())["config"]["agentfleet:fleet"]
+        return yaml.safe_load(self.config_file.read_text())["config"][self.fleet_key]
 
     def set_fleet(self, fleet: dict[str, Any]) -> None:
         document = yaml.safe_load(self.config_file.read_text()) if self.config_file.exists() else {}
-        document.setdefault("config", {})["agentfleet:fleet"] = fleet
+        document.setdefault("config", {})[self.fleet_key] = fleet
         self.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def set_secret(self, key: str, value: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from components.project import fleet_config_key
 from tests.e2e.support import FleetStack
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "stacks" / "Pulumi.mixed.yaml"
@@ -15,7 +16,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "stacks" / "Pulumi.mixed.yaml"
 
 def test_mixed_example_previews_every_backend(make_stack):
     stack: FleetStack = make_stack("mixed")
-    fleet = yaml.safe_load(EXAMPLE.read_text())["config"]["agentfleet:fleet"]
+    fleet = yaml.safe_load(EXAMPLE.read_text())["config"][fleet_config_key()]
     stack.set_fleet(fleet)
     lines: list[str] = []
     preview = stack.stack.preview(on_output=lines.append)

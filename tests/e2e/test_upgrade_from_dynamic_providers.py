@@ -1,18 +1,23 @@
 """Upgrading a fleet made by agentfleet 0.1 (every machine, volume, network and key a Pulumi dynamic
 provider resource) to agentfleet's own provider keeps every agent: the same container, SSH port,
 pinned host key and workspace content. The real engine and Docker: the stack is brought up by the
-last commit of 0.1, taken from this repository's history, then `pulumi up --refresh=false` (once:
-0.1's pickled providers cannot be loaded by the new code to refresh) runs the new code.
+last commit of 0.1, taken from this repository's history, then the new code and
+`scripts/upgrade-from-0.1` (README: `make upgrade`) move it: the stack into the renamed project,
+its config keys along, and one `pulumi up --refresh=false` (0.1's pickled providers cannot be
+loaded by the new code to refresh).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi import automation as auto
 
 from agentfleet import Fleet
 from tests.e2e.support import (
@@ -66,6 +71,7 @@ def old_stack(tmp_path: Path, agent_image: str):
 
 
 def test_a_fleet_of_agentfleet_0_1_moves_to_the_provider_with_every_agent_kept(old_stack: FleetStack):
+    old_stack.set_secret("teamToken", "kept-through-the-upgrade")
     before = old_stack.up()
     assert "pulumi-python:dynamic/agentfleet:DockerContainer" in old_stack.export()
     with Fleet.from_outputs(before, old_stack.name) as client:
@@ -74,7 +80,12 @@ def test_a_fleet_of_agentfleet_0_1_moves_to_the_provider_with_every_agent_kept(o
     kept = machines(old_stack, before)
 
     replace_code(old_stack.project_dir)
-    old_stack.pulumi("up", "--yes", "--refresh=false")
+    subprocess.run([str(PROJECT_ROOT / "scripts" / "upgrade-from-0.1"), old_stack.name], cwd=old_stack.project_dir,
+                   env={**os.environ, **old_stack.env}, check=True, capture_output=True, text=True)
+    assert "agentfleet:" not in old_stack.config_file.read_text()
+    assert old_stack.pulumi("config", "get", "teamToken").strip() == "kept-through-the-upgrade"  # secrets move intact
+    old_stack.stack = auto.select_stack(old_stack.name, work_dir=str(old_stack.project_dir), opts=auto.LocalWorkspaceOptions(
+        env_vars=old_stack.env, secrets_provider="passphrase"))
 
     after = old_stack.outputs()
     assert machines(old_stack, after) == kept

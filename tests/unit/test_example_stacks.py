@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.project import fleet_config_key
 from components.spec import load_fleet
 
 STACKS = sorted((Path(__file__).resolve().parents[2] / "stacks").glob("Pulumi.*.yaml"))
@@ -19,5 +20,5 @@ def test_there_are_example_stacks() -> None:
 @pytest.mark.parametrize("path", STACKS, ids=lambda path: path.name)
 def test_every_example_stack_loads(path: Path) -> None:
     stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
-    fleet = load_fleet(stack, yaml.safe_load(path.read_text())["config"]["agentfleet:fleet"], {}.get)
+    fleet = load_fleet(stack, yaml.safe_load(path.read_text())["config"][fleet_config_key()], {}.get)
     assert fleet.agents and all(fleet.placement(agent) for agent in fleet.agents)

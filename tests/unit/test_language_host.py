@@ -21,8 +21,8 @@ def request(**fields) -> language_pb2.RunRequest:
     )
     message.info.root_directory = "/work/project"
     message.info.entry_point = "."
-    message.config["agentfleet:fleet"] = '{"agents": []}'
-    message.configSecretKeys.append("agentfleet:key1")
+    message.config["reference-fleet:fleet"] = '{"agents": []}'
+    message.configSecretKeys.append("reference-fleet:key1")
     return message
 
 
@@ -41,7 +41,7 @@ def test_launcher_gets_the_upstream_flags_then_the_program_and_its_args():
 def test_config_travels_on_stdin_never_in_argv_or_the_environment():
     message = request()
     given = json.loads(host.launcher_input(message))
-    assert given == {"config": {"agentfleet:fleet": '{"agents": []}'}, "secret_keys": ["agentfleet:key1"]}
+    assert given == {"config": {"reference-fleet:fleet": '{"agents": []}'}, "secret_keys": ["reference-fleet:key1"]}
     assert not any("agents" in arg for arg in host.launcher_argv(message, "e"))
 
 
@@ -53,10 +53,10 @@ def test_the_program_reads_its_config_from_stdin_into_the_sdk(tmp_path):
 
     launcher = tmp_path / "launcher.py"
     launcher.write_text("import json, os, sys\nfrom pulumi.runtime import config\n"
-                        "print(json.dumps([sys.argv, config.get_config('agentfleet:key1'), "
-                        "config.is_config_secret('agentfleet:key1'), 'PULUMI_CONFIG' in os.environ]))\n")
+                        "print(json.dumps([sys.argv, config.get_config('reference-fleet:key1'), "
+                        "config.is_config_secret('reference-fleet:key1'), 'PULUMI_CONFIG' in os.environ]))\n")
     message = request()
-    message.config["agentfleet:key1"] = "s3cret"
+    message.config["reference-fleet:key1"] = "s3cret"
     done = subprocess.run([sys.executable, "-c", host.CONFIG_FROM_STDIN, str(launcher), "--stack", "dev"],
                           input=host.launcher_input(message), capture_output=True, check=True)
     assert json.loads(done.stdout) == [[str(launcher), "--stack", "dev"], "s3cret", True, False]

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from components.backends.registry import preflight_problems
+from components.project import fleet_config_key
 from components.spec import load_fleet
 from tests.unit.fleet_mocks import VM_ADDRESS, FleetMocks, mocks_for_module
 from tests.key_marks import PRIVATE_KEY
@@ -134,7 +135,7 @@ def test_the_mixed_stack_example_is_a_valid_fleet_on_three_backends():
     example = Path(__file__).resolve().parents[2] / "stacks" / "Pulumi.mixed.yaml"
     config = yaml.safe_load(example.read_text())["config"]
 
-    spec = load_fleet("mixed", config["agentfleet:fleet"], {}.get)
+    spec = load_fleet("mixed", config[fleet_config_key()], {}.get)
 
     assert spec.backends() == {"docker", "lima", "multipass"}
     assert [a.name for a in spec.agents if a.backend == "multipass"] == ["agent-3", "agent-4"]

@@ -72,7 +72,7 @@ def test_a_stack_file_without_a_fleet_is_an_error(tmp_path):
     empty.write_text("config: {}\n")
     done = subprocess.run([sys.executable, "scripts/stack_backends.py", str(empty)], cwd=PROJECT_ROOT,
                           capture_output=True, text=True)
-    assert done.returncode == 1 and "has no `agentfleet:fleet` with agents" in done.stderr
+    assert done.returncode == 1 and "has no `reference-fleet:fleet` with agents" in done.stderr
 
 
 def test_a_long_step_says_what_it_does_and_for_how_long():

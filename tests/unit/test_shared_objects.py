@@ -58,7 +58,7 @@ def test_a_public_https_remote_needs_no_credential():
     ({"shared_objects": True, "agents": [agent("a", remote=REMOTE)]}, {},
      'field "shared_objects": no credential can read git@github.com:org/app.git at `pulumi up`'),
     ({"shared_objects": {"credential": {"ssh_key": "missing"}}, "agents": [agent("a", remote=REMOTE)]}, {},
-     'stack "test", field "shared_objects.credential.ssh_key": config key agentfleet:missing is not set'),
+     'stack "test", field "shared_objects.credential.ssh_key": config key missing is not set'),
     ({"shared_objects": {"credential": "generate"}, "agents": [agent("a", remote=REMOTE)]}, {},
      'field "shared_objects.credential": must be a key or token that can read the remote now'),
     ({"shared_objects": {"credentials": {}}, "agents": [agent("a", remote=REMOTE)]}, {},

@@ -68,7 +68,7 @@ def test_all_problems_are_reported_at_once():
 
 def test_malformed_private_key_is_refused_and_a_valid_one_kept_as_secret():
     remote = {"remote": "git@github.com:org/app.git", "credential": {"ssh_key": "key1"}}
-    assert any("agentfleet:key1 is not an unencrypted OpenSSH or PEM private key" in p
+    assert any("config key key1 is not an unencrypted OpenSSH or PEM private key" in p
                for p in problems({"agents": [agent(**remote)]}, {"key1": "garbage"}))
     private, _ = generate_ed25519("test")
     (spec,) = load({"agents": [agent(**remote)]}, {"key1": private}).agents
