@@ -297,7 +297,7 @@ def _load_hosts(raw: Any, stack: str, local_networks: list[str], problems: _Prob
         problems.add(None, "hosts", "must map host names to `{address: ssh://user@host, known_hosts: [...]}` "
                      "or `{kubernetes: {kubeconfig: ..., node_address: ...}}`")
         return hosts
-    from components.engines import SshTarget
+    from components.backends.docker.engines import SshTarget
 
     for name, entry in raw.items():
         where = f"hosts.{name}"
