@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Self
 
 from components.backends import MachineContext
-from components.backends.docker import _port_free
-from components.backends.docker_engine import client
-from components.engines import held_ports
+from components.backends.docker.backend import _port_free
+from components.backends.docker.driver import client
+from components.backends.docker.engines import held_ports
 from components.image import agent_image_tag
 from components.keys import generate_ed25519
 from components.spec import FleetSpec, load_fleet

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from bench.common import Workbench, load, median, seconds, stack_endpoints, wait_until_answers
-from components.engines import Engine, ensure_image, open_client
+from components.backends.docker.engines import Engine, ensure_image, open_client
 from tests.e2e.remote_hosts import RemoteHosts
 
 

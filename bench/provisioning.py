@@ -38,7 +38,7 @@ from bench.common import (
     wait_until_answers,
 )
 from bench.scripted import prepare
-from components.backends.docker_engine import WAIT_FOR_BOOT
+from components.backends.docker.driver import WAIT_FOR_BOOT
 
 WAYS = ("pulumi up", "docker script", "raw Docker PoC")
 AIMS = {20: ("raw Docker PoC", 2.0), 1: ("docker script", 1.5)}  # agents: (baseline, at most this ratio)

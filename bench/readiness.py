@@ -25,8 +25,8 @@ from typing import Any
 
 from bench.common import READY_COMMAND, Workbench, aim, answers_git, free_fleet, load, median, remove_labelled
 from bench.scripted import ENDPOINT, pinned_fields
-from components.backends.docker import network_name
-from components.backends.docker_engine import ContainerDriver, NetworkDriver, VolumeDriver, client
+from components.backends.docker.backend import network_name
+from components.backends.docker.driver import ContainerDriver, NetworkDriver, VolumeDriver, client
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from components.backends import MachineContext
-from components.backends.docker import container_fields
-from components.backends.docker_engine import CPU_PERIOD, seed_archive
+from components.backends.docker.backend import container_fields
+from components.backends.docker.driver import CPU_PERIOD, seed_archive
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import AgentSpec

@@ -1,9 +1,10 @@
 """Backends: how one agent's machine is created, read, changed and destroyed, behind one interface.
 
-Every backend module offers a `BACKEND` object with the shape of `Backend`, so the Fleet and
-Agent components treat Docker, Lima and Multipass alike: what this machine lacks to drive it,
-what it checks before anything is created, the fleet-level resources its agents need, and each
-agent's machine (a `Reconciled` resource whose `host` and `port` outputs are the SSH endpoint).
+Every backend is a package whose backend.py offers a `BACKEND` object with the shape of
+`Backend` (registry.py loads it), so the Fleet and Agent components treat Docker, Lima and
+Multipass alike: what this machine lacks to drive it, what it checks before anything is
+created, the fleet-level resources its agents need, and each agent's machine (a `Reconciled`
+resource whose `host` and `port` outputs are the SSH endpoint).
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ from components.backends import Backend
 from components.spec import FleetSpec
 
 MODULES = {
-    "docker": "components.backends.docker",
-    "lima": "components.backends.lima",
-    "multipass": "components.backends.multipass",
-    "kubernetes": "components.backends.kubernetes",
+    "docker": "components.backends.docker.backend",
+    "lima": "components.backends.lima.backend",
+    "multipass": "components.backends.multipass.backend",
+    "kubernetes": "components.backends.kubernetes.backend",
 }
 
 

@@ -20,19 +20,19 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "SshKeyPair": Kind("components.keys:KeyPairDriver",
                        "An ed25519 key pair made once; the private key is kept only as a secret output."),
-    "DockerContainer": Kind("components.backends.docker_engine:ContainerDriver",
+    "DockerContainer": Kind("components.backends.docker.driver:ContainerDriver",
                             "An agent's container on a Docker engine (local or reached over SSH), its sshd published "
                             "on a port kept for its life."),
-    "DockerVolume": Kind("components.backends.docker_engine:VolumeDriver",
+    "DockerVolume": Kind("components.backends.docker.driver:VolumeDriver",
                          "An agent's workspace: a named volume that outlives its container."),
-    "DockerNetwork": Kind("components.backends.docker_engine:NetworkDriver",
+    "DockerNetwork": Kind("components.backends.docker.driver:NetworkDriver",
                           "The stack's bridge network on one Docker engine."),
-    "DockerImage": Kind("components.backends.docker_engine:ImageDriver",
+    "DockerImage": Kind("components.backends.docker.driver:ImageDriver",
                         "The agent image on a remote engine, sent from the local one (no registry needed)."),
-    "SharedObjects": Kind("components.backends.docker_engine:MirrorDriver",
+    "SharedObjects": Kind("components.backends.docker.driver:MirrorDriver",
                           "A mirror of the fleet's remote on one engine, mounted read-only as agents' git alternates."),
-    "LimaVm": Kind("components.backends.lima_cli:VmDriver", "An agent's Lima VM; its disk holds the workspace."),
-    "MultipassVm": Kind("components.backends.multipass_cli:VmDriver",
+    "LimaVm": Kind("components.backends.lima.driver:VmDriver", "An agent's Lima VM; its disk holds the workspace."),
+    "MultipassVm": Kind("components.backends.multipass.driver:VmDriver",
                         "An agent's Multipass VM; its disk holds the workspace."),
 }
 

@@ -4,7 +4,7 @@
 #   - limactl $LIMA_VERSION built from Go modules, with its linux/amd64 guest agent where Lima
 #     looks for it (<prefix>/share/lima/lima-guestagent.Linux-x86_64);
 #   - the agent VM image, built from Debian packages by images/lima/build-vm-image and kept by
-#     the hash of that recipe (components/backends/lima.py computes the same hash);
+#     the hash of that recipe (components/backends/lima/backend.py computes the same hash);
 #   - whether KVM works here (a one-off probe boot), recorded for the wrapper below;
 #   - $LIMA_DIR/bin/limactl, the wrapper agentfleet (and you) run: it sets LIMA_HOME, forces
 #     software emulation (TCG) when KVM does not work, and, when called by root, runs Lima as the
@@ -40,7 +40,7 @@ lima_dir() {
     fi
 }
 
-# The image's cache key: the recipe's content hash (the same as components/backends/lima.py).
+# The image's cache key: the recipe's content hash (the same as components/backends/lima/backend.py).
 lima_image_id() {
     sha256sum "$_AGENTFLEET_LIB/../../images/lima/build-vm-image" | cut -c1-16
 }

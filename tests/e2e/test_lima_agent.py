@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from agentfleet import Fleet
-from components.backends import lima
+from components.backends.lima import backend as lima
 from components.keys import generate_ed25519
 from tests.e2e.support import FleetStack, GitServer
 from tests.key_marks import PRIVATE_KEY_BEGIN

@@ -1,5 +1,6 @@
-"""components/engines.py against real remote Docker hosts: the rig's network namespaces, each
-with its own dockerd and sshd (tests/e2e/remote_hosts.py), reached over SSH with pinned keys."""
+"""components/backends/docker/engines.py against real remote Docker hosts: the rig's network
+namespaces, each with its own dockerd and sshd (tests/e2e/remote_hosts.py), reached over SSH with
+pinned keys."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from components.engines import Engine, EngineError, engine_facts, ensure_image, has_image, open_client, port_holders
+from components.backends.docker.engines import (
+    Engine,
+    EngineError,
+    engine_facts,
+    ensure_image,
+    has_image,
+    open_client,
+    port_holders,
+)
 from components.keys import generate_ed25519
 from tests.e2e.remote_hosts import RemoteHost, RemoteHosts
 

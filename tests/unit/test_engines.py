@@ -1,6 +1,7 @@
-"""components/engines.py without remote hosts: addresses, pinned and operator keys, the port
-parsers against recorded Engine API outputs (tests/unit/fixtures/engines), and image transfer
-and facts against a fake that replays them. The real thing: tests/e2e/test_remote_engines.py."""
+"""components/backends/docker/engines.py without remote hosts: addresses, pinned and operator
+keys, the port parsers against recorded Engine API outputs (tests/unit/fixtures/engines), and
+image transfer and facts against a fake that replays them. The real thing:
+tests/e2e/test_remote_engines.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.engines import (
+from components.backends.docker.engines import (
     Engine,
     EngineError,
     SshTarget,

@@ -1,9 +1,9 @@
-"""components/backends/kubernetes.py: the pod an agent runs in, without a cluster."""
+"""components/backends/kubernetes/backend.py: the pod an agent runs in, without a cluster."""
 
 from __future__ import annotations
 
-from components.backends.docker import CAPABILITIES
-from components.backends.kubernetes import SEED_MOUNT, KubernetesAgentArgs, meta_data, pod_spec
+from components.backends.docker.backend import CAPABILITIES
+from components.backends.kubernetes.backend import SEED_MOUNT, KubernetesAgentArgs, meta_data, pod_spec
 from components.spec import load_fleet
 
 

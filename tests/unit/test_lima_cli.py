@@ -1,7 +1,7 @@
 """Lima backend, the VM's driver against recorded limactl outputs.
 
 tests/unit/fixtures/lima/ holds real outputs of limactl 1.2.1 run here (see its README). The
-pure functions are checked against them; the driver of the VM resource (`lima_cli.VmDriver`:
+pure functions are checked against them; the driver of the VM resource (`lima.driver.VmDriver`:
 create, read, update, delete, and the resource's provider on top of it) runs against a FAKE
 limactl first on PATH that keeps its instances' states, records its argv and stdin and replays
 those outputs. The readiness wait is real: the fake's `list --json` reports the port where the
@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.backends import MachineContext, lima
-from components.backends.lima_cli import (
+from components.backends import MachineContext
+from components.backends.lima import backend as lima
+from components.backends.lima.driver import (
     START_TIMEOUT_S,
     LimaError,
     VmDriver,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.backends import MachineContext, lima
-from components.backends.lima_cli import VmDriver, socket_path_problem
+from components.backends import MachineContext
+from components.backends.lima import backend as lima
+from components.backends.lima.driver import VmDriver, socket_path_problem
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import FleetConfigError, load_fleet

@@ -6,7 +6,7 @@ written in that format, see its README):
 
 - the pure functions (commands, `multipass info --format json` parsing, error explanations)
   against the written outputs;
-- the driver of the VM resource (`multipass_cli.VmDriver`: create, read, update, delete, and
+- the driver of the VM resource (`multipass.driver.VmDriver`: create, read, update, delete, and
   the resource's provider on top of it) against a FAKE `multipass` executable first on PATH that
   keeps its instances' states, records its argv and stdin and replays those outputs. The
   readiness wait is real: the fake's `info` reports 127.0.0.1, and the driver waits on the port
@@ -23,8 +23,9 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.backends import MachineContext, multipass
-from components.backends.multipass_cli import (
+from components.backends import MachineContext
+from components.backends.multipass import backend as multipass
+from components.backends.multipass.driver import (
     MultipassError,
     VmDriver,
     daemon_answers,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import time
 
-from components.backends.docker import _port_free
+from components.backends.docker.backend import _port_free
 
 TIME_WAIT = "06"  # the state column of /proc/net/tcp
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.backends.multipass_cli import MultipassError, apply_in_place
+from components.backends.multipass.driver import MultipassError, apply_in_place
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.process import run

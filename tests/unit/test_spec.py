@@ -1,4 +1,4 @@
-"""components/spec.py: every invalid field is reported with stack, agent and field; valid configs load."""
+"""components/spec: every invalid field is reported with stack, agent and field; valid configs load."""
 
 import pytest
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from components.backends.kubernetes_preflight import canonical_image, cluster_field
+from components.backends.kubernetes.preflight import canonical_image, cluster_field
 from components.spec import FLEET_CLUSTER, LOCAL_HOST, FleetConfigError, load_fleet
 from components.keys import generate_ed25519
 

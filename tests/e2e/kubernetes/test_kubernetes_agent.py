@@ -1,7 +1,8 @@
-"""components/backends/kubernetes.py on the real test cluster, through the real Pulumi engine and
-pulumi-kubernetes provider: one agent comes up from its cloud-config (a Secret), answers SSH with
-its pinned host key, keeps least privilege, survives its pod being deleted out of band with the
-same endpoint, host key and workspace, and destroy leaves nothing in the namespace."""
+"""components/backends/kubernetes/backend.py on the real test cluster, through the real Pulumi
+engine and pulumi-kubernetes provider: one agent comes up from its cloud-config (a Secret),
+answers SSH with its pinned host key, keeps least privilege, survives its pod being deleted out
+of band with the same endpoint, host key and workspace, and destroy leaves nothing in the
+namespace."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.backends.kubernetes import KubernetesAgentArgs, provision
+from components.backends.kubernetes.backend import KubernetesAgentArgs, provision
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import load_fleet

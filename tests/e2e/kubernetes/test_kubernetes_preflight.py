@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.backends.kubernetes_preflight import cluster_problems
+from components.backends.kubernetes.preflight import cluster_problems
 from components.spec import load_fleet
 from tests.e2e.kubernetes.storage import STORAGE_CLASS, dynamic_storage
 from tests.kubecluster.cluster import Cluster

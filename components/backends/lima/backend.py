@@ -7,7 +7,7 @@ Why these choices (see DESIGN.md):
   own port (`ssh.localPort`), bound to 127.0.0.1 by Lima.
 - Lima writes its own cloud-init user-data. The agent's document (secret, on stdin) is applied
   afterwards by cloud-init itself: the modules its keys need, in cloud-init's own order, in one
-  `cloud-init modules` run (`apply_steps`), then the per-boot scripts it installs. lima_cli.py
+  `cloud-init modules` run (`apply_steps`), then the per-boot scripts it installs. driver.py
   carries it over Lima's SSH session; it is never in argv, environment or a host file.
 - Without an `image`, the VM boots the image scripts/setup builds from Debian packages
   (images/lima/build-vm-image), found by the hash of that recipe, with its own kernel and initrd
@@ -15,7 +15,7 @@ Why these choices (see DESIGN.md):
 - limactl is the wrapper scripts/setup writes ($AGENTFLEET_LIMA_DIR/bin/limactl): it forces
   software emulation where KVM does not work and runs Lima unprivileged when called by root.
   Without it, `limactl` on PATH (a Lima you installed) is used as it is.
-- The VM is a `Reconciled` resource driven by lima_cli.VmDriver: its inputs are the instance
+- The VM is a `Reconciled` resource driven by driver.VmDriver: its inputs are the instance
   config and the module list, so editing agentfleet's code replaces no VM; refresh reads the
   instance's status, and `pulumi up` starts a stopped VM instead of rebuilding it.
 """
@@ -34,12 +34,12 @@ import pulumi
 import yaml
 
 from components.backends import Endpoint, MachineContext
-from components.backends.lima_cli import RUNNER, lima_dir, lima_home, limactl_command, socket_path_problem
+from components.backends.lima.driver import RUNNER, lima_dir, lima_home, limactl_command, socket_path_problem
 from components.reapply import in_place_fields, per_boot_scripts, steps_document
 from components.reconciled import Reconciled
 from components.spec import AgentSpec, FleetSpec
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 RECIPE = PROJECT_ROOT / "images" / "lima" / "build-vm-image"
 # Lima's own user in the guest; not uid 1000, which the document gives to `agent`.
 LIMA_USER = {"name": "lima", "uid": 1001}
@@ -136,7 +136,7 @@ def apply_steps(document: dict[str, Any]) -> tuple[list[str], list[str]]:
     if unknown:
         raise ValueError(
             f"cloud-config keys the Lima backend does not apply: {', '.join(unknown)}; "
-            "add their cloud-init module to MODULE_KEYS in components/backends/lima.py"
+            "add their cloud-init module to MODULE_KEYS in components/backends/lima/backend.py"
         )
     wanted = {
         "write_files": any(not f.get("defer") for f in files),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from docker.errors import APIError
 
-from components.backends.docker_engine import DockerError, tar_of
+from components.backends.docker.driver import DockerError, tar_of
 from components.process import tail
 from components.reapply import DOCUMENT_PATH, update_plan
 

@@ -10,10 +10,10 @@ Why this shape:
 - The cloud-config is a Secret mounted where the image's init waits for a NoCloud seed
   (/var/lib/cloud/seed/nocloud: user-data and meta-data). It is never in the pod spec, the
   environment, annotations or labels, and Pulumi keeps it as a secret.
-- The same least privilege as Docker (components/backends/docker.py): every capability dropped
-  but the ones sshd and cloud-init need (plus NET_ADMIN to apply a restricted egress policy at
-  boot), no privilege escalation, the runtime's default seccomp profile, CPU and memory limits
-  from the spec, no service-account token and no service links in the pod; like Docker, the
+- The same least privilege as Docker (components/backends/docker/backend.py): every capability
+  dropped but the ones sshd and cloud-init need (plus NET_ADMIN to apply a restricted egress
+  policy at boot), no privilege escalation, the runtime's default seccomp profile, CPU and memory
+  limits from the spec, no service-account token and no service links in the pod; like Docker, the
   pod lets sshd bind port 22 without CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start).
 - The endpoint is a NodePort on the node address the operator reaches (the default), or the
   address the cluster's load balancer gives a LoadBalancer Service, on port 22.
@@ -23,7 +23,7 @@ Why this shape:
 One agent's objects come from `KubernetesAgentArgs`; `KubernetesBackend` reads the agent's cluster
 (a host of the fleet: its `kubernetes:` block or a `hosts.<name>.kubernetes`, spec.ClusterSpec) into
 them, makes each cluster's Provider and namespace, and checks each cluster before anything is
-created (components/backends/kubernetes_preflight.py).
+created (preflight.py).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import pulumi_kubernetes as k8s
 
 from agentfleet.contract import WORKSPACE as WORKSPACE_MOUNT
 from components.backends import Endpoint, MachineContext
-from components.backends.docker import capabilities
-from components.backends.kubernetes_preflight import (
+from components.backends.docker.backend import capabilities
+from components.backends.kubernetes.preflight import (
     MANAGED_BY_LABEL,
     NAMESPACE_STACK_LABEL,
     cluster_field,

@@ -3,7 +3,7 @@ the Docker Engine API (the `docker` SDK), on the local engine or remote ones ove
 read back, changed in place and removed.
 
 Why the API and not the CLI: one connection per engine instead of a process per call, and the
-same code reaches remote engines (components/engines.py pins their host keys). Secrets travel in
+same code reaches remote engines (engines.py pins their host keys). Secrets travel in
 request bodies only: the cloud-config is copied into the created container as a NoCloud seed
 (`put_archive`) before it starts, and the shared objects' credential likewise; neither is ever
 in arguments, environment or labels.
@@ -28,7 +28,16 @@ from typing import Any, Optional
 from docker.errors import APIError, NotFound
 from docker.types import Mount
 
-from components.engines import LINK_ERRORS, Engine, EngineError, HostClient, ensure_image, has_image, held_ports, open_client
+from components.backends.docker.engines import (
+    LINK_ERRORS,
+    Engine,
+    EngineError,
+    HostClient,
+    ensure_image,
+    has_image,
+    held_ports,
+    open_client,
+)
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.reconciled import Driver
 
@@ -205,7 +214,7 @@ def _bindable(port: int) -> bool:
 
 class ContainerDriver(Driver):
     """An agent's container. Limits, restart policy, running state and the cloud-config change in
-    place (docker_apply.py); the rest (image, ports, mounts, networks, privileges, packages)
+    place (apply.py); the rest (image, ports, mounts, networks, privileges, packages)
     replaces the container. Its port, when the config gives none, is chosen free on its host when
     it is made and kept."""
 
@@ -308,7 +317,7 @@ class ContainerDriver(Driver):
                 self._start(container, {**fields, **(self.read(name, fields) or {})})
             except (DockerError, HostKeyTimeout) as error:
                 raise DockerError(f"container {name}: started again, but {error}") from None
-        from components.backends.docker_apply import apply_in_place
+        from components.backends.docker.apply import apply_in_place
 
         apply_in_place(container, secret or "")
         return self.read(name, fields) or {}

@@ -24,7 +24,7 @@ from components.spec import FLEET_CLUSTER, AgentSpec, ClusterSpec, HostSpec
 AGENT_OBJECTS = ("secrets", "persistentvolumeclaims", "deployments.apps", "services")
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 NODE_IMAGES_LISTED = 50  # kubelet's default nodeStatusMaxImages
-# On what a stack makes (components/backends/kubernetes.py): its objects and its namespace.
+# On what a stack makes (backend.py): its objects and its namespace.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 NAMESPACE_STACK_LABEL = "agentfleet.dev/stack"
 

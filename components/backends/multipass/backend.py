@@ -3,9 +3,9 @@ refresh (its address, its state), started again when stopped, purged on destroy.
 
 Why these choices (see DESIGN.md): the cloud-config reaches Multipass on stdin
 (`--cloud-init -`), never in argv, environment or a file. The VM is a `Reconciled` resource
-driven by multipass_cli.VmDriver; its inputs are the launch flags and the cloud-config, so
+driven by driver.VmDriver; its inputs are the launch flags and the cloud-config, so
 editing agentfleet's code replaces no VM. The commands and the parsing of Multipass' outputs live
-in multipass_cli.py.
+in driver.py.
 
 Tested against Multipass' documented CLI contract, not booted: Multipass ships as a snap and
 cannot be installed on the machines this is built on.
@@ -18,7 +18,7 @@ import shutil
 import pulumi
 
 from components.backends import Endpoint, MachineContext
-from components.backends.multipass_cli import daemon_answers, instance_name_problem, launch_argv
+from components.backends.multipass.driver import daemon_answers, instance_name_problem, launch_argv
 from components.process import run
 from components.reapply import in_place_fields
 from components.reconciled import Reconciled

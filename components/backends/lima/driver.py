@@ -11,7 +11,7 @@ instance that is already gone counts as deleted.
 Why the cloud-config travels this way: Lima writes its own cloud-init user-data (its user, its
 key, its boot script) and takes no other. So the VM boots with Lima's, and the agent's document
 is then applied by cloud-init itself, every module the document uses in one `cloud-init modules`
-run (see components/backends/lima.py for which). The document goes through `limactl shell`'s
+run (see backend.py for which). The document goes through `limactl shell`'s
 stdin (ssh) to a root-only file on the guest's tmpfs, removed once applied: it is never in argv,
 in the environment, or in a file on the host.
 """

@@ -5,7 +5,7 @@ Why these choices (see DESIGN.md): the cloud-config reaches the container as a N
 the API's request body, never in argv, environment or labels; the SSH port is fixed for the
 container's life and bound to 127.0.0.1 unless configured; capabilities are dropped to what sshd
 and cloud-init need; the workspace is a named volume that outlives the container. Every piece is
-a `Reconciled` resource driven by docker_engine.py, so refresh sees it and up heals it.
+a `Reconciled` resource driven by driver.py, so refresh sees it and up heals it.
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
 
 class DockerBackend:
     def missing_tools(self) -> list[str]:
-        from components.backends.docker_engine import client
-        from components.engines import EngineError
+        from components.backends.docker.driver import client
+        from components.backends.docker.engines import EngineError
 
         try:
             client().ping()
@@ -208,8 +208,8 @@ BACKEND = DockerBackend()
 def host_problems(fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
     """Per host its agents are placed on: reachable with its pinned key and Docker answering (the
     error names the host and its agents), the agent images at hand, explicit ports free there."""
-    from components.backends.docker_engine import client
-    from components.engines import EngineError, has_image, held_ports
+    from components.backends.docker.driver import client
+    from components.backends.docker.engines import EngineError, has_image, held_ports
 
     problems = []
     by_host = fleet.placed(agents)

@@ -1,267 +1,62 @@
-"""The fleet as typed, validated objects: the one place that says what a valid stack config is.
-
-Why all checks live here: a bad config must fail `pulumi preview` and `pulumi up` with one message
-per problem (stack, agent, field, what is wrong, what would be right) before any resource exists.
-`load_fleet` either returns a complete `FleetSpec` or raises `FleetConfigError` listing every
-problem it found.
-"""
+"""Loading a stack's `agentfleet:fleet` object: all at once, so one run reports every problem
+(stack, agent, field, what is wrong, what would be right) before any resource exists."""
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
-import unicodedata
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from agentfleet.contract import BACKENDS
-from agentfleet.sshkeys import NOT_A_PRIVATE_KEY, host_key_name, load_private_key
-
-DEFAULT_BACKEND = "docker"
-# Every pattern is used with fullmatch: `$` would also accept a trailing newline.
-AGENT_NAME = re.compile(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?")
-DOCKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-# user@domain: a dot-atom local part (RFC 5322, and any non-ASCII letter: RFC 6531), a domain of
-# two or more labels. Leaves out quoted local parts and `"`, `;`, `<`, `>`, which git mangles.
-_LOCAL_CHAR = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s])"
-_DOMAIN_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
-EMAIL = re.compile(rf"{_LOCAL_CHAR}+(?:\.{_LOCAL_CHAR}+)*@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+")
-MEMORY = re.compile(r"(\d+)\s*(m|mb|mib|g|gb|gib)?", re.IGNORECASE)
-HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-URL_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._~+-]*")
-# git's scp-like form: [user@]host:path, a colon before any slash.
-SCP_REMOTE = re.compile(r"(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*):(?P<path>.*)")
-URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # git's is_url(); else scp form or a path
-URL_REMOTE = re.compile(r"[^:/]*://(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*)(?::(?P<port>\d{1,5}))?(?P<path>/.*|)")
-# `name::address` makes git run git-remote-<name> (ext:: runs any command, fd:: reads a descriptor).
-REMOTE_HELPER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
-PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1: no option, version or release
-# What git strips from either end of an identity when it writes a commit (ident.c: crud), and the
-# delimiters it drops from inside one.
-GIT_IDENT_STRIPS = frozenset(".,:;<>\"\\'")
-GIT_IDENT_DROPS = frozenset("<>")
-# What git check-ref-format refuses anywhere in a branch name.
-BRANCH_REFUSED = frozenset(" ~^:?*[\\")
-_UNWRITABLE = {"Cc": "control character", "Cs": "lone surrogate", "Zl": "line separator", "Zp": "paragraph separator"}
-PORT_RANGE = (1024, 65535)
-DEFAULT_PORT_BASE = 22000
-PORT_SPAN = 2000
-
-# GitHub's published SSH host keys: the default known_hosts for an agent's remote.
-GITHUB_KNOWN_HOSTS = (
-    "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
-    "github.com ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrpxxrE/gs0n8qXgzA2XkzI8ANk+ZxH+JjpdM=",
+from agentfleet.sshkeys import NOT_A_PRIVATE_KEY, host_key_name
+from components.spec.model import (
+    AGENT_FIELDS,
+    CLUSTER_FIELDS,
+    CREDENTIAL_KINDS,
+    DEFAULT_BACKEND,
+    DEFAULT_PORT_BASE,
+    DEFAULTABLE_FIELDS,
+    EGRESS_MODES,
+    FLEET_CLUSTER,
+    FLEET_FIELDS,
+    GITHUB_KNOWN_HOSTS,
+    HOST_FIELDS,
+    LOCAL_HOST,
+    PORT_RANGE,
+    PORT_SPAN,
+    PULL_POLICIES,
+    RESOURCE_FIELDS,
+    SERVICE_TYPES,
+    AgentSpec,
+    ClusterSpec,
+    Credential,
+    Destination,
+    FleetConfigError,
+    FleetSpec,
+    GitIdentity,
+    HostSpec,
+    Remote,
+    Resources,
+    SharedObjects,
 )
-
-AGENT_FIELDS = {
-    "name", "backend", "identity", "remote", "branch", "credential", "known_hosts",
-    "resources", "ssh_port", "bind_address", "image", "retain_workspace", "packages", "host",
-    "egress", "allow", "dns",
-}
-DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
-FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes"}
-CLUSTER_FIELDS = {"kubeconfig", "context", "namespace", "node_address", "service_type", "storage_class", "image",
-                  "image_pull_policy", "image_pull_secrets", "create_namespace"}
-# How an agent's sshd is reached: a port on every node, or the address of the cluster's load balancer.
-SERVICE_TYPES = ("NodePort", "LoadBalancer")
-PULL_POLICIES = ("IfNotPresent", "Never", "Always")
-HOST_FIELDS = {"address", "known_hosts", "identity_file", "endpoint_address", "attach_networks"}
-LOCAL_HOST = "local"
-FLEET_CLUSTER = "kubernetes"  # the host name of the fleet's own `kubernetes:` cluster
-HOST_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
-K8S_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
-CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")  # SharedObjects also knows "none"
-EGRESS_MODES = ("restricted", "open")
-# An `allow` entry: host:port, optionally /tcp or /udp; the host a name, *.name, an address or a
-# range (10.0.0.0/24, [2001:db8::/32]).
-ALLOW_ENTRY = re.compile(r"(?P<host>[^:\[\]]*|\[[^\]]*\]):(?P<port>\d{1,5})(?:/(?P<protocol>tcp|udp))?")
-PROTOCOLS = ("tcp", "udp")
-
-
-class FleetConfigError(ValueError):
-    """Every problem found in one stack's fleet config, each naming stack, agent and field."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid fleet config:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-@dataclass(frozen=True)
-class GitIdentity:
-    name: str
-    email: str
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpus: float = 1.0
-    memory_mib: int = 1024
-    pids: int = 512
-    disk_gib: int = 10
-
-
-@dataclass(frozen=True)
-class Remote:
-    """Where an agent pushes: the URL as given plus the parts that policy and checks need."""
-
-    url: str
-    scheme: str  # "ssh" or "https"
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class Credential:
-    """How the agent authenticates to its remote. `secret` holds the value read from config."""
-
-    kind: str  # one of CREDENTIAL_KINDS
-    config_key: Optional[str] = None
-    secret: Optional[str] = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class Destination:
-    """One thing a restricted agent may reach: `host` is a DNS name (its addresses are admitted as
-    the agent resolves it), a wildcard `*.example.com` (the names under it, not the name itself)
-    or an address range in CIDR form (`10.0.0.5/32` for one address); one port, tcp or udp."""
-
-    host: str
-    port: int
-    protocol: str = "tcp"
-
-    @property
-    def network(self) -> Optional[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """The address range, or None for a name or wildcard."""
-        try:
-            return ipaddress.ip_network(self.host)
-        except ValueError:
-            return None
-
-    @property
-    def is_wildcard(self) -> bool:
-        return self.host.startswith("*.")
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    name: str
-    backend: str
-    identity: GitIdentity
-    remote: Optional[Remote]
-    branch: str
-    credential: Credential
-    known_hosts: tuple[str, ...]
-    resources: Resources
-    ssh_port: Optional[int]  # explicit; else chosen free on the agent's host when it is made
-    preferred_port: int  # where the search for a free port starts (stable per stack and agent)
-    bind_address: Optional[str]  # explicit; else its host's endpoint address
-    image: Optional[str]
-    retain_workspace: bool
-    packages: tuple[str, ...]
-    egress: str = "restricted"
-    allow: tuple[Destination, ...] = ()
-    # The DNS servers the agent's resolver asks for allowed names (empty: the machine's own).
-    dns: tuple[str, ...] = ()
-    host: Optional[str] = None  # explicit placement; else the fleet places it (FleetSpec.placement)
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """A Kubernetes cluster `backend: kubernetes` agents run on, as pods."""
-
-    kubeconfig: str  # a path; the file holds credentials, so Pulumi keeps its content as a secret
-    namespace: str
-    node_address: Optional[str]  # the address operators reach node ports on (NodePort services)
-    service_type: str = "NodePort"
-    context: Optional[str] = None
-    storage_class: Optional[str] = None  # the cluster's default when None
-    image: Optional[str] = None  # default: the agent image setup builds (imported into the node)
-    image_pull_policy: str = "IfNotPresent"
-    image_pull_secrets: tuple[str, ...] = ()  # Secrets in the namespace that let nodes pull `image`
-    create_namespace: bool = True
-
-
-@dataclass(frozen=True)
-class HostSpec:
-    """Where the fleet places agents: a Docker engine (the local one, or one reached over SSH the
-    way Docker reaches remote engines, trusting only its pinned host key), or a Kubernetes cluster."""
-
-    name: str
-    address: str = LOCAL_HOST  # or ssh://user@host[:port]
-    known_hosts: tuple[str, ...] = ()
-    identity_file: Optional[str] = None  # the operator's key for it (default ~/.ssh/id_ed25519)
-    endpoint_address: str = "127.0.0.1"  # where agents' SSH ports bind and the operator dials them
-    attach_networks: tuple[str, ...] = ()
-    cluster: Optional[ClusterSpec] = None  # set: a cluster, whose agents are pods
-
-    @property
-    def is_local(self) -> bool:
-        return self.address == LOCAL_HOST and self.cluster is None
-
-    @property
-    def backend(self) -> str:
-        """The backend whose agents this host runs."""
-        return "kubernetes" if self.cluster is not None else "docker"
-
-
-@dataclass(frozen=True)
-class SharedObjects:
-    """One read-only mirror of the fleet's remote whose objects every Docker agent on that remote
-    borrows (git alternates) instead of keeping its own copy. `credential` reads the remote when
-    `pulumi up` makes the mirror (kind "none": a public https remote)."""
-
-    remote: Remote
-    credential: Credential
-    known_hosts: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class FleetSpec:
-    stack: str
-    agents: tuple[AgentSpec, ...]
-    attach_networks: tuple[str, ...] = ()
-    shared_objects: Optional[SharedObjects] = None
-    hosts: tuple[HostSpec, ...] = (HostSpec(LOCAL_HOST),)
-    port_base: int = 22000
-
-    def host(self, name: str) -> HostSpec:
-        return next(host for host in self.hosts if host.name == name)
-
-    def hosts_for(self, backend: str) -> tuple[HostSpec, ...]:
-        """The hosts that run this backend's agents: Docker engines for Docker agents, clusters for
-        Kubernetes agents; Lima and Multipass VMs run on this machine."""
-        if backend in ("docker", "kubernetes"):
-            return tuple(host for host in self.hosts if host.backend == backend)
-        return (self.host(LOCAL_HOST),)
-
-    def placement(self, agent: AgentSpec) -> str:
-        """The host an agent is made on: its `host`, else the one rendezvous hashing picks among
-        the hosts of its backend. Once made, a Docker agent stays where it was made (its container
-        records it) until `host` says otherwise; a Kubernetes agent has one cluster to go to (the
-        config asks for `host` when there are more)."""
-        if agent.host is not None:
-            return agent.host
-        return max(self.hosts_for(agent.backend),
-                   key=lambda h: hashlib.sha256(f"{self.stack}/{agent.name}@{h.name}".encode()).digest()).name
-
-    def placed(self, agents: Iterable[AgentSpec]) -> dict[HostSpec, list[AgentSpec]]:
-        """The agents by the host each is made on, hosts in name order."""
-        by_host: dict[str, list[AgentSpec]] = {}
-        for agent in agents:
-            by_host.setdefault(self.placement(agent), []).append(agent)
-        return {self.host(name): by_host[name] for name in sorted(by_host)}
-
-    def shares_objects(self, agent: AgentSpec) -> bool:
-        """Whether this agent's first clone borrows the fleet's shared objects."""
-        return (self.shared_objects is not None and agent.backend == "docker"
-                and agent.remote is not None and agent.remote.url == self.shared_objects.remote.url)
-
-    def backends(self) -> set[str]:
-        return {agent.backend for agent in self.agents}
-
+from components.spec.values import (
+    AGENT_NAME,
+    ALLOW_ENTRY,
+    DOCKER_NAME,
+    EMAIL,
+    HOST_NAME,
+    K8S_NAME,
+    PACKAGE,
+    branch_problem,
+    destination,
+    identity_problem,
+    is_ipv4,
+    is_private_key,
+    parse_memory_mib,
+    parse_remote,
+    unwritable,
+)
 
 SecretReader = Callable[[str], Optional[str]]
 
@@ -290,150 +85,9 @@ def _check_unknown(raw: Mapping[str, Any], allowed: set[str], problems: _Problem
         if key not in allowed:
             problems.add(agent, f"{prefix}{key}", f"unknown field{_closest(str(key), allowed)}")
 
-
-def parse_memory_mib(value: Any) -> Optional[int]:
-    """'512m', '2g', '2GiB' or a number of MiB -> MiB; None when it is not a size."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    match = MEMORY.fullmatch(str(value).strip())
-    if not match or int(match.group(1)) == 0:
-        return None
-    unit = (match.group(2) or "m").lower()
-    return int(match.group(1)) * (1024 if unit.startswith("g") else 1)
-
-
-def unwritable(text: str) -> Optional[str]:
-    """The first character of text that cannot travel exactly (control characters, line
-    breaks, lone surrogates), described for an error message; None when there is none."""
-    for char in text:
-        kind = _UNWRITABLE.get(unicodedata.category(char))
-        if kind:
-            return f"the {kind} U+{ord(char):04X}"
-    return None
-
-
-def parse_host(text: str) -> str:
-    """A DNS name, IPv4 address or [IPv6] address (brackets removed); ValueError otherwise.
-
-    Nothing else reaches ssh, git or getent as a host: no leading '-' (an option to them)."""
-    if text.startswith("[") and text.endswith("]") and "%" not in text:
-        try:
-            ipaddress.IPv6Address(text[1:-1])
-            return text[1:-1]
-        except ValueError:
-            pass
-    elif HOSTNAME.fullmatch(text):
-        return text
-    raise ValueError(f"has the host {text!r}, which is not a host name or address")
-
-
-def parse_remote(url: str) -> Remote:
-    """ssh://[user@]host[:port]/path, [user@]host:path (scp form) or https://host[:port]/path.
-
-    ValueError says why git would read url as something else: an option, a local path, another
-    transport or a remote helper (`ext::` runs any command).
-    """
-    bad = unwritable(url)
-    if bad or any(char.isspace() for char in url):
-        raise ValueError(f"contains {bad or 'a space'}; percent-encode spaces in URLs (%20)")
-    if url.startswith("-"):
-        raise ValueError("starts with '-', which git would read as an option")
-    helper = REMOTE_HELPER.match(url)
-    if helper:
-        raise ValueError(f"makes git run the remote helper git-remote-{helper.group()[:-2]}")
-    if URL_SCHEME.match(url):
-        return _parse_url_remote(url)
-    if ":" not in url.split("/", 1)[0]:
-        raise ValueError("is a local path to git (no host: before the first '/')")
-    match = SCP_REMOTE.fullmatch(url)
-    if not match:
-        raise ValueError("is not of the form user@host:path")
-    _check_url_user(match.group("user"))
-    host = parse_host(match.group("host"))
-    path = match.group("path")
-    if not path or path.startswith("-"):
-        raise ValueError("needs a path after host: that does not start with '-'")
-    return Remote(url=url, scheme="ssh", host=host, port=22)
-
-
-def _parse_url_remote(url: str) -> Remote:
-    # Not urlsplit: it drops tabs and newlines and reads '#' as a fragment, which git does not.
-    scheme = url.split("://", 1)[0]
-    if scheme not in ("ssh", "https"):
-        raise ValueError(f"uses the {scheme}:// transport; agents use ssh:// or https://")
-    match = URL_REMOTE.fullmatch(url)
-    if not match:
-        raise ValueError(f"is not of the form {scheme}://[user@]host[:port]/path")
-    user = match.group("user")
-    if user is not None and ":" in user:
-        raise ValueError("holds a password; give it as `credential: {https_token: <config key>}` (a secret)")
-    _check_url_user(user)
-    host = parse_host(match.group("host")).lower()
-    port = int(match.group("port") or (22 if scheme == "ssh" else 443))
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range")
-    if not match.group("path").strip("/"):
-        raise ValueError("has no repository path")
-    return Remote(url=url, scheme=scheme, host=host, port=port)
-
-
-def _check_url_user(user: Optional[str]) -> None:
-    if user is not None and not URL_USER.fullmatch(user):
-        raise ValueError(f"user {user!r} is not a login name (letters, digits, '.', '_', '-', not first '-')")
-
-
-def identity_problem(value: str) -> Optional[str]:
-    """Why git would not record value exactly as a commit's author name or email, or None."""
-    if not value:
-        return "is empty"
-    bad = unwritable(value)
-    if bad:
-        return f"contains {bad}; remove it"
-    dropped = sorted({char for char in value if char in GIT_IDENT_DROPS})
-    if dropped:
-        return f"contains {' and '.join(map(repr, dropped))}, which git drops from names and emails in commits"
-    for end, char in (("starts", value[0]), ("ends", value[-1])):
-        if ord(char) <= 32 or char in GIT_IDENT_STRIPS:
-            return (f"{end} with {char!r}, which git strips from either end of a name or email in commits "
-                    "(spaces and . , : ; < > \" \\ ')")
-    return None
-
-
-def branch_problem(branch: str) -> Optional[str]:
-    """Why git would refuse branch (git check-ref-format --branch) or read it otherwise, or None."""
-    if not branch:
-        return "is empty"
-    bad = unwritable(branch)
-    if bad:
-        return f"contains {bad}"
-    if branch.startswith("-"):
-        return "starts with '-', which git would read as an option"
-    if branch in ("HEAD", "@"):
-        return "is a name git reserves for the current commit"
-    refused = sorted({char for char in branch if char in BRANCH_REFUSED})
-    sequences = [part for part in ("..", "@{", "//") if part in branch]
-    if refused or sequences:
-        return f"contains {', '.join(map(repr, refused + sequences))}, which git refuses in branch names"
-    if branch.startswith("/") or branch.endswith(("/", ".")):
-        return "starts or ends with '/' or ends with '.', which git refuses"
-    if any(part.startswith(".") or part.endswith(".lock") for part in branch.split("/")):
-        return "has a part starting with '.' or ending in '.lock', which git refuses"
-    return None
-
-
 def _stable_port(stack: str, name: str, base: int) -> int:
     digest = hashlib.sha256(f"{stack}/{name}".encode()).digest()
     return base + int.from_bytes(digest[:4], "big") % PORT_SPAN
-
-
-def _is_private_key(text: str) -> bool:
-    try:
-        load_private_key(text)
-        return True
-    except ValueError:
-        return False
 
 
 def declared_backends(raw: Any) -> list[str]:
@@ -604,7 +258,7 @@ def _load_cluster(raw: Any, where: str, stack: str, problems: _Problems) -> Opti
     elif service_type == "LoadBalancer" and node_address is not None:
         problems.add(None, f"{where}.node_address", "is for NodePort services; with service_type LoadBalancer the "
                      "endpoint is the load balancer's address: remove node_address")
-    elif service_type == "NodePort" and (not isinstance(node_address, str) or not _is_ipv4(node_address)):
+    elif service_type == "NodePort" and (not isinstance(node_address, str) or not is_ipv4(node_address)):
         problems.add(None, f"{where}.node_address", f"{node_address!r} is not the IPv4 address of a node the "
                      "operator reaches node ports on")
     namespace = raw.get("namespace", f"agentfleet-{stack}".lower())
@@ -643,7 +297,7 @@ def _load_hosts(raw: Any, stack: str, local_networks: list[str], problems: _Prob
         problems.add(None, "hosts", "must map host names to `{address: ssh://user@host, known_hosts: [...]}` "
                      "or `{kubernetes: {kubeconfig: ..., node_address: ...}}`")
         return hosts
-    from components.engines import SshTarget
+    from components.backends.docker.engines import SshTarget
 
     for name, entry in raw.items():
         where = f"hosts.{name}"
@@ -680,7 +334,7 @@ def _load_hosts(raw: Any, stack: str, local_networks: list[str], problems: _Prob
             problems.add(None, f"{where}.identity_file", "must be the path of the operator's private key for this host")
             continue
         endpoint = entry.get("endpoint_address", target.host)
-        if not isinstance(endpoint, str) or not _is_ipv4(endpoint) or endpoint == "0.0.0.0":
+        if not isinstance(endpoint, str) or not is_ipv4(endpoint) or endpoint == "0.0.0.0":
             problems.add(None, f"{where}.endpoint_address", f"{endpoint!r} is not an IPv4 address the operator reaches "
                          "the host on (agents' SSH ports bind there; 0.0.0.0 is refused)")
             continue
@@ -775,7 +429,7 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
     resources = _load_resources(raw.get("resources") or {}, name, problems)
 
     bind_address = raw.get("bind_address")
-    if bind_address is not None and (not isinstance(bind_address, str) or not _is_ipv4(bind_address)):
+    if bind_address is not None and (not isinstance(bind_address, str) or not is_ipv4(bind_address)):
         problems.add(name, "bind_address", f"{bind_address!r} is not an IPv4 address; the default (127.0.0.1, or a remote host's endpoint_address) keeps the endpoint private")
     elif backend == "lima" and bind_address not in (None, "127.0.0.1"):
         problems.add(name, "bind_address", "Lima forwards SSH on 127.0.0.1 only; remove bind_address or use the docker backend")
@@ -836,41 +490,6 @@ def _load_identity(raw: Any, name: str, problems: _Problems) -> Optional[GitIden
     return GitIdentity(name=raw["name"], email=raw["email"]) if len(problems.items) == before else None
 
 
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-        return True
-    except ValueError:
-        return False
-
-
-def destination(host: str, port: int, protocol: str = "tcp") -> Destination:
-    """A Destination from a host as written (name, *.name, address, range; IPv6 without
-    brackets), or ValueError saying why it is none of these."""
-    if host.startswith("*."):
-        suffix = parse_host(host[2:]).lower()
-        if "." not in suffix or _numeric_label(suffix):
-            raise ValueError(f"has the wildcard {host!r}; write one for a domain of two or more labels, e.g. *.example.com")
-        return Destination(f"*.{suffix}", port, protocol)
-    if any(char in host for char in ":/") or host.replace(".", "").isdigit():
-        try:
-            network = ipaddress.ip_network(host, strict=True)
-        except ValueError as error:
-            raise ValueError(f"has the address or range {host!r}, which is not one ({error})") from None
-        if network.version == 6 and "%" in host:
-            raise ValueError(f"has the address {host!r} with a zone")
-        return Destination(str(network), port, protocol)
-    name = parse_host(host).lower()
-    if _numeric_label(name):
-        raise ValueError(f"has the host {host!r}, which is neither a name nor an address")
-    return Destination(name, port, protocol)
-
-
-def _numeric_label(name: str) -> bool:
-    """Whether the last label is all digits: no top-level domain is, so it is a bad address."""
-    return name.rsplit(".", 1)[-1].isdigit()
-
-
 def _load_allow(raw: Any, name: str, problems: _Problems) -> tuple[Destination, ...]:
     hint = ("write host:port[/tcp|/udp] with a name, *.name, an address or a range, e.g. pypi.org:443, "
             "*.githubusercontent.com:443, 10.0.0.5:22, 10.0.0.0/24:22/udp or [2001:db8::/32]:443")
@@ -922,7 +541,7 @@ def _load_credential(raw: Any, remote: Optional[Remote], name: str, problems: _P
     if not secret:
         problems.add(name, f"credential.{kind}", f"config key {key} is not set; run `pulumi config set --secret {key} < file`")
         return None
-    if kind == "ssh_key" and not _is_private_key(secret):
+    if kind == "ssh_key" and not is_private_key(secret):
         problems.add(name, f"credential.{kind}", f"config key {key} is {NOT_A_PRIVATE_KEY}")
         return None
     if kind == "https_token" and (remote is None or remote.scheme != "https"):
