@@ -1,5 +1,6 @@
-"""The preflight's port probe: a listener holds a port; closed connections in TIME_WAIT do not
-(a fleet destroyed a moment ago leaves them on its ports, and Docker's proxy binds over them)."""
+"""Ports: the preflight's probe (a listener holds a port; closed connections in TIME_WAIT do not:
+a fleet destroyed a moment ago leaves them on its ports, and Docker's proxy binds over them), and
+the driver's claim (creates side by side never choose one port twice)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,36 @@ def test_a_port_left_in_time_wait_is_free():
         client.close()
     settle_into_time_wait(port)
     assert _port_free("127.0.0.1", port)
+
+
+class _Engine:
+    is_local = False  # no bind probe: the engine's listing alone says what is held
+
+    @staticmethod
+    def describe() -> str:
+        return 'host "remote"'
+
+
+class _Api:
+    @staticmethod
+    def containers(all: bool = False) -> list:  # noqa: A002 - the Docker SDK's keyword
+        return []  # the containers being made are not listed yet: the race the claim closes
+
+
+class _Client:
+    engine = _Engine()
+    api = _Api()
+
+
+def test_creates_side_by_side_on_one_engine_never_take_the_same_port():
+    """Twenty creates at once, all preferring one port, before the engine lists any of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from components.backends.docker.driver import claim_port
+
+    engine = {"address": "ssh://ops@claim-test", "name": "remote"}
+    fields = {"preferred_port": 22100, "port_base": 22000, "port_span": 2000}
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        ports = list(pool.map(lambda _: claim_port(_Client(), engine, fields), range(20)))
+    assert sorted(ports) == list(range(22100, 22120))
+    assert claim_port(_Client(), engine, {**fields, "port": 23000}) == 23000  # a declared port is kept

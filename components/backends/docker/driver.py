@@ -22,6 +22,7 @@ import socket
 import tarfile
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Optional
 
@@ -89,6 +90,9 @@ LOCAL_ENGINE = {"name": "local", "address": "local"}
 DEFAULT_IDENTITY = "~/.ssh/id_ed25519"
 _clients: dict[str, HostClient] = {}
 _locks: dict[str, threading.Lock] = {}
+# Ports this process chose per engine: a container being created holds its port before the
+# engine lists it, so the next choice on that engine must not take it again.
+_chosen: dict[str, set[int]] = {}
 _clients_lock = threading.Lock()
 
 
@@ -115,9 +119,21 @@ def client(engine: dict[str, Any] = LOCAL_ENGINE) -> HostClient:
 
 
 def engine_lock(engine: dict[str, Any]) -> threading.Lock:
-    """Serialises choosing a free port and claiming it on one engine."""
+    """Serialises choosing a free port on one engine (the container is made outside it)."""
     with _clients_lock:
         return _locks.setdefault(engine["address"], threading.Lock())
+
+
+def claim_port(docker: HostClient, engine: dict[str, Any], fields: dict[str, Any]) -> int:
+    """The container's port: the declared one, else a free one no other create of this process took."""
+    if fields.get("port"):
+        return int(fields["port"])
+    with engine_lock(engine):
+        chosen = _chosen.setdefault(engine["address"], set())
+        port = choose_port(docker, int(fields["preferred_port"]), int(fields["port_base"]), int(fields["port_span"]),
+                           taken=chosen)
+        chosen.add(port)
+        return port
 
 
 def _read_key(host: str, path: Path) -> str:
@@ -190,10 +206,10 @@ def _ignore_missing(action) -> None:
         pass
 
 
-def choose_port(docker: HostClient, preferred: int, base: int, span: int) -> int:
+def choose_port(docker: HostClient, preferred: int, base: int, span: int, taken: Collection[int] = ()) -> int:
     """The first port from `preferred` on (wrapping within [base, base + span)) that no container
-    on the engine holds and, on the local engine, no other process listens on."""
-    held = held_ports(docker)
+    on the engine holds, is not `taken` and, on the local engine, no other process listens on."""
+    held = held_ports(docker) | set(taken)
     for step in range(span):
         port = base + (preferred - base + step) % span
         if port not in held and (not docker.engine.is_local or _bindable(port)):
@@ -231,10 +247,8 @@ class ContainerDriver(Driver):
         engine = engine_of(fields)
         docker = client(engine)
         bind = fields.get("bind_address") or engine.get("endpoint_address", "127.0.0.1")
-        with engine_lock(engine):  # two agents of one run never choose the same free port
-            port = int(fields.get("port") or choose_port(docker, int(fields["preferred_port"]),
-                                                         int(fields["port_base"]), int(fields["port_span"])))
-            container = self._create(docker, name, fields, bind, port)
+        port = claim_port(docker, engine, fields)  # two agents of one run never choose the same port
+        container = self._create(docker, name, fields, bind, port)
         made = {**fields, "engine": engine, "bind_address": bind, "port": port,
                 "host": engine.get("endpoint_address", "127.0.0.1") if bind == "0.0.0.0" else bind}
         try:
