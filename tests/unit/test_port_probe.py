@@ -89,6 +89,6 @@ def test_creates_side_by_side_on_one_engine_never_take_the_same_port():
     engine = {"address": "ssh://ops@claim-test", "name": "remote"}
     fields = {"preferred_port": 22100, "port_base": 22000, "port_span": 2000}
     with ThreadPoolExecutor(max_workers=20) as pool:
-        ports = list(pool.map(lambda _: claim_port(_Client(), engine, fields), range(20)))
+        ports = list(pool.map(lambda n: claim_port(_Client(), engine, f"agent-{n}", fields), range(20)))
     assert sorted(ports) == list(range(22100, 22120))
-    assert claim_port(_Client(), engine, {**fields, "port": 23000}) == 23000  # a declared port is kept
+    assert claim_port(_Client(), engine, "agent-x", {**fields, "port": 23000}) == 23000  # a declared port is kept

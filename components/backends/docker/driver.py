@@ -22,7 +22,7 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -90,9 +90,9 @@ LOCAL_ENGINE = {"name": "local", "address": "local"}
 DEFAULT_IDENTITY = "~/.ssh/id_ed25519"
 _clients: dict[str, HostClient] = {}
 _locks: dict[str, threading.Lock] = {}
-# Ports this process chose per engine: a container being created holds its port before the
-# engine lists it, so the next choice on that engine must not take it again.
-_chosen: dict[str, set[int]] = {}
+# Ports this process chose per engine, by container name: a container being created holds its
+# port before the engine lists it, so the next choice on that engine must not take it again.
+_chosen: dict[str, dict[str, int]] = {}
 _clients_lock = threading.Lock()
 
 
@@ -124,15 +124,16 @@ def engine_lock(engine: dict[str, Any]) -> threading.Lock:
         return _locks.setdefault(engine["address"], threading.Lock())
 
 
-def claim_port(docker: HostClient, engine: dict[str, Any], fields: dict[str, Any]) -> int:
-    """The container's port: the declared one, else a free one no other create of this process took."""
+def claim_port(docker: HostClient, engine: dict[str, Any], name: str, fields: dict[str, Any]) -> int:
+    """Container `name`'s port: the declared one, else a free one no other create of this process took."""
     if fields.get("port"):
         return int(fields["port"])
     with engine_lock(engine):
-        chosen = _chosen.setdefault(engine["address"], set())
+        chosen = _chosen.setdefault(engine["address"], {})
+        chosen.pop(name, None)  # made again (replaced): its old port is the engine's to report
         port = choose_port(docker, int(fields["preferred_port"]), int(fields["port_base"]), int(fields["port_span"]),
-                           taken=chosen)
-        chosen.add(port)
+                           known=chosen)
+        chosen[name] = port
         return port
 
 
@@ -206,10 +207,11 @@ def _ignore_missing(action) -> None:
         pass
 
 
-def choose_port(docker: HostClient, preferred: int, base: int, span: int, taken: Collection[int] = ()) -> int:
+def choose_port(docker: HostClient, preferred: int, base: int, span: int,
+                known: Mapping[str, int] | None = None) -> int:
     """The first port from `preferred` on (wrapping within [base, base + span)) that no container
-    on the engine holds, is not `taken` and, on the local engine, no other process listens on."""
-    held = held_ports(docker) | set(taken)
+    on the engine holds (`known`: held_ports) and, on the local engine, no other process listens on."""
+    held = held_ports(docker, known=known)
     for step in range(span):
         port = base + (preferred - base + step) % span
         if port not in held and (not docker.engine.is_local or _bindable(port)):
@@ -247,7 +249,7 @@ class ContainerDriver(Driver):
         engine = engine_of(fields)
         docker = client(engine)
         bind = fields.get("bind_address") or engine.get("endpoint_address", "127.0.0.1")
-        port = claim_port(docker, engine, fields)  # two agents of one run never choose the same port
+        port = claim_port(docker, engine, name, fields)  # two agents of one run never choose the same port
         container = self._create(docker, name, fields, bind, port)
         made = {**fields, "engine": engine, "bind_address": bind, "port": port,
                 "host": engine.get("endpoint_address", "127.0.0.1") if bind == "0.0.0.0" else bind}

@@ -412,14 +412,18 @@ def port_holders(client: HostClient, port: int, protocol: str = "tcp") -> list[P
     return holders
 
 
-def held_ports(client: HostClient, protocol: str = "tcp") -> set[int]:
-    """Every host port a container on this engine publishes or, stopped, would take on start."""
-    held: set[int] = set()
+def held_ports(client: HostClient, protocol: str = "tcp", known: Mapping[str, int] | None = None) -> set[int]:
+    """Every host port a container on this engine publishes or, stopped, would take on start.
+    `known`: ports of containers by name that the caller made itself, so a container it is still
+    starting costs no inspect call (one each, while a fleet's creates queue for a port)."""
+    held: set[int] = set(known.values()) if known else set()
     try:
         for summary in client.api.containers(all=True):
             if summary.get("State") == "running":
                 held.update(entry["PublicPort"] for entry in summary.get("Ports") or []
                             if entry.get("PublicPort") and entry.get("Type", "tcp") == protocol)
+                continue
+            if known and any(name.lstrip("/") in known for name in summary.get("Names") or []):
                 continue
             try:
                 bindings = client.api.inspect_container(summary["Id"])["HostConfig"].get("PortBindings") or {}
