@@ -16,7 +16,19 @@ import pytest
 
 from components.image import agent_image_tag
 from tests.e2e.remote_hosts import RemoteHosts, RigError
-from tests.e2e.support import REMOVE, FleetStack, GitServer, copy_project, docker, docker_objects, start_git_server
+from tests.e2e.support import (
+    REMOVE,
+    TEST_LABEL,
+    TEST_LABEL_KEY,
+    FleetStack,
+    GitServer,
+    copy_project,
+    docker,
+    docker_objects,
+    labelled_objects,
+    session_alive,
+    start_git_server,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,20 +37,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("restarts_docker") is not None)
 
 
-def remove_test_objects() -> None:
+def remove_test_objects(ours: bool) -> None:
+    """This session's objects (`ours`), else those of sessions that no longer run."""
     for kind, remove in REMOVE.items():  # containers first: a network in use cannot go
-        for name in docker_objects(kind, "agentfleet.test=e2e"):
-            docker(*remove, name, check=False)
+        for name, value in labelled_objects(kind, TEST_LABEL_KEY).items():
+            if (value == TEST_LABEL.partition("=")[2]) if ours else not session_alive(value):
+                docker(*remove, name, check=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leftovers() -> Iterator[None]:
     """A run killed before its teardown leaves its git server and networks behind, and Docker has
-    room for about thirty networks: remove them first (one e2e run per Docker daemon at a time),
-    and again last, for a network a fixture could not remove while a container still used it."""
-    remove_test_objects()
+    room for about thirty networks: remove those of dead sessions first, and this session's again
+    last, for a network a fixture could not remove while a container still used it. A session
+    that still runs beside this one keeps its own."""
+    remove_test_objects(ours=False)
     yield
-    remove_test_objects()
+    remove_test_objects(ours=True)
 
 
 @pytest.fixture(scope="session")

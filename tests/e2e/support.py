@@ -35,12 +35,33 @@ def docker(*args: str, stdin: str | None = None, check: bool = True) -> str:
     return completed.stdout.strip()
 
 
+# What marks the objects a test session makes beside its stacks (git servers, networks, peers):
+# the session's process id, so a session cleans up only its own and those of sessions that died,
+# and two sessions on one Docker daemon never remove each other's.
+TEST_LABEL_KEY = "agentfleet.test"
+TEST_LABEL = f"{TEST_LABEL_KEY}=e2e-{os.getpid()}"
+
+
 def docker_objects(kind: str, label: str) -> list[str]:
     """Names of containers, volumes or networks carrying a label (e.g. agentfleet.stack=x)."""
-    listing = {"container": ["ps", "-a", "--format", "{{.Names}}"],
-               "volume": ["volume", "ls", "--format", "{{.Name}}"],
-               "network": ["network", "ls", "--format", "{{.Name}}"]}[kind]
-    return [n for n in docker(*listing[:-2], "--filter", f"label={label}", *listing[-2:]).splitlines() if n]
+    return list(labelled_objects(kind, label))
+
+
+def labelled_objects(kind: str, label: str) -> dict[str, str]:
+    """Name -> value of the label's key, of the containers, volumes or networks that carry the
+    label (`key=value`, or `key` for any value)."""
+    key = label.partition("=")[0]
+    listing = {"container": ["ps", "-a"], "volume": ["volume", "ls"], "network": ["network", "ls"]}[kind]
+    name = "{{.Names}}" if kind == "container" else "{{.Name}}"
+    lines = docker(*listing, "--filter", f"label={label}", "--format", f'{name}\t{{{{.Label "{key}"}}}}').splitlines()
+    return dict(line.split("\t", 1) for line in lines if line)
+
+
+def session_alive(value: str) -> bool:
+    """Whether the test session a TEST_LABEL value names (`e2e-<pid>`) still runs; a value
+    without a process id (a session of older tests) is taken as running: it removes its own."""
+    pid = value.rpartition("-")[2]
+    return not pid.isdigit() or Path(f"/proc/{pid}").exists()
 
 
 @dataclass
@@ -96,7 +117,7 @@ def listening_server(network: str, image: str, name: str, ports: tuple[int, ...]
     """A container on `network` with sshd listening on `ports`, so a refused connection to it is
     the egress policy's and not a closed port; yields its address, removes it afterwards."""
     listen = " ".join(f"-p {port}" for port in ports)
-    docker("run", "-d", "--name", name, "--network", network, "--label", "agentfleet.test=e2e",
+    docker("run", "-d", "--name", name, "--network", network, "--label", TEST_LABEL,
            "--entrypoint", "/bin/sh", image, "-c",
            f"ssh-keygen -A -q && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e {listen}")
     try:
@@ -141,7 +162,7 @@ def copy_project(copy: Path) -> Path:
     return copy
 
 
-def start_git_server(image: str, label: str = "agentfleet.test=e2e", timeout_s: float = 20.0,
+def start_git_server(image: str, label: str = TEST_LABEL, timeout_s: float = 20.0,
                      publish_on: str | None = None) -> GitServer:
     """The git server container on a network of its own (its sshd also published on a free port
     of `publish_on`, if given); removed again if it does not start."""

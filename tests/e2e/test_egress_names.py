@@ -16,7 +16,7 @@ import pytest
 
 from agentfleet import Fleet
 from components.keys import generate_ed25519
-from tests.e2e.support import PROJECT_ROOT, FleetStack, GitServer, docker, start_git_server
+from tests.e2e.support import PROJECT_ROOT, TEST_LABEL, FleetStack, GitServer, docker, start_git_server
 
 NAME = "git.fleet.test"
 OUTSIDE = "outside.fleet.test"
@@ -28,7 +28,7 @@ MIN_ADMISSION_S = 10
 class DnsServer:
     def __init__(self, name: str, network: str, image: str) -> None:
         self.name = name
-        docker("run", "-d", "--name", name, "--network", network, "--label", "agentfleet.test=e2e",
+        docker("run", "-d", "--name", name, "--network", network, "--label", TEST_LABEL,
                "--entrypoint", "sleep", image, "infinity")
         docker("exec", name, "mkdir", "-p", "/srv/dns")
         docker("cp", str(PROJECT_ROOT / "cloud-init" / "agentfleet-resolver"), f"{name}:/srv/dns/agentfleet_resolver.py")

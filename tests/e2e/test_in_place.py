@@ -15,7 +15,7 @@ import pytest
 
 from agentfleet import Fleet
 from components.keys import generate_ed25519
-from tests.e2e.support import PROJECT_ROOT, FleetStack, GitServer, docker, listening_server
+from tests.e2e.support import PROJECT_ROOT, TEST_LABEL, FleetStack, GitServer, docker, listening_server
 
 AGENT = "mover"
 
@@ -158,7 +158,7 @@ git push -q /srv/git/app.git HEAD:main
 def forge(git_server: GitServer, agent_image: str):
     """(name, address) of the HTTPS git server, on the test network."""
     name = f"forge-{git_server.name}"
-    docker("run", "-d", "--name", name, "--network", git_server.network, "--label", "agentfleet.test=e2e",
+    docker("run", "-d", "--name", name, "--network", git_server.network, "--label", TEST_LABEL,
            "--entrypoint", "sleep", agent_image, "infinity")
     try:
         docker("exec", name, "sh", "-c", HTTPS_SETUP)

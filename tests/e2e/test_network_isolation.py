@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from agentfleet import Fleet
-from tests.e2e.support import FleetStack, GitServer, docker
+from tests.e2e.support import TEST_LABEL, FleetStack, GitServer, docker
 
 SERVER = """
 import socket, threading
@@ -50,8 +50,8 @@ def server(git_server: GitServer, agent_image: str):
     """(IPv4 address, IPv6 address, IPv6 network) of the listening server."""
     suffix = uuid.uuid4().hex[:4]
     name, v6_network = f"listener-{git_server.name}", f"agentfleet-e2e-v6-{suffix}"
-    docker("network", "create", "--ipv6", "--subnet", V6_SUBNET.format(suffix), "--label", "agentfleet.test=e2e", v6_network)
-    docker("run", "-d", "--name", name, "--network", git_server.network, "--label", "agentfleet.test=e2e",
+    docker("network", "create", "--ipv6", "--subnet", V6_SUBNET.format(suffix), "--label", TEST_LABEL, v6_network)
+    docker("run", "-d", "--name", name, "--network", git_server.network, "--label", TEST_LABEL,
            "--entrypoint", "python3", agent_image, "-c", SERVER)
     try:
         docker("network", "connect", v6_network, name)
