@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--parallel", type=_positive, default=8, metavar="N")
 
+    status = add(
+        "status",
+        "where each agent's work stands: health, branch, HEAD, ahead/behind the base, changes",
+        epilog="the base is the remote's default branch (else main), fetched first in each agent",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--parallel", type=_positive, default=8, metavar="N")
+
     run = add(
         "exec",
         "run a command in one agent, or in all: exec NAME -- CMD ...",

@@ -26,6 +26,9 @@ from agentfleet.render import (
     render_diagnosis,
     render_ls_json,
     render_ls_table,
+    render_status_json,
+    render_status_table,
+    status_problems,
     render_summary,
     retry_line,
 )
@@ -66,6 +69,18 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
         ctx.out.write(render_ls_table(agents, errors))
         for error in filter(None, errors.values()):
             ctx.err.write(f"{error}\n")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    """Every agent's git state; like `ls`, an unreachable agent is a row, not a failure."""
+    statuses = ctx.fleet.status(parallel=args.parallel)
+    if args.json:
+        ctx.out.write(render_status_json(statuses))
+    else:
+        ctx.out.write(render_status_table(statuses))
+        for problem in status_problems(statuses):
+            ctx.err.write(f"{problem}\n")
     return 0
 
 

@@ -17,6 +17,7 @@ from agentfleet.parallel import for_each
 from agentfleet.result import Result
 from agentfleet.retry import Backoff
 from agentfleet.source import Source, resolve_source
+from agentfleet.status import STATUS_TIMEOUT, AgentStatus, parse_status, status_script, unreachable_status
 
 FleetStream = Callable[[str, str, str], None]
 """Receives (agent name, "stdout" | "stderr", text) as each agent prints it."""
@@ -127,6 +128,17 @@ class Fleet:
                                         retries=retries, backoff=backoff, on_retry=notice)
 
         return for_each(chosen, run_one, parallel)
+
+    def status(self, *, parallel: int = 8, timeout: float = STATUS_TIMEOUT) -> tuple[AgentStatus, ...]:
+        """Where every agent's work stands in git, one SSH command each; an agent that cannot
+        be reached is a status with its error, so one dead agent hides nobody else."""
+        outcomes = self.run_all(status_script(), parallel=parallel, timeout=timeout)
+        return tuple(
+            unreachable_status(name, self.agents[name].backend, outcome)
+            if isinstance(outcome, AgentfleetError)
+            else parse_status(name, self.agents[name].backend, outcome)
+            for name, outcome in outcomes.items()
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TextIO
 
 from agentfleet.doctor import Diagnosis, Verdict
 from agentfleet.endpoint import AgentEndpoint
 from agentfleet.errors import AgentfleetError
 from agentfleet.result import Result
+from agentfleet.status import AgentStatus
 from agentfleet.timeline import Entry
 from agentfleet.workspace import CloneOutcome, DeployKey
 
@@ -50,6 +52,59 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n"
         for row in [header, *rows]
     )
+
+
+def render_status_table(statuses: Sequence[AgentStatus]) -> str:
+    """One row per agent; `-` where git could not say (see the errors printed after it)."""
+    rows = [
+        [
+            status.name,
+            status.backend,
+            _health(status),
+            status.branch or "-",
+            (status.head or "-")[:10],
+            status.base or "-",
+            _number(status.ahead),
+            _number(status.behind),
+            _number(status.uncommitted),
+            _minute(status.last_commit),
+            _minute(status.last_git_activity),
+        ]
+        for status in statuses
+    ]
+    header = ["NAME", "BACKEND", "HEALTH", "BRANCH", "HEAD", "BASE", "AHEAD", "BEHIND", "CHANGED",
+              "LAST COMMIT (UTC)", "LAST GIT (UTC)"]
+    return render_table(header, rows)
+
+
+def status_problems(statuses: Sequence[AgentStatus]) -> list[str]:
+    """Why a row of the status table is incomplete or stale, one line per problem."""
+    problems = [f"{status.name}: {status.error}" for status in statuses if status.error]
+    problems += [
+        f"{status.name}: cannot fetch {status.base}, ahead/behind count against what it fetched last: "
+        f"{status.fetch_error}"
+        for status in statuses
+        if status.fetch_error
+    ]
+    return problems
+
+
+def render_status_json(statuses: Sequence[AgentStatus]) -> str:
+    return json.dumps([status.to_json() for status in statuses], indent=2) + "\n"
+
+
+def _health(status: AgentStatus) -> str:
+    if not status.reachable:
+        return "unreachable"
+    return "error" if status.error else "ok"
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _minute(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def outcome_line(name: str, outcome: Result | AgentfleetError) -> str:
