@@ -17,7 +17,10 @@ from agentfleet.parallel import for_each
 from agentfleet.result import Result
 from agentfleet.retry import Backoff
 from agentfleet.source import Source, resolve_source
+from agentfleet.merges import ScratchRepository
+from agentfleet.overlaps import Overlaps, predict
 from agentfleet.status import STATUS_TIMEOUT, AgentStatus, parse_status, status_script, unreachable_status
+from agentfleet.work import AgentWork, decode_history, history_script, parse_work, work_script
 
 FleetStream = Callable[[str, str, str], None]
 """Receives (agent name, "stdout" | "stderr", text) as each agent prints it."""
@@ -139,6 +142,40 @@ class Fleet:
             else parse_status(name, self.agents[name].backend, outcome)
             for name, outcome in outcomes.items()
         )
+
+    def overlaps(self, *, parallel: int = 8, timeout: float = STATUS_TIMEOUT) -> Overlaps:
+        """Which agents change the same files and whose changes would not merge, predicted by
+        git merge-tree on this machine from each agent's work read over SSH (nothing is pushed)."""
+        outcomes = self.run_all(work_script(), parallel=parallel, timeout=timeout)
+        read = [
+            unreachable_status(name, self.agents[name].backend, outcome)
+            if isinstance(outcome, AgentfleetError)
+            else parse_work(name, self.agents[name].backend, outcome)
+            for name, outcome in outcomes.items()
+        ]
+        works = [item for item in read if isinstance(item, AgentWork)]
+        unread = [item for item in read if isinstance(item, AgentStatus)]
+        with ScratchRepository() as scratch:
+            for base_commit in dict.fromkeys(work.base_commit for work in works):
+                sharing = [work for work in works if work.base_commit == base_commit]
+                problem = self._add_history(scratch, base_commit, [work.name for work in sharing], timeout)
+                if problem:
+                    works = [work for work in works if work not in sharing]
+                    unread += [AgentStatus(work.name, self.agents[work.name].backend, True, problem) for work in sharing]
+            for work in works:
+                scratch.add_pack(work.pack)
+            return predict(works, unread, scratch.merge)
+
+    def _add_history(self, scratch: ScratchRepository, commit: str, names: Sequence[str], timeout: float) -> str:
+        """Copy the base's history from the first of names that sends it; '' or why none did."""
+        problem = ""
+        for name in names:
+            try:
+                scratch.add_pack(decode_history(self.agent(name).run(history_script(commit), timeout=timeout)))
+                return ""
+            except (AgentfleetError, ValueError) as error:
+                problem = f"the history of base {commit[:10]} could not be read from {name}: {error}"
+        return problem
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from typing import TextIO
 from agentfleet.doctor import Diagnosis, Verdict
 from agentfleet.endpoint import AgentEndpoint
 from agentfleet.errors import AgentfleetError
+from agentfleet.overlaps import Overlaps
 from agentfleet.result import Result
 from agentfleet.status import AgentStatus
 from agentfleet.timeline import Entry
@@ -91,6 +92,30 @@ def status_problems(statuses: Sequence[AgentStatus]) -> list[str]:
 
 def render_status_json(statuses: Sequence[AgentStatus]) -> str:
     return json.dumps([status.to_json() for status in statuses], indent=2) + "\n"
+
+
+def render_overlaps(overlaps: Overlaps) -> str:
+    """Shared files, then the pairs that share files or conflict, then work the base has outrun."""
+    if overlaps.base_commit is None:
+        return "no agent's work could be read\n"
+    lines = [f"base {overlaps.base} ({overlaps.base_commit[:10]}), {len(overlaps.agents)} agents\n"]
+    if overlaps.files:
+        rows = [[file.path, ", ".join(file.agents)] for file in overlaps.files]
+        lines += ["\n", render_table(["FILE", "CHANGED BY"], rows)]
+    pairs = [pair for pair in overlaps.pairs if pair.shared or not pair.clean]
+    if pairs:
+        rows = [
+            [" + ".join(pair.agents), ", ".join(pair.shared) or "-",
+             "clean" if pair.clean else "CONFLICT: " + ", ".join(pair.conflicts)]
+            for pair in pairs
+        ]
+        lines += ["\n", render_table(["AGENTS", "BOTH CHANGE", "MERGE"], rows)]
+    if overlaps.stale:
+        rows = [[agent.name, "CONFLICT: " + ", ".join(agent.base_conflicts)] for agent in overlaps.stale]
+        lines += ["\n", render_table(["AGENT", f"MERGE INTO {overlaps.base}"], rows)]
+    conflicts = len(overlaps.conflicts) + len(overlaps.stale)
+    lines.append(f"\n{conflicts or 'no'} conflict{'' if conflicts == 1 else 's'} predicted\n")
+    return "".join(lines)
 
 
 def _health(status: AgentStatus) -> str:
