@@ -30,6 +30,9 @@ _EXPORTS = {
     "Unreachable": "agentfleet.errors",
     "UsageError": "agentfleet.errors",
     "Fleet": "agentfleet.fleet",
+    "LocalGitFailed": "agentfleet.errors",
+    "Overlaps": "agentfleet.overlaps",
+    "AgentStatus": "agentfleet.status",
     "Result": "agentfleet.result",
 }
 
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
         AuthenticationFailed,
         CommandTimeout,
         HostKeyMismatch,
+        LocalGitFailed,
         OutputsInvalid,
         PulumiError,
         StackNotFound,
@@ -53,6 +57,8 @@ if TYPE_CHECKING:
         UsageError,
     )
     from agentfleet.fleet import Fleet
+    from agentfleet.overlaps import Overlaps
+    from agentfleet.status import AgentStatus
     from agentfleet.result import Result
 
 

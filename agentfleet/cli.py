@@ -121,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--parallel", type=_positive, default=8, metavar="N")
 
+    status = add(
+        "status",
+        "where each agent's work stands: health, branch, HEAD, ahead/behind the base, changes",
+        epilog="the base is the remote's default branch (else main), fetched first in each agent",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--parallel", type=_positive, default=8, metavar="N")
+
+    overlaps = add(
+        "overlaps",
+        "which agents change the same files, and whose changes would conflict (git merge-tree, here)",
+        epilog="exit status 1 when a conflict is predicted, between two agents or with the base, "
+        "or when an agent's work could not be read",
+    )
+    overlaps.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    overlaps.add_argument("--parallel", type=_positive, default=8, metavar="N")
+
     run = add(
         "exec",
         "run a command in one agent, or in all: exec NAME -- CMD ...",

@@ -26,6 +26,10 @@ from agentfleet.render import (
     render_diagnosis,
     render_ls_json,
     render_ls_table,
+    render_overlaps,
+    render_status_json,
+    render_status_table,
+    status_problems,
     render_summary,
     retry_line,
 )
@@ -67,6 +71,30 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
         for error in filter(None, errors.values()):
             ctx.err.write(f"{error}\n")
     return 0
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    """Every agent's git state; like `ls`, an unreachable agent is a row, not a failure."""
+    statuses = ctx.fleet.status(parallel=args.parallel)
+    if args.json:
+        ctx.out.write(render_status_json(statuses))
+    else:
+        ctx.out.write(render_status_table(statuses))
+        for problem in status_problems(statuses):
+            ctx.err.write(f"{problem}\n")
+    return 0
+
+
+def cmd_overlaps(args: argparse.Namespace, ctx: Context) -> int:
+    """1 when a conflict is predicted, or when an agent is left out and could hide one."""
+    overlaps = ctx.fleet.overlaps(parallel=args.parallel)
+    if args.json:
+        ctx.out.write(json.dumps(overlaps.to_json(), indent=2) + "\n")
+    else:
+        ctx.out.write(render_overlaps(overlaps))
+    for status in overlaps.unread:
+        ctx.err.write(f"{status.name}: left out: {status.error}\n")
+    return 1 if overlaps.conflict_predicted or overlaps.unread else 0
 
 
 def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:

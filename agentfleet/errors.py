@@ -106,3 +106,13 @@ class AuditLogError(AgentfleetError):
     def __init__(self, path: Path, message: str) -> None:
         self.path = path
         super().__init__(message)
+
+
+class LocalGitFailed(AgentfleetError):
+    """git on the operator's machine, which `overlaps` merges with, failed or is missing."""
+
+    def __init__(self, command: str, said: str) -> None:
+        super().__init__(
+            f"`{command}` failed on this machine: {said}; `overlaps` needs git 2.38 or later "
+            "(merge-tree --write-tree) on PATH"
+        )

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from agentfleet.audit import AuditLog, audit_log_for
 from agentfleet.connection import Connection
@@ -17,6 +18,12 @@ from agentfleet.parallel import for_each
 from agentfleet.result import Result
 from agentfleet.retry import Backoff
 from agentfleet.source import Source, resolve_source
+from agentfleet.merges import ScratchRepository
+from agentfleet.overlaps import Overlaps, predict
+from agentfleet.status import STATUS_TIMEOUT, AgentStatus, parse_status, status_script, unreachable_status
+from agentfleet.work import AgentWork, decode_history, history_script, parse_work, work_script
+
+T = TypeVar("T")
 
 FleetStream = Callable[[str, str, str], None]
 """Receives (agent name, "stdout" | "stderr", text) as each agent prints it."""
@@ -127,6 +134,53 @@ class Fleet:
                                         retries=retries, backoff=backoff, on_retry=notice)
 
         return for_each(chosen, run_one, parallel)
+
+    def status(self, *, parallel: int = 8, timeout: float = STATUS_TIMEOUT) -> tuple[AgentStatus, ...]:
+        """Where every agent's work stands in git, one SSH command each; an agent that cannot
+        be reached is a status with its error, so one dead agent hides nobody else."""
+        return tuple(self._read_all(status_script(), parse_status, parallel, timeout))
+
+    def overlaps(self, *, parallel: int = 8, timeout: float = STATUS_TIMEOUT) -> Overlaps:
+        """Which agents change the same files and whose changes would not merge, predicted by
+        git merge-tree on this machine from each agent's work read over SSH (nothing is pushed)."""
+        read = self._read_all(work_script(), parse_work, parallel, timeout)
+        works = [item for item in read if isinstance(item, AgentWork)]
+        unread = [item for item in read if isinstance(item, AgentStatus)]
+        with ScratchRepository() as scratch:
+            copied, left_out = self._copy_work(scratch, works, timeout)
+            return predict(copied, [*unread, *left_out], scratch.merge)
+
+    def _read_all(
+        self, script: str, parse: Callable[[str, str, Result], T], parallel: int, timeout: float
+    ) -> list[T | AgentStatus]:
+        """script run in every agent, each output parsed; an agent not reached is its status."""
+        outcomes = self.run_all(script, parallel=parallel, timeout=timeout)
+        return [
+            unreachable_status(name, self.agents[name].backend, outcome)
+            if isinstance(outcome, AgentfleetError)
+            else parse(name, self.agents[name].backend, outcome)
+            for name, outcome in outcomes.items()
+        ]
+
+    def _copy_work(
+        self, scratch: ScratchRepository, works: Sequence[AgentWork], timeout: float
+    ) -> tuple[list[AgentWork], list[AgentStatus]]:
+        """Each work into scratch, after its base's history (from the first agent that sends it:
+        every pack leaves the base out); a work that cannot be copied is left out, saying why."""
+        histories: set[str] = set()
+        copied, left_out = [], []
+        for work in works:
+            try:
+                if work.base_commit not in histories:
+                    sent = self.agent(work.name).run(history_script(work.base_commit), timeout=timeout)
+                    scratch.add_pack(decode_history(sent))
+                    histories.add(work.base_commit)
+                scratch.add_pack(work.pack)
+                copied.append(work)
+            except (AgentfleetError, ValueError) as error:
+                problem = f"its work could not be copied to this machine: {error}"
+                left_out.append(AgentStatus(work.name, self.agents[work.name].backend, True, problem))
+        return copied, left_out
 
     def close(self) -> None:
         with self._lock:

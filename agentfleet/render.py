@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TextIO
 
 from agentfleet.doctor import Diagnosis, Verdict
 from agentfleet.endpoint import AgentEndpoint
 from agentfleet.errors import AgentfleetError
+from agentfleet.overlaps import Overlaps
 from agentfleet.result import Result
+from agentfleet.status import AgentStatus
 from agentfleet.timeline import Entry
 from agentfleet.workspace import CloneOutcome, DeployKey
 
@@ -50,6 +53,83 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n"
         for row in [header, *rows]
     )
+
+
+def render_status_table(statuses: Sequence[AgentStatus]) -> str:
+    """One row per agent; `-` where git could not say (see the errors printed after it)."""
+    rows = [
+        [
+            status.name,
+            status.backend,
+            _health(status),
+            status.branch or "-",
+            (status.head or "-")[:10],
+            status.base or "-",
+            _number(status.ahead),
+            _number(status.behind),
+            _number(status.uncommitted),
+            _minute(status.last_commit),
+            _minute(status.last_git_activity),
+        ]
+        for status in statuses
+    ]
+    header = ["NAME", "BACKEND", "HEALTH", "BRANCH", "HEAD", "BASE", "AHEAD", "BEHIND", "CHANGED",
+              "LAST COMMIT (UTC)", "LAST GIT (UTC)"]
+    return render_table(header, rows)
+
+
+def status_problems(statuses: Sequence[AgentStatus]) -> list[str]:
+    """Why a row of the status table is incomplete or stale, one line per problem."""
+    problems = [f"{status.name}: {status.error}" for status in statuses if status.error]
+    problems += [
+        f"{status.name}: cannot fetch {status.base}, ahead/behind count against what it fetched last: "
+        f"{status.fetch_error}"
+        for status in statuses
+        if status.fetch_error
+    ]
+    return problems
+
+
+def render_status_json(statuses: Sequence[AgentStatus]) -> str:
+    return json.dumps([status.to_json() for status in statuses], indent=2) + "\n"
+
+
+def render_overlaps(overlaps: Overlaps) -> str:
+    """Shared files, then the pairs that share files or conflict, then work the base has outrun."""
+    if overlaps.base_commit is None:
+        return "no agent's work could be read\n"
+    lines = [f"base {overlaps.base} ({overlaps.base_commit[:10]}), {len(overlaps.agents)} agents\n"]
+    if overlaps.files:
+        rows = [[file.path, ", ".join(file.agents)] for file in overlaps.files]
+        lines += ["\n", render_table(["FILE", "CHANGED BY"], rows)]
+    pairs = [pair for pair in overlaps.pairs if pair.shared or not pair.clean]
+    if pairs:
+        rows = [
+            [" + ".join(pair.agents), ", ".join(pair.shared) or "-",
+             "clean" if pair.clean else "CONFLICT: " + ", ".join(pair.conflicts)]
+            for pair in pairs
+        ]
+        lines += ["\n", render_table(["AGENTS", "BOTH CHANGE", "MERGE"], rows)]
+    if overlaps.stale:
+        rows = [[agent.name, "CONFLICT: " + ", ".join(agent.base_conflicts)] for agent in overlaps.stale]
+        lines += ["\n", render_table(["AGENT", f"MERGE INTO {overlaps.base}"], rows)]
+    conflicts = len(overlaps.conflicts) + len(overlaps.stale)
+    lines.append(f"\n{conflicts or 'no'} conflict{'' if conflicts == 1 else 's'} predicted\n")
+    return "".join(lines)
+
+
+def _health(status: AgentStatus) -> str:
+    if not status.reachable:
+        return "unreachable"
+    return "error" if status.error else "ok"
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _minute(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def outcome_line(name: str, outcome: Result | AgentfleetError) -> str:

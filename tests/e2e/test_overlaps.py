@@ -1,0 +1,117 @@
+"""`agentfleet status` and `agentfleet overlaps` on a real Docker fleet of three agents cloned from
+the git server: alpha and beta rewrite the same line of README and commit, gamma commits a new
+file and leaves a change uncommitted. overlaps names alpha and beta and README as a conflict,
+gamma as clean, and exits 1; status agrees with what git says inside each agent."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agentfleet.cli import main as cli
+from components.keys import generate_ed25519
+from tests.e2e.support import FleetStack, GitServer
+
+AGENTS = ("alpha", "beta", "gamma")
+WORK = {
+    "alpha": "printf 'alpha was here\\n' > README && git commit -qam alpha",
+    "beta": "printf 'beta was here\\n' > README && git commit -qam beta",
+    "gamma": "printf 'gamma\\n' > NOTES && git add NOTES && git commit -qm gamma && printf 'more\\n' >> NOTES",
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(git_server: GitServer, make_stack, tmp_path_factory) -> Path:
+    """The fleet's outputs file, after each agent did its work (at the time in `worked`)."""
+    stack: FleetStack = make_stack("overlaps")
+    private, public = generate_ed25519("overlaps-deploy-key")
+    git_server.authorize(public)
+    stack.set_secret("deployKey", private)
+    stack.set_fleet({
+        "attach_networks": [git_server.network],
+        "defaults": {"resources": {"cpus": 0.5, "memory": "256m", "pids": 128}},
+        "agents": [
+            {"name": name, "identity": {"name": name.title(), "email": f"{name}@fleet.test"},
+             "remote": git_server.url, "known_hosts": [git_server.known_hosts_line],
+             "credential": {"ssh_key": "deployKey"}}
+            for name in AGENTS
+        ],
+    })
+    path = tmp_path_factory.mktemp("overlaps") / "outputs.json"
+    path.write_text(json.dumps(stack.up()))
+    for name, command in WORK.items():
+        assert run_cli(path, "exec", name, "--", command)[0] == 0
+    return path
+
+
+def run_cli(outputs: Path, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = cli(["--outputs", str(outputs), *argv], out, err, {})
+    return status, out.getvalue(), err.getvalue()
+
+
+def in_agent(outputs: Path, name: str, command: str) -> str:
+    """What git says inside the agent."""
+    status, out, err = run_cli(outputs, "exec", name, "--", command)
+    assert status == 0, err
+    return out.strip()
+
+
+def test_overlaps_names_the_conflicting_pair_and_file_and_gamma_as_clean(outputs: Path):
+    before = {name: in_agent(outputs, name, "git rev-parse HEAD; git status --porcelain") for name in AGENTS}
+
+    status, out, err = run_cli(outputs, "overlaps", "--json")
+
+    assert (status, err) == (1, "")
+    found = json.loads(out)
+    assert found["conflict"] is True and found["base"] == "main" and found["unread"] == []
+    assert found["base_commit"] == in_agent(outputs, "alpha", "git rev-parse origin/main")
+    assert found["files"] == [{"path": "README", "agents": ["alpha", "beta"]}]
+    pairs = {tuple(pair["agents"]): pair for pair in found["pairs"]}
+    assert pairs["alpha", "beta"] == {"agents": ["alpha", "beta"], "shared": ["README"], "clean": False,
+                                      "conflicts": ["README"]}
+    assert [pairs[pair]["clean"] for pair in (("alpha", "gamma"), ("beta", "gamma"))] == [True, True]
+    agents = {agent["name"]: agent for agent in found["agents"]}
+    assert agents["gamma"]["paths"] == ["NOTES"] and agents["gamma"]["merges_into_base"] is True
+    assert all(agent["merges_into_base"] for agent in agents.values())
+    # gamma's uncommitted line is part of its work commit, which is not its HEAD and not pushed
+    assert agents["gamma"]["commit"] != before["gamma"].split()[0]
+    assert agents["alpha"]["commit"] == before["alpha"].split()[0]
+    after = {name: in_agent(outputs, name, "git rev-parse HEAD; git status --porcelain") for name in AGENTS}
+    assert after == before
+
+    status, out, err = run_cli(outputs, "overlaps")
+    assert status == 1 and "alpha + beta  README" in out and out.endswith("1 conflict predicted\n")
+
+
+def test_status_matches_what_git_says_in_each_agent(outputs: Path):
+    # gamma's commit lands on main: alpha and beta are then one behind, gamma even with it
+    in_agent(outputs, "gamma", "git push -q origin HEAD:main")
+    worked = datetime.now(UTC)
+    time.sleep(1.1)  # trace files' times are to the second at worst: the status's own git comes later
+
+    status, out, err = run_cli(outputs, "status", "--json")
+
+    assert (status, err) == (0, "")
+    records = {record["name"]: record for record in json.loads(out)}
+    assert list(records) == list(AGENTS)
+    for name, record in records.items():
+        behind, ahead = in_agent(outputs, name, "git rev-list --left-right --count origin/main...HEAD").split()
+        assert record["reachable"] is True and record["error"] is None and record["backend"] == "docker"
+        assert record["branch"] == in_agent(outputs, name, "git symbolic-ref --short HEAD")
+        assert record["head"] == in_agent(outputs, name, "git rev-parse HEAD")
+        assert (record["base"], record["base_commit"]) == ("main", in_agent(outputs, name, "git rev-parse origin/main"))
+        assert (record["behind"], record["ahead"]) == (int(behind), int(ahead))
+        changed = in_agent(outputs, name, "git status --porcelain")
+        assert record["uncommitted"] == len(changed.splitlines())
+        committed = datetime.fromisoformat(in_agent(outputs, name, "git log -1 --format=%cI"))
+        assert datetime.fromisoformat(record["last_commit"]) == committed
+        activity = datetime.fromisoformat(record["last_git_activity"])
+        assert committed - timedelta(seconds=1) <= activity <= worked + timedelta(seconds=1)
+    assert [(records[name]["behind"], records[name]["ahead"]) for name in AGENTS] == [(1, 1), (1, 1), (0, 0)]
+    assert records["gamma"]["uncommitted"] == 1
