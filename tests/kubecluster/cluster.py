@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.kubecluster import configs
+from tests.shared_paths import SHARED_PATHS
 from tests.kubecluster.layout import NODE_NAME, Layout, Network, kubernetes_home
 from tests.kubecluster.pki import CLIENTS, Identity, Pki
 
@@ -77,7 +78,6 @@ class Cluster:
         self.network: Network | None = None
         self._holder: subprocess.Popen[bytes] | None = None
         self._processes: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self._created_mount_points: list[Path] = []
         self._lock: int | None = None
 
     # -- what tests use -------------------------------------------------------------------
@@ -212,9 +212,10 @@ class Cluster:
                 fake.write_text(wanted + "\n")
                 script.append(f"mount --bind {shlex.quote(str(fake))} /proc/sys/{key}")
         for host_path in map(Path, SHADOWED):
-            if not host_path.exists():
-                host_path.mkdir(parents=True)
-                self._created_mount_points.append(host_path)
+            # Other parts of the run use these too (the remote-host rig's `ip netns add` mounts
+            # /run/netns): what the cluster makes here is undone when both are done with it.
+            with SHARED_PATHS.changing(self, host_path):
+                host_path.mkdir(exist_ok=True)
             own = shadow / host_path.relative_to("/")
             own.mkdir(parents=True, exist_ok=True)
             script.append(f"mount --bind {shlex.quote(str(own))} {host_path}")
@@ -325,9 +326,7 @@ class Cluster:
         _remove_cgroups("kubepods")
         if self.network is not None:
             subprocess.run(["ip", "link", "del", self.network.bridge], capture_output=True)
-        for path in reversed(self._created_mount_points):
-            path.rmdir()
-        self._created_mount_points.clear()
+        SHARED_PATHS.release(self)
         if self._lock is not None:
             os.close(self._lock)  # releases the lock
             self._lock = None
