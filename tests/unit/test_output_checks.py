@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.stand_ins import write_stand_in
+from tests.stand_ins import write_stand_in
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUNS = 25

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.stand_ins import PULUMI_VERSION, tools_path, write_stand_in
+from tests.stand_ins import PULUMI_VERSION, tools_path, write_stand_in
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

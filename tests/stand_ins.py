@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PULUMI_VERSION = re.search(r"^PULUMI_VERSION=(\S+)$", (PROJECT_ROOT / "scripts/lib/pulumi-toolchain.sh").read_text(),
                            re.M).group(1)
 SYSTEM_DIRS = (Path("/usr/bin"), Path("/bin"), Path("/usr/sbin"), Path("/sbin"))
