@@ -96,8 +96,8 @@ def host_unchanged() -> Iterator[HostState]:
     yield before
     changed = before.differences(HostState.capture())
     left = SHARED_PATHS.pending()
-    assert not changed and not left, ("the test run left the host changed:\n" + "\n".join(changed)
-                                      + "".join(f"\n{path} still holds changes of {owners}" for path, owners in left.items()))
+    problems = changed + [f"{path} still holds changes of {owners}" for path, owners in left.items()]
+    assert not problems, "the test run left the host changed:\n" + "\n".join(problems)
 
 
 @pytest.fixture(scope="session")

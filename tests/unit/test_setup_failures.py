@@ -61,7 +61,8 @@ def test_the_go_build_path_without_go_says_to_install_it(tmp_path, chosen, reach
     assert toolchain_left(tmp_path) == []  # no partial toolchain left
 
 
-@pytest.mark.parametrize("chosen", ["installer", "auto"], ids=["forced to the installer", "auto, get.pulumi.com answers"])
+@pytest.mark.parametrize("chosen", ["installer", "auto"],
+                         ids=["forced to the installer", "auto, get.pulumi.com answers"])
 def test_the_official_installer_path_installs_the_version_asked_for(tmp_path, chosen):
     curl_for_get_pulumi(tmp_path, reachable=True)
     result = run_step(tmp_path, "ensure_pulumi_toolchain", "pulumi-toolchain",
