@@ -74,7 +74,8 @@ class ProcessSampler:
         return parts == {"cmdline", "environ"}
 
     def _plant(self) -> None:
-        subprocess.run(["sh", "-c", f"sleep {MARKER_LIFE_S}", "planted", self.marker],
+        # Two commands, so that sh stays (with one it may exec sleep, and the marker leaves argv).
+        subprocess.run(["sh", "-c", f"sleep {MARKER_LIFE_S}; exit 0", "planted", self.marker],
                        env={**os.environ, MARKER_VARIABLE: self.marker}, check=True)
 
     def _run(self) -> None:
