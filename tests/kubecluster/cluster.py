@@ -6,9 +6,9 @@ fresh certificates, on a bridge this module creates. The node's daemons run in a
 namespace where
 - the sysctls kubelet insists on read as the values it wants (files mounted over /proc/sys
   entries), so with `protectKernelDefaults` it neither fails nor changes the host's;
-- the directories a node writes to by fixed paths (/var/log, /var/lib/cni, /run/netns,
-  /run/containerd, and /tmp/hostpath_pv, where the controller-manager's host-path provisioner
-  makes the volumes claims ask for) are directories of the cluster,
+- the directories a node writes to by fixed paths (/var/log, /var/lib/cni, /var/lib/kubelet,
+  /run/netns, /run/containerd, and /tmp/hostpath_pv, where the controller-manager's host-path
+  provisioner makes the volumes claims ask for) are directories of the cluster,
 so every mount dies with the namespace. `stop` kills what runs in pods (by cgroup), the
 daemons, then removes kube-proxy's nft tables, kubelet's cgroups and the bridge.
 
@@ -41,8 +41,10 @@ from tests.kubecluster.pki import CLIENTS, Identity, Pki
 WANTED_SYSCTLS = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10",
                   "kernel/panic_on_oops": "1", "kernel/keys/root_maxkeys": "1000000",
                   "kernel/keys/root_maxbytes": "25000000", "net/ipv4/ip_forward": "1"}
-# /tmp/hostpath_pv: where the controller-manager's host-path provisioner makes volumes.
-SHADOWED = ("/var/log", "/var/lib/cni", "/run/netns", "/run/containerd", "/tmp/hostpath_pv")
+# /tmp/hostpath_pv: where the controller-manager's host-path provisioner makes volumes;
+# /var/lib/kubelet: kubelet's device-plugin socket goes to /var/lib/kubelet/device-plugins whatever
+# --root-dir says (on a host without that directory it appeared there).
+SHADOWED = ("/var/log", "/var/lib/cni", "/var/lib/kubelet", "/run/netns", "/run/containerd", "/tmp/hostpath_pv")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 POLL = 0.2
 
