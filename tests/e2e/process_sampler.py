@@ -20,7 +20,7 @@ from pathlib import Path
 MARKER_VARIABLE = "AGENTFLEET_SAMPLER_MARKER"
 MARKER_AFTER_S = 1.0  # planted once the run is under way
 MARKER_LIFE_S = 0.2  # about as long as the short processes of an `up` (ssh-keyscan, git, a launcher)
-POLL_S = 0.005
+POLL_S = 0.02  # a round reads every process (a few ms of CPU): leave the cores to what is sampled
 # Where each Python language host hands the program its configuration, decrypted secrets included:
 # agentfleet's (scripts/toolchain, installed where Pulumi's installer is unreachable) on the
 # program's stdin, which no process shows; the upstream pulumi-language-python in the PULUMI_CONFIG
