@@ -1,4 +1,4 @@
-"""Loading a stack's `agentfleet:fleet` object: all at once, so one run reports every problem
+"""Loading a stack's fleet config object (`<project>:fleet`): all at once, so one run reports every problem
 (stack, agent, field, what is wrong, what would be right) before any resource exists."""
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ ensure_agent_image() {
         else
             log_info "base: no registry answers 'docker pull $AGENT_IMAGE_SLIM_BASE';" \
                 "building $base from Debian packages (debootstrap, about a minute)"
-            if ! log_timed "building $base" - "$root/images/build-base-rootfs" "$base"; then
-                printf 'error: could not build the base image %s (see above); a Debian mirror must be reachable (AGENTFLEET_DEBIAN_MIRROR)\n' \
+            if ! log_timed "building $base" "$(setup_log debian-base)" "$root/images/build-base-rootfs" "$base"; then
+                printf 'error: could not build the base image %s (see above); a Debian mirror must be reachable (AGENTFLEET_DEBIAN_MIRROR), then run scripts/setup again\n' \
                     "$base" >&2
                 return 1
             fi

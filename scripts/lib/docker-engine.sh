@@ -48,8 +48,8 @@ ensure_docker_engine() {
 
     if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
         log_step "Installing Docker (Debian package docker.io)"
-        if ! log_timed "apt-get install docker.io" - apt_install docker.io; then
-            printf 'error: could not install docker.io with apt-get (see the output above); install Docker and run this again\n' >&2
+        if ! apt_install docker.io; then
+            printf 'error: could not install docker.io with apt-get (see above); install Docker and run this again\n' >&2
             return 1
         fi
         # A systemd machine may have started it on installation.

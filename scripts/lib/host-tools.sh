@@ -19,7 +19,7 @@ ensure_host_tools() {
     command -v cloud-init >/dev/null 2>&1 && had_cloud_init=1
     [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; install ${HOST_PACKAGES[*]} (as root: apt-get install ${HOST_PACKAGES[*]})"
     log_step "Installing host tools (${missing[*]})"
-    log_timed "apt-get install ${HOST_PACKAGES[*]}" - apt_install --no-install-recommends "${HOST_PACKAGES[@]}" \
+    apt_install --no-install-recommends "${HOST_PACKAGES[@]}" \
         || die "apt-get could not install ${HOST_PACKAGES[*]}"
     # The package's own sshd is not wanted on the host: tests start their own.
     service ssh stop >/dev/null 2>&1 || true

@@ -68,6 +68,16 @@ _kube_host_packages() {
     # The package starts the system's containerd; the cluster runs its own (tests/kube_cluster.py).
 }
 
+# Whether the kubectl (etcd) at $1 reports the version built. Both print more lines after the
+# version (kubectl Kustomize's, etcd its Git SHA and Go version): output_has reads them all.
+kube_kubectl_reports_version() {
+    output_has "v$KUBERNETES_VERSION" "$1" version --client
+}
+
+kube_etcd_reports_version() {
+    output_has "etcd Version: $ETCD_VERSION" "$1" --version
+}
+
 # A throwaway Go module in a new directory (printed): $1 is its go.mod body after the header.
 _kube_wrapper_module() {
     local work
@@ -108,15 +118,14 @@ $replaces")
         packages+=("k8s.io/kubernetes/cmd/$pkg")
     done
     { printf '//go:build tools\n\npackage tools\n\nimport (\n'; printf '\t_ "%s"\n' "${packages[@]}"; printf ')\n'; } >"$work/tools.go"
-    (cd "$work" && go mod tidy >/dev/null 2>"$work/tidy.log") \
-        || die "resolving Kubernetes' Go modules failed (is the Go module proxy reachable?): $(tail -3 "$work/tidy.log")"
+    go_step "resolving Kubernetes' Go modules (go mod tidy)" kubernetes-mod-tidy go -C "$work" mod tidy
     ldflags="-s -w"
     for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         ldflags+=" -X $v.gitVersion=v$KUBERNETES_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION") -X $v.gitTreeState=clean"
     done
-    (cd "$work" && _kube_go build -trimpath -ldflags "$ldflags" -o "$target.partial/bin/" "${packages[@]}" 2>"$work/build.log") \
-        || die "building Kubernetes failed: $(tail -5 "$work/build.log")"
-    output_has "v$KUBERNETES_VERSION" "$target.partial/bin/kubectl" version --client \
+    go_step "compiling Kubernetes (go build)" kubernetes-build \
+        _kube_go -C "$work" build -trimpath -ldflags "$ldflags" -o "$target.partial/bin/" "${packages[@]}"
+    kube_kubectl_reports_version "$target.partial/bin/kubectl" \
         || die "the built kubectl does not report v$KUBERNETES_VERSION"
     touch "$target.partial/.complete"
     mv "$target.partial" "$target"
@@ -138,11 +147,10 @@ _kube_etcd() {
     trap "rm -rf '$work'" RETURN
     printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' \
         >"$work/main.go"
-    (cd "$work" && go mod tidy >/dev/null 2>"$work/tidy.log") \
-        || die "resolving etcd's Go modules failed (is the Go module proxy reachable?): $(tail -3 "$work/tidy.log")"
-    (cd "$work" && _kube_go build -trimpath -ldflags "-s -w" -o "$target.partial/bin/etcd" . 2>"$work/build.log") \
-        || die "building etcd failed: $(tail -5 "$work/build.log")"
-    output_has "etcd Version: $ETCD_VERSION" "$target.partial/bin/etcd" --version \
+    go_step "resolving etcd's Go modules (go mod tidy)" etcd-mod-tidy go -C "$work" mod tidy
+    go_step "compiling etcd (go build)" etcd-build _kube_go -C "$work" build -trimpath -ldflags "-s -w" \
+        -o "$target.partial/bin/etcd" .
+    kube_etcd_reports_version "$target.partial/bin/etcd" \
         || die "the built etcd does not report version $ETCD_VERSION"
     touch "$target.partial/.complete"
     mv "$target.partial" "$target"
@@ -216,15 +224,14 @@ _kube_pulumi_provider() {
         trap "rm -rf '$work'" RETURN
         printf '//go:build tools\n\npackage main\n\nimport (\n\t_ "github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/provider"\n\t_ "github.com/pulumi/pulumi/pkg/v3/codegen/schema"\n)\n' \
             >"$work/tools.go"
-        (cd "$work" && go mod tidy >/dev/null 2>"$work/tidy.log") \
-            || die "resolving pulumi-kubernetes' Go modules failed (is the Go module proxy reachable?): $(tail -3 "$work/tidy.log")"
+        go_step "resolving pulumi-kubernetes' Go modules (go mod tidy)" pulumi-kubernetes-mod-tidy go -C "$work" mod tidy
         cmd=$(cd "$work" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi-kubernetes/provider/v4)/cmd/pulumi-resource-kubernetes
         mkdir "$work/gen"
         cp "$cmd/generate.go" "$work/gen/"
         cp "$cmd/schema.json" "$cmd/terraform-mapping.json" "$work/"
         chmod u+w "$work"/*.json
-        (cd "$work" && VERSION=$PULUMI_KUBERNETES_VERSION _kube_go run ./gen/generate.go 2>"$work/generate.log") \
-            || die "generating the provider schema failed: $(tail -3 "$work/generate.log")"
+        VERSION=$PULUMI_KUBERNETES_VERSION go_step "generating the provider schema (go run)" pulumi-kubernetes-generate \
+            _kube_go -C "$work" run ./gen/generate.go
         cat >"$work/main.go" <<'GO'
 package main
 
@@ -243,10 +250,9 @@ var mapping []byte
 
 func main() { provider.Serve("kubernetes", version.Version, schema, mapping) }
 GO
-        (cd "$work" && _kube_go build -trimpath \
-            -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PULUMI_KUBERNETES_VERSION" \
-            -o "$target.partial/bin/pulumi-resource-kubernetes" . 2>"$work/build.log") \
-            || die "building the pulumi-kubernetes provider failed: $(tail -5 "$work/build.log")"
+        go_step "compiling the pulumi-kubernetes provider (go build)" pulumi-kubernetes-build _kube_go -C "$work" build \
+            -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PULUMI_KUBERNETES_VERSION" \
+            -o "$target.partial/bin/pulumi-resource-kubernetes" .
         touch "$target.partial/.complete"
         mv "$target.partial" "$target"
         log_info "built $target/bin/pulumi-resource-kubernetes in $(( $(date +%s) - started ))s"

@@ -66,7 +66,7 @@ _lima_host_packages() {
     [ ${#missing[@]} -eq 0 ] && { log_info "qemu and image tools present"; return 0; }
     [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; as root: apt-get install ${LIMA_HOST_PACKAGES[*]}"
     log_step "Installing qemu and image tools (${missing[*]})"
-    log_timed "apt-get install ${LIMA_HOST_PACKAGES[*]}" - apt_install --no-install-recommends "${LIMA_HOST_PACKAGES[@]}" \
+    apt_install --no-install-recommends "${LIMA_HOST_PACKAGES[@]}" \
         || die "apt-get could not install ${LIMA_HOST_PACKAGES[*]}"
 }
 
@@ -108,17 +108,14 @@ _lima_limactl() {
         "$LIMA_VERSION" >"$work/go.mod"
     printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "github.com/lima-vm/lima/cmd/limactl"\n\t_ "github.com/lima-vm/lima/cmd/lima-guestagent"\n)\n' \
         >"$work/tools.go"
-    log_timed "resolving Lima's Go modules (go mod tidy)" "$work/tidy.log" go -C "$work" mod tidy \
-        || die "resolving Lima's Go modules failed (is the Go module proxy reachable?): $(tail -3 "$work/tidy.log")"
+    go_step "resolving Lima's Go modules (go mod tidy)" lima-mod-tidy go -C "$work" mod tidy
     ldflags="-s -w -X github.com/lima-vm/lima/pkg/version.Version=v$LIMA_VERSION"
-    log_timed "compiling limactl (go build)" "$work/build.log" go -C "$work" build -trimpath -ldflags "$ldflags" \
-        -o "$target.partial/bin/limactl" github.com/lima-vm/lima/cmd/limactl \
-        || die "building limactl failed: $(tail -5 "$work/build.log")"
+    go_step "compiling limactl (go build)" limactl-build go -C "$work" build -trimpath -ldflags "$ldflags" \
+        -o "$target.partial/bin/limactl" github.com/lima-vm/lima/cmd/limactl
     # Lima looks for <prefix>/share/lima/lima-guestagent.Linux-x86_64 next to <prefix>/bin/limactl.
-    log_timed "compiling lima-guestagent (go build)" "$work/build.log" \
+    go_step "compiling lima-guestagent (go build)" lima-guestagent-build \
         env CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go -C "$work" build -trimpath -ldflags "$ldflags" \
-        -o "$target.partial/share/lima/lima-guestagent.Linux-x86_64" github.com/lima-vm/lima/cmd/lima-guestagent \
-        || die "building lima-guestagent failed: $(tail -5 "$work/build.log")"
+        -o "$target.partial/share/lima/lima-guestagent.Linux-x86_64" github.com/lima-vm/lima/cmd/lima-guestagent
     chmod 0644 "$target.partial/share/lima/lima-guestagent.Linux-x86_64"
     # Lima's own templates, as `make install` places them: `limactl info`, and `limactl create
     # template://…` for users who can download Lima's images, read them there.
@@ -144,8 +141,9 @@ _lima_image() {
     [ "$(id -u)" -eq 0 ] || die "building the Lima VM image needs root (debootstrap); run scripts/setup as root once, or give Lima agents an \`image\`"
     log_step "Building the Lima VM image $id from Debian packages (a few minutes)"
     rm -rf "$image" "$image.partial"
-    log_timed "building the Lima VM image" - "$_AGENTFLEET_LIB/../../images/lima/build-vm-image" "$image.partial" \
-        || die "building the Lima VM image failed (see above)"
+    log_timed "building the Lima VM image" "$(setup_log lima-vm-image)" \
+        "$_AGENTFLEET_LIB/../../images/lima/build-vm-image" "$image.partial" \
+        || die "building the Lima VM image failed (see above); a Debian mirror must be reachable (AGENTFLEET_DEBIAN_MIRROR), then run scripts/setup again"
     touch "$image.partial/.complete"
     mv "$image.partial" "$image"
     # Instances keep their own copy of the disk: images of older recipes serve nobody now.

@@ -73,12 +73,10 @@ require (
 replace github.com/atotto/clipboard => github.com/tgummerer/clipboard v0.0.0-20241001131231-d02d263e614e
 GOMOD
     printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"\n' > "$work/tools.go"
-    log_timed "resolving Pulumi's Go modules (go mod tidy)" "$work/tidy.log" go -C "$work" mod tidy \
-        || die "resolving Pulumi's Go modules failed (is the Go module proxy reachable?): $(tail -3 "$work/tidy.log")"
-    log_timed "compiling the Pulumi CLI (go build)" "$work/build.log" go -C "$work" build -trimpath \
+    go_step "resolving Pulumi's Go modules (go mod tidy)" pulumi-mod-tidy go -C "$work" mod tidy
+    go_step "compiling the Pulumi CLI (go build)" pulumi-build go -C "$work" build -trimpath \
         -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
-        -o "$target/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi \
-        || die "building the Pulumi CLI failed: $(tail -5 "$work/build.log")"
+        -o "$target/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
     log_info "built $target/bin/pulumi"
 
     sdk=$(cd "$work" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3) \

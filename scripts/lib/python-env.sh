@@ -17,7 +17,7 @@ ensure_python_env() {
     command -v python3 >/dev/null || die "python3 is missing; install Python 3.11 or newer"
     rm -f "$stamp"
     python3 -m venv "$venv" || die "could not create a virtual environment; install python3-venv"
-    log_timed "pip install -r requirements.txt" - \
+    log_timed "pip install -r requirements.txt" "$(setup_log pip)" \
         "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$PROJECT_ROOT/requirements.txt" \
         || die "pip could not install requirements.txt (is PyPI reachable?)"
     # Earlier setups installed one clone's agentfleet (editable) into the shared venv.

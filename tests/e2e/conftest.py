@@ -29,6 +29,8 @@ from tests.e2e.support import (
     session_alive,
     start_git_server,
 )
+from tests.kubecluster.host_state import HostState
+from tests.shared_paths import SHARED_PATHS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -99,7 +101,22 @@ def make_stack(project_dir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def remote_hosts() -> Iterator[RemoteHosts]:
+def host_unchanged() -> Iterator[HostState]:
+    """The host as the run found it (iptables but Docker's, nft tables, sysctls, mounts, cgroups,
+    node paths), captured before the first fixture that changes it (the Kubernetes cluster, the
+    remote-host rig) and compared once, when the session ends: those fixtures depend on this one,
+    so they are all gone by then, whatever order they came and went in and whatever paths they
+    shared (tests/shared_paths.py)."""
+    before = HostState.capture()
+    yield before
+    changed = before.differences(HostState.capture())
+    left = SHARED_PATHS.pending()
+    problems = changed + [f"{path} still holds changes of {owners}" for path, owners in left.items()]
+    assert not problems, "the test run left the host changed:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def remote_hosts(host_unchanged: HostState) -> Iterator[RemoteHosts]:
     """Two remote Docker hosts on this machine (network namespaces, each with its own dockerd
     and sshd; see remote_hosts.py), removed at the end of the session."""
     rig = RemoteHosts(2)

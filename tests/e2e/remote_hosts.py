@@ -11,7 +11,8 @@ reaches that host's dockerd and not the machine's.
 
 Everything lives under RIG_ROOT/<rig id> and in interfaces and namespaces named after the id;
 `close()` removes it all (processes and their children, mounts, namespaces, veths, bridge,
-data), also when starting failed. A rig whose test run died without cleaning up (SIGKILL) is
+data; /run/netns as the rig found it, once no other part of the run uses it:
+tests/shared_paths.py), also when starting failed. A rig whose test run died without cleaning up (SIGKILL) is
 removed by the next rig that starts. `python -m tests.e2e.remote_hosts [N]` times starting and
 removing N hosts.
 """
@@ -37,6 +38,8 @@ from typing import Any
 import docker
 import requests
 
+from tests.shared_paths import SHARED_PATHS
+
 RIG_ROOT = Path("/var/lib/agentfleet-test")
 SUBNETS = ipaddress.ip_network("10.213.0.0/16")  # one free /24 of it per rig
 READY_TIMEOUT = 30.0
@@ -45,6 +48,7 @@ DATA_SIZE = "6g"  # a limit on the rig's tmpfs (images, containers, volumes of e
 SHUTDOWN_TIMEOUT = 3  # s a container gets to stop when its host goes down
 STOP_TIMEOUT = 20.0
 PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start without it
+NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps namespaces, making it a mount point
 TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "dockerd": "docker.io", "docker": "docker.io", "iptables": "iptables",
          "sshd": "openssh-server", "ssh-keygen": "openssh-client"}
 
@@ -177,6 +181,7 @@ class RemoteHosts:
             if self._made:
                 remove_rig(self.id)
                 self._made = False
+            SHARED_PATHS.release(self)  # /run/netns, once no other part of the run uses it
             for processes in self._processes.values():
                 for process in (processes.dockerd, processes.sshd):
                     if process is not None:
@@ -226,7 +231,8 @@ class RemoteHosts:
         netns, veth, root = f"af{self.id}-{k}", f"afv{self.id}{k}", self.root / f"h{k}"  # names <= 15 chars
         address = str(subnet[10 + k])
         root.mkdir()
-        _run("ip", "netns", "add", netns)
+        with SHARED_PATHS.changing(self, NETNS_DIR):
+            _run("ip", "netns", "add", netns)
         _run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
         _run("ip", "link", "set", veth, "master", self.bridge, "up")
         _run("ip", "-n", netns, "addr", "add", f"{address}/{subnet.prefixlen}", "dev", "eth0")

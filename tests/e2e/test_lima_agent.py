@@ -24,6 +24,7 @@ import pytest
 from agentfleet import Fleet
 from components.backends.lima import backend as lima
 from components.keys import generate_ed25519
+from tests.e2e.process_sampler import ProcessSampler, config_channel
 from tests.e2e.support import FleetStack, GitServer
 from tests.key_marks import PRIVATE_KEY_BEGIN
 
@@ -61,7 +62,13 @@ def fleet_config(git: GitServer) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def fleet(git_server: GitServer, make_stack):
+def during_up() -> ProcessSampler:
+    """Every process's arguments and environment while the fleet's `pulumi up` runs."""
+    return ProcessSampler()
+
+
+@pytest.fixture(scope="module")
+def fleet(git_server: GitServer, make_stack, during_up: ProcessSampler):
     command = limactl()
     stack: FleetStack = make_stack("lima")
     instance = f"agentfleet-{stack.name}-agent-1"
@@ -71,7 +78,8 @@ def fleet(git_server: GitServer, make_stack):
     stack.set_fleet(fleet_config(git_server))
     started = time.monotonic()
     try:
-        outputs = stack.up()
+        with during_up:
+            outputs = stack.up()
         print(f"\nLima agent up in {time.monotonic() - started:.0f} s")
         with Fleet.from_outputs(outputs, stack.name) as client:
             yield stack, outputs, client, command, instance, remote_private
@@ -121,10 +129,16 @@ def test_the_agent_cloned_its_remote_commits_and_pushes_its_branch(fleet, git_se
     assert git_server.branch_authors()["agent/agent-1"] == "<lima-agent@fleet.test>"
 
 
-def test_the_cloud_config_is_in_no_host_file_argv_or_lima_config(fleet):
+def test_the_cloud_config_is_in_no_host_file_argv_or_lima_config(fleet, during_up: ProcessSampler):
     stack, _, _, command, instance, remote_private = fleet
     # The first body line is the same for every OpenSSH ed25519 key; the rest is the key.
     secret_lines = remote_private.strip().splitlines()[2:-1]
+    # During `up` (limactl create/start, the document on limactl shell's stdin), sampled as Docker's is:
+    assert during_up.saw_its_marker(), "the sampler missed the short process it planted during up"
+    _, channel = config_channel()  # where the language host hands over the configuration, if anywhere
+    for needle in ("#cloud-config\nusers:", *secret_lines):
+        holders = during_up.holders(needle.encode(), except_variables=channel)
+        assert not holders, f"{needle[:20]!r} was in a process's arguments or environment during up: {holders}"
     (listed,) = [i for i in lima_instances(command) if i["name"] == instance]
     texts = {"ps": subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout,
              "pulumi stack export": stack.export()}

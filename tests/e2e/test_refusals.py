@@ -45,7 +45,7 @@ def test_invalid_config_names_stack_agent_and_field(stack):
         {"name": "agent-1", "identity": IDENTITY},
     ]})
     assert f'stack "{stack.name}", agent "agent-1", field "identity.email"' in message
-    assert "unknown backend 'dokcer'; use one of docker, lima, multipass" in message
+    assert "unknown backend 'dokcer'; use one of docker, lima, multipass, kubernetes" in message
     assert 'field "name": duplicate agent name' in message
 
 

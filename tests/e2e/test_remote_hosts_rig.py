@@ -6,10 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.e2e.remote_hosts import RIG_ROOT, remove_abandoned_rigs
+import pytest
+
+from tests.e2e.remote_hosts import NETNS_DIR, RIG_ROOT, remove_abandoned_rigs
 from tests.e2e.support import PROJECT_ROOT
+from tests.shared_paths import SHARED_PATHS
+
+pytestmark = pytest.mark.usefixtures("host_unchanged")
 
 # A test run holding one host until killed: prints the rig's id once the host answers.
 HOLDER = """
@@ -37,24 +43,35 @@ def _mentions(pid: str, rig_id: str) -> bool:
         return False
 
 
-def start_holder() -> tuple[subprocess.Popen[str], str]:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None
-    rig_id = holder.stdout.readline().strip()
-    assert rig_id, f"the holder exited with {holder.wait()} before its host was up"
-    assert leftovers(rig_id), "the holder's rig is not there to be removed"
-    return holder, rig_id
+@pytest.fixture
+def held() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A holder process and its rig's id. What its `ip netns add` made of /run/netns is this
+    test's to undo: a holder killed outright cannot."""
+    owner = object()
+    with SHARED_PATHS.changing(owner, NETNS_DIR):
+        process = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        rig_id = process.stdout.readline().strip()
+    try:
+        assert rig_id, f"the holder exited with {process.wait()} before its host was up"
+        assert leftovers(rig_id), "the holder's rig is not there to be removed"
+        yield process, rig_id
+    finally:
+        if process.poll() is None:  # the test failed before it ended the holder: SIGTERM cleans up
+            process.terminate()
+            process.wait(timeout=30)
+        SHARED_PATHS.release(owner)
 
 
-def test_sigterm_removes_the_rig() -> None:
-    holder, rig_id = start_holder()
+def test_sigterm_removes_the_rig(held) -> None:
+    holder, rig_id = held
     holder.send_signal(signal.SIGTERM)
     assert holder.wait(timeout=30) == 128 + signal.SIGTERM
     assert leftovers(rig_id) == []
 
 
-def test_a_killed_run_is_removed_by_the_next() -> None:
-    holder, rig_id = start_holder()
+def test_a_killed_run_is_removed_by_the_next(held) -> None:
+    holder, rig_id = held
     holder.kill()
     holder.wait()
     assert leftovers(rig_id), "SIGKILL gave the rig no chance to clean up, so something must be left"

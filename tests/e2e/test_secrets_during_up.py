@@ -3,20 +3,24 @@ credential kind (a generated key, a given key, an https token) and pinned host k
 process's arguments and environment are sampled, and every call to the Docker engine is recorded
 through a proxy on its socket. No key or token may appear in any of them; the cloud-config may
 reach the engine only as the body of the archive upload that seeds its container.
+
+It holds with either Python language host: agentfleet's hands the program its configuration on
+stdin, so no exception is allowed; the upstream one hands it over in the program's PULUMI_CONFIG
+environment variable (as README's Secrets section says), the one exception allowed there. Which
+host ran is read from PATH, and the last test says which and checks that the exception is that
+host's channel and no wider. (A machine without Pulumi's downloads has only agentfleet's host.)
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
 from components.keys import generate_ed25519
 from tests.e2e.docker_api_recorder import Recorder
+from tests.e2e.process_sampler import ProcessSampler, config_channel
 from tests.e2e.support import FleetStack, GitServer
 from tests.key_marks import PRIVATE_KEY, PRIVATE_KEY_BEGIN, PRIVATE_KEY_END
 
@@ -24,36 +28,6 @@ TOKEN = "ghp_e2eTokenNeverInArgvOrEnv0123456789"
 # The first body line of an OpenSSH ed25519 key is the same for every such key: not key material.
 SHARED_FIRST_LINE = generate_ed25519("any")[0].splitlines()[1]
 SEED_UPLOAD = re.compile(r"/containers/[^/]+/archive\?path=%2F$")
-
-
-class ProcessSampler:
-    """Reads every process's command line and environment every few milliseconds."""
-
-    def __init__(self) -> None:
-        self.seen: set[bytes] = set()
-        self.rounds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "ProcessSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for proc in Path("/proc").iterdir():
-                if proc.name.isdigit():
-                    for part in ("cmdline", "environ"):
-                        try:
-                            self.seen.add((proc / part).read_bytes())
-                        except OSError:
-                            pass
-            self.rounds += 1
-            time.sleep(0.005)
 
 
 def secret_lines(state: str) -> set[str]:
@@ -99,17 +73,32 @@ def observed(make_stack, git_server: GitServer, tmp_path_factory, agent_image):
 def test_the_sampler_and_recorder_saw_the_up(observed):
     recorder, sampler, _, _ = observed
     assert sampler.rounds > 100
+    assert sampler.saw_its_marker(), "the sampler missed the short process it planted during up"
     paths = [path for _, path, _ in recorder.calls()]
     assert sum(1 for path in paths if "/containers/create" in path) == 3
 
 
 def test_no_key_or_token_in_any_process_arguments_or_environment_during_up(observed):
-    _, sampler, secrets, given_private = observed
-    seen = b"\n".join(sampler.seen)
+    """With either language host: nowhere but the host's own channel for the configuration."""
+    _, sampler, secrets, _ = observed
+    _, channel = config_channel()
     for secret in secrets:
-        holders = [value[:40] for text in sampler.seen for value in text.split(b"\0") if secret.encode() in value]
+        holders = sampler.holders(secret.encode(), except_variables=channel)
         assert not holders, f"a secret was in some process's argv or environment: {holders}"
-    assert PRIVATE_KEY.encode() not in seen
+    assert not sampler.holders(PRIVATE_KEY.encode(), except_variables=channel)
+
+
+def test_the_configuration_travels_where_this_language_host_puts_it(observed):
+    """Which host this run covered, and that the exception above is that host's channel and no
+    wider: agentfleet's host puts the given secrets in no environment at all (so the test above
+    allowed nothing); the upstream one puts them in the program's PULUMI_CONFIG."""
+    _, sampler, _, given_private = observed
+    host, _ = config_channel()
+    in_config = sampler.holders(TOKEN.encode()) + sampler.holders(given_private.splitlines()[2].encode())
+    if host == "agentfleet":
+        assert in_config == []
+    else:
+        assert in_config and all(h.startswith("environ: b'PULUMI_CONFIG=") for h in in_config), in_config
 
 
 def test_key_material_reaches_the_engine_only_in_the_seed_upload(observed):

@@ -6,9 +6,9 @@ fresh certificates, on a bridge this module creates. The node's daemons run in a
 namespace where
 - the sysctls kubelet insists on read as the values it wants (files mounted over /proc/sys
   entries), so with `protectKernelDefaults` it neither fails nor changes the host's;
-- the directories a node writes to by fixed paths (/var/log, /var/lib/cni, /run/netns,
-  /run/containerd, and /tmp/hostpath_pv, where the controller-manager's host-path provisioner
-  makes the volumes claims ask for) are directories of the cluster,
+- the directories a node writes to by fixed paths (/var/log, /var/lib/cni, /var/lib/kubelet,
+  /run/netns, /run/containerd, and /tmp/hostpath_pv, where the controller-manager's host-path
+  provisioner makes the volumes claims ask for) are directories of the cluster,
 so every mount dies with the namespace. `stop` kills what runs in pods (by cgroup), the
 daemons, then removes kube-proxy's nft tables, kubelet's cgroups and the bridge.
 
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.kubecluster import configs
+from tests.shared_paths import SHARED_PATHS
 from tests.kubecluster.layout import NODE_NAME, Layout, Network, kubernetes_home
 from tests.kubecluster.pki import CLIENTS, Identity, Pki
 
@@ -40,8 +41,10 @@ from tests.kubecluster.pki import CLIENTS, Identity, Pki
 WANTED_SYSCTLS = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10",
                   "kernel/panic_on_oops": "1", "kernel/keys/root_maxkeys": "1000000",
                   "kernel/keys/root_maxbytes": "25000000", "net/ipv4/ip_forward": "1"}
-# /tmp/hostpath_pv: where the controller-manager's host-path provisioner makes volumes.
-SHADOWED = ("/var/log", "/var/lib/cni", "/run/netns", "/run/containerd", "/tmp/hostpath_pv")
+# /tmp/hostpath_pv: where the controller-manager's host-path provisioner makes volumes;
+# /var/lib/kubelet: kubelet's device-plugin socket goes to /var/lib/kubelet/device-plugins whatever
+# --root-dir says (on a host without that directory it appeared there).
+SHADOWED = ("/var/log", "/var/lib/cni", "/var/lib/kubelet", "/run/netns", "/run/containerd", "/tmp/hostpath_pv")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 POLL = 0.2
 
@@ -77,7 +80,6 @@ class Cluster:
         self.network: Network | None = None
         self._holder: subprocess.Popen[bytes] | None = None
         self._processes: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self._created_mount_points: list[Path] = []
         self._lock: int | None = None
 
     # -- what tests use -------------------------------------------------------------------
@@ -212,9 +214,10 @@ class Cluster:
                 fake.write_text(wanted + "\n")
                 script.append(f"mount --bind {shlex.quote(str(fake))} /proc/sys/{key}")
         for host_path in map(Path, SHADOWED):
-            if not host_path.exists():
-                host_path.mkdir(parents=True)
-                self._created_mount_points.append(host_path)
+            # Other parts of the run use these too (the remote-host rig's `ip netns add` mounts
+            # /run/netns): what the cluster makes here is undone when both are done with it.
+            with SHARED_PATHS.changing(self, host_path):
+                host_path.mkdir(exist_ok=True)
             own = shadow / host_path.relative_to("/")
             own.mkdir(parents=True, exist_ok=True)
             script.append(f"mount --bind {shlex.quote(str(own))} {host_path}")
@@ -325,9 +328,7 @@ class Cluster:
         _remove_cgroups("kubepods")
         if self.network is not None:
             subprocess.run(["ip", "link", "del", self.network.bridge], capture_output=True)
-        for path in reversed(self._created_mount_points):
-            path.rmdir()
-        self._created_mount_points.clear()
+        SHARED_PATHS.release(self)
         if self._lock is not None:
             os.close(self._lock)  # releases the lock
             self._lock = None

@@ -14,9 +14,11 @@ import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-# Paths a node writes to when it is not told otherwise: none may appear or vanish.
+# Paths a node writes to when it is not told otherwise, and those the test cluster and the
+# remote-host rig make when the host has none (tests/shared_paths.py): none may appear or vanish.
 WATCHED_PATHS = ("/var/lib/cni", "/var/lib/kubelet", "/var/log/pods", "/var/log/containers",
-                 "/etc/cni", "/opt/cni", "/etc/kubernetes", "/var/lib/containerd")
+                 "/etc/cni", "/opt/cni", "/etc/kubernetes", "/var/lib/containerd",
+                 "/run/netns", "/run/containerd", "/tmp/hostpath_pv")
 # Sysctls that change by themselves (counters, random state, clocks).
 VOLATILE_SYSCTL = re.compile(
     r"^(fs\.(dentry-state|inode-nr|inode-state|file-nr|quota\.)|kernel\.(random\.|ns_last_pid|pty\.nr|"

@@ -1,8 +1,8 @@
 """A fleet that mixes backends, under Pulumi mocks: one Docker and one Multipass agent.
 
-The Multipass side is contract-tested, not booted (Multipass ships only as a snap and cannot be
-installed on these machines): here the mocks answer its VM with the endpoint its driver reads
-back, and the preflight runs against a FAKE `multipass` on PATH.
+The Multipass side is contract-tested, not booted: the mocks answer its VM with the endpoint its
+driver reads back, and the preflight runs with a PATH the test sets (an empty directory, or a FAKE
+`multipass` first), so the tests hold whether or not this machine has Multipass.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def test_defaults_apply_and_agents_override_them():
     ("raw", "expected"),
     [
         ({"agents": []}, 'stack "test", field "agents": the fleet is empty'),
-        ({"agents": [agent(backend="dokcer")]}, 'agent "agent-1", field "backend": unknown backend \'dokcer\'; use one of docker, lima, multipass'),
+        ({"agents": [agent(backend="dokcer")]}, 'agent "agent-1", field "backend": unknown backend \'dokcer\'; use one of docker, lima, multipass, kubernetes'),
         ({"agents": [agent(), agent()]}, 'agent "agent-1", field "name": duplicate agent name'),
         ({"agents": [agent(ssh_port=80)]}, 'agent "agent-1", field "ssh_port": 80 is out of range'),
         ({"agents": [agent(ssh_port=23000), agent("b", ssh_port=23000)]}, 'agent "b", field "ssh_port": 23000 is already the port of agent "agent-1"'),
@@ -211,16 +211,25 @@ def test_hostile_values_are_refused_naming_the_field(fields, field, says):
 
 
 @pytest.mark.parametrize(
-    "fields",
+    ("fields", "read", "kept"),
     [
-        {"identity": {"name": "Robert \"Bobby\" O'Brien; Jr", "email": "o'brien#jr@example.com"}},
-        {"identity": {"name": "#1 Agent \\o/ Ω", "email": "zoë@bücher.example"}},
-        {"branch": "agent/ü-1.x"},
-        {"remote": "git@[::1]:app.git", "known_hosts": ["::1 ssh-ed25519 AAAA"]},
-        {"remote": "https://x-access-token@example.com/a/b.git#frag"},
-        {"allow": ["[2001:db8::5]:22", "10.0.0.5:22", "pypi.org:443"]},
-        {"packages": ["g++", "libc6.1-dev"]},
+        ({"identity": {"name": "Robert \"Bobby\" O'Brien; Jr", "email": "o'brien#jr@example.com"}},
+         lambda a: (a.identity.name, a.identity.email), ("Robert \"Bobby\" O'Brien; Jr", "o'brien#jr@example.com")),
+        ({"identity": {"name": "#1 Agent \\o/ Ω", "email": "zoë@bücher.example"}},
+         lambda a: (a.identity.name, a.identity.email), ("#1 Agent \\o/ Ω", "zoë@bücher.example")),
+        ({"branch": "agent/ü-1.x"}, lambda a: a.branch, "agent/ü-1.x"),
+        ({"remote": "git@[::1]:app.git", "known_hosts": ["::1 ssh-ed25519 AAAA"]},
+         lambda a: (a.remote.scheme, a.remote.host, a.remote.port, a.known_hosts),
+         ("ssh", "::1", 22, ("::1 ssh-ed25519 AAAA",))),
+        ({"remote": "https://x-access-token@example.com/a/b.git#frag"},
+         lambda a: (a.remote.url, a.remote.scheme, a.remote.host, a.remote.port),
+         ("https://x-access-token@example.com/a/b.git#frag", "https", "example.com", 443)),
+        ({"allow": ["[2001:db8::5]:22", "10.0.0.5:22", "pypi.org:443"]},
+         lambda a: [(d.host, d.port, d.protocol) for d in a.allow],
+         [("2001:db8::5/128", 22, "tcp"), ("10.0.0.5/32", 22, "tcp"), ("pypi.org", 443, "tcp")]),
+        ({"packages": ["g++", "libc6.1-dev"]}, lambda a: a.packages, ("g++", "libc6.1-dev")),
     ],
 )
-def test_unusual_but_valid_values_are_accepted(fields):
-    load({"agents": [{**agent(), **fields}]})
+def test_unusual_but_valid_values_are_accepted_and_kept(fields, read, kept):
+    (spec,) = load({"agents": [{**agent(), **fields}]}).agents
+    assert read(spec) == kept

@@ -24,6 +24,12 @@ from tests.e2e.support import inline_stack
 from tests.e2e.kubernetes.storage import STORAGE_CLASS, dynamic_storage
 from tests.kubecluster.cluster import Cluster
 
+# What the pod may do as root, written here (linux/capability.h numbers), not taken from the code:
+# sshd's and cloud-init's needs, as in Docker, and NET_ADMIN for the egress policy.
+POD_CAPABILITIES = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "SETGID": 6, "SETUID": 7, "NET_ADMIN": 12,
+                    "SYS_CHROOT": 18, "AUDIT_WRITE": 29}
+
+
 def ssh(key: Path, known_hosts: Path, host: str, port: int, command: str) -> str:
     return subprocess.run(
         ["ssh", "-i", str(key), "-p", str(port), "-o", f"UserKnownHostsFile={known_hosts}",
@@ -82,12 +88,14 @@ def test_agent_pod_from_cloud_config_secret(kube_cluster: Cluster, agent_image: 
         container = pod["spec"]["containers"][0]
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
-        assert "SYS_ADMIN" not in container["securityContext"]["capabilities"]["add"]
-        # Enforced inside: the memory limit of the pod's cgroup, no new privileges for the session.
-        limit, no_new_privs = ssh(operator.path, known_hosts, host, port,
-                                  "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
-                                  "awk '/^NoNewPrivs/ {print $2}' /proc/self/status").split()
+        # Enforced inside: the memory limit of the pod's cgroup, no new privileges for the session,
+        # and the capabilities the kernel gives the pod's processes (their bounding set).
+        limit, no_new_privs, bounding = ssh(
+            operator.path, known_hosts, host, port, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+            "awk '/^NoNewPrivs/ {n = $2} /^CapBnd/ {b = $2} END {print n, b}' /proc/self/status").split()
         assert (int(limit), no_new_privs) == (spec.resources.memory_mib * 2**20, "1")
+        assert int(bounding, 16) == sum(1 << bit for bit in POD_CAPABILITIES.values()), \
+            f"CapBnd {bounding}: not exactly {sorted(POD_CAPABILITIES)}"
         assert not pod["spec"]["automountServiceAccountToken"]
         state = "".join(path.read_text() for path in (tmp_path / "state").rglob("*.json"))
         assert host_private.split("\n")[1] not in state, "the cloud-config is in the state in plain text"

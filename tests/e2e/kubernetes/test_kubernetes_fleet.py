@@ -75,7 +75,7 @@ def fleet(kube_cluster: Cluster, make_stack, pod_git_server: GitServer):
 
 
 def run_ok(client: Fleet, agent: str, command: str) -> str:
-    result = client.agent(agent).run(command, timeout=COMMAND_TIMEOUT_S, retries=5)
+    result = client.agent(agent).run(command, timeout=COMMAND_TIMEOUT_S)
     assert result.ok, f"{agent}: `{command}` exited {result.exit_status}: {result.stderr}"
     return result.stdout.strip()
 
