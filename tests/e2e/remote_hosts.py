@@ -12,8 +12,8 @@ reaches that host's dockerd and not the machine's.
 Everything lives under RIG_ROOT/<rig id> and in interfaces and namespaces named after the id;
 `close()` removes it all (processes and their children, mounts, namespaces, veths, bridge,
 data; /run/netns as the rig found it, once no other part of the run uses it:
-tests/shared_paths.py), also when starting failed. A rig whose test run died without cleaning up (SIGKILL) is
-removed by the next rig that starts. `python -m tests.e2e.remote_hosts [N]` times starting and
+tests/shared_paths.py), also when starting failed. A rig whose test run died without cleaning
+up (SIGKILL) is removed by the next rig that starts. `python -m tests.e2e.remote_hosts [N]` times starting and
 removing N hosts.
 """
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.kubecluster import configs
-from tests.shared_paths import SHARED_PATHS
 from tests.kubecluster.layout import NODE_NAME, Layout, Network, kubernetes_home
 from tests.kubecluster.pki import CLIENTS, Identity, Pki
+from tests.shared_paths import SHARED_PATHS
 
 # What kubelet checks with protectKernelDefaults, and what the CNI bridge plugin sets.
 WANTED_SYSCTLS = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10",
