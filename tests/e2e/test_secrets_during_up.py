@@ -96,8 +96,9 @@ def test_the_configuration_travels_where_the_language_host_puts_it(observed, hos
     program's PULUMI_CONFIG and nowhere else."""
     running, _ = config_channel()
     if running != host:
-        pytest.skip(f"the engine here runs the {running} language host; the {host} one runs where "
-                    + ("Pulumi's installer is unreachable" if host == "agentfleet" else "Pulumi's installer is reachable"))
+        where = "unreachable" if host == "agentfleet" else "reachable"
+        pytest.skip(f"the engine here runs the {running} language host; the {host} one runs where Pulumi's "
+                    f"installer is {where}")
     _, sampler, _, given_private = observed
     in_config = sampler.holders(TOKEN.encode()) + sampler.holders(given_private.splitlines()[2].encode())
     if host == "agentfleet":
