@@ -79,8 +79,9 @@ def test_agent_pod_from_cloud_config_secret(kube_cluster: Cluster, agent_image: 
         assert host == kube_cluster.node_ip
         known_hosts = tmp_path / "known_hosts"
         known_hosts.write_text(f"[{host}]:{port} {' '.join(host_public.split()[:2])}\n")
-        # The pinned host key answers (StrictHostKeyChecking against it alone) as the agent user.
-        assert wait_for_ssh(operator.path, known_hosts, host, port, "id -un; hostname").split() == ["agent", "k1"]
+        # The pinned host key answers (StrictHostKeyChecking against it alone) as the agent user,
+        # at once: `up` returned after the rollout, whose readiness probe waited for sshd.
+        assert ssh(operator.path, known_hosts, host, port, "id -un; hostname").split() == ["agent", "k1"]
 
         pod = json.loads(kube_cluster.kubectl("get", "pod", "-n", namespace, "-o", "json"))["items"][0]
         text = json.dumps(pod)
@@ -102,7 +103,8 @@ def test_agent_pod_from_cloud_config_secret(kube_cluster: Cluster, agent_image: 
 
         ssh(operator.path, known_hosts, host, port, "echo kept > ~/workspace/mark")
         kube_cluster.kubectl("delete", "pod", "-n", namespace, pod["metadata"]["name"], "--wait=true")
-        # The Deployment brings the pod back: same endpoint, host key and workspace.
+        # The Deployment brings the pod back by itself (no `up` to wait for: hence the wait here),
+        # with the same endpoint, host key and workspace.
         assert wait_for_ssh(operator.path, known_hosts, host, port, "cat ~/workspace/mark").strip() == "kept"
 
         stack.destroy(on_output=lambda _: None)
