@@ -127,23 +127,26 @@ def _readiness(axis: Any, result: dict[str, Any]) -> None:
     axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
 
 
+def _bars(axis: Any, labels: list[str], values: list[float], fmt: str, ylabel: str, title: str,
+          label_size: int = 8) -> None:
+    """One labelled bar per row: the shape of most panels."""
+    bars = axis.bar(range(len(values)), values)
+    axis.bar_label(bars, fmt=fmt, fontsize=8)
+    axis.set_xticks(range(len(values)), labels, fontsize=label_size)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+
+
 def _update(axis: Any, result: dict[str, Any]) -> None:
     rows = result["results"]
-    bars = axis.bar(range(len(rows)), [r["median_s"] for r in rows])
-    axis.bar_label(bars, fmt="%.1f", fontsize=8)
-    axis.set_xticks(range(len(rows)), [r["command"].replace(" --", "\n--") for r in rows], fontsize=7)
-    axis.set_ylabel("seconds (median)")
-    axis.set_title(f"No-change update, {result['agents']} agents")
+    _bars(axis, [r["command"].replace(" --", "\n--") for r in rows], [r["median_s"] for r in rows], "%.1f",
+          "seconds (median)", f"No-change update, {result['agents']} agents", label_size=7)
 
 
 def _footprint(axis: Any, result: dict[str, Any]) -> None:
-    rows = result["results"]
-    bars = axis.bar(range(len(rows)), [r["per_agent_mib"] for r in rows])
-    axis.bar_label(bars, fmt="%.1f", fontsize=8)
-    axis.set_xticks(range(len(rows)), [r["way"] for r in rows], fontsize=8)
-    axis.set_ylabel("MiB of disk per agent")
-    repo = result.get("repository", {})
-    axis.set_title(f"Disk per agent ({repo.get('commits')} commits, {repo.get('files')} files)")
+    rows, repo = result["results"], result.get("repository", {})
+    _bars(axis, [r["way"] for r in rows], [r["per_agent_mib"] for r in rows], "%.1f", "MiB of disk per agent",
+          f"Disk per agent ({repo.get('commits')} commits, {repo.get('files')} files)")
 
 
 def _scale(axis: Any, result: dict[str, Any]) -> None:
@@ -159,20 +162,14 @@ def _scale(axis: Any, result: dict[str, Any]) -> None:
 
 def _exec_latency(axis: Any, result: dict[str, Any]) -> None:
     rows = result["results"]
-    bars = axis.bar(range(len(rows)), [r["median_ms"] for r in rows])
-    axis.bar_label(bars, fmt="%.0f", fontsize=8)
-    axis.set_xticks(range(len(rows)), [r["way"] for r in rows], fontsize=8)
-    axis.set_ylabel("ms (median)")
-    axis.set_title("Warm `git status` round trip")
+    _bars(axis, [r["way"] for r in rows], [r["median_ms"] for r in rows], "%.0f", "ms (median)",
+          "Warm `git status` round trip")
 
 
 def _provider(axis: Any, result: dict[str, Any]) -> None:
     rows = result["results"]
-    bars = axis.bar(range(len(rows)), [r["median_s"] for r in rows])
-    axis.bar_label(bars, fmt="%.1f", fontsize=8)
-    axis.set_xticks(range(len(rows)), [r["way"] for r in rows], fontsize=8)
-    axis.set_ylabel("s (median) until every agent answers")
-    axis.set_title(f"{rows[0]['agents']} agents: provider plugin, dynamic provider, PoC")
+    _bars(axis, [r["way"].replace(", ", ",\n") for r in rows], [r["median_s"] for r in rows], "%.1f",
+          "s (median) until every agent answers", f"{rows[0]['agents']} agents: provider plugin, 0.1, PoC")
 
 
 PANELS = {"provisioning": _provisioning, "provider": _provider, "readiness": _readiness, "no_change_update": _update,

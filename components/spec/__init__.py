@@ -15,3 +15,9 @@ from components.spec.model import (
     HostSpec,
 )
 from components.spec.values import GIT_IDENT_STRIPS, destination, parse_memory_mib, parse_remote, unwritable
+
+__all__ = [
+    "BACKENDS", "DEFAULT_PORT_BASE", "FLEET_CLUSTER", "GIT_IDENT_STRIPS", "LOCAL_HOST", "PORT_SPAN", "AgentSpec",
+    "ClusterSpec", "Destination", "FleetConfigError", "FleetSpec", "HostSpec", "declared_backends", "destination",
+    "load_fleet", "parse_memory_mib", "parse_remote", "unwritable",
+]

@@ -24,7 +24,6 @@ from tests.e2e.support import (
     GitServer,
     copy_project,
     docker,
-    docker_objects,
     labelled_objects,
     session_alive,
     start_git_server,
@@ -91,13 +90,7 @@ def make_stack(project_dir: Path) -> Iterator[Any]:
 
     yield make
     for stack in made:
-        try:
-            stack.destroy()
-        finally:
-            stack.remove()
-            for kind, remove in REMOVE.items():
-                for name in docker_objects(kind, f"agentfleet.stack={stack.name}"):
-                    docker(*remove, name, check=False)
+        stack.discard()
 
 
 @pytest.fixture(scope="session")

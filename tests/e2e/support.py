@@ -275,6 +275,16 @@ class FleetStack:
     def destroy(self) -> None:
         self.stack.destroy(on_output=lambda _: None)
 
+    def discard(self) -> None:
+        """Destroy, remove the stack, and whatever a failed create left behind."""
+        try:
+            self.destroy()
+        finally:
+            self.remove()
+            for kind, remove in REMOVE.items():
+                for name in docker_objects(kind, f"agentfleet.stack={self.name}"):
+                    docker(*remove, name, check=False)
+
     def remove(self) -> None:
         self.stack.workspace.remove_stack(self.name, force=True)
         self.config_file.unlink(missing_ok=True)

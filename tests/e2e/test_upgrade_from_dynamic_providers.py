@@ -24,10 +24,8 @@ from tests.e2e.support import (
     LAST_DYNAMIC_COMMIT,
     PROJECT_FILES,
     PROJECT_ROOT,
-    REMOVE,
     FleetStack,
     docker,
-    docker_objects,
     project_at,
 )
 
@@ -61,13 +59,7 @@ def old_stack(tmp_path: Path, agent_image: str):
     try:
         yield stack
     finally:
-        try:
-            stack.destroy()
-        finally:
-            stack.remove()
-            for kind, remove in REMOVE.items():
-                for name in docker_objects(kind, f"agentfleet.stack={stack.name}"):
-                    docker(*remove, name, check=False)
+        stack.discard()
 
 
 def test_a_fleet_of_agentfleet_0_1_moves_to_the_provider_with_every_agent_kept(old_stack: FleetStack):

@@ -76,7 +76,7 @@ def test_dockerds_log_check_reads_a_long_tail_whole(tmp_path):
     the match is early, tail is still writing. The old `tail | grep -q` as control."""
     log = tmp_path / "dockerd.log"
     log.write_text("x\n" * 10 + "failed to start: iptables failed\n" + ("y" * 4000 + "\n") * 39)
-    new = bash(f". scripts/lib/log.sh; . scripts/lib/docker-engine.sh; "
+    new = bash(". scripts/lib/log.sh; . scripts/lib/docker-engine.sh; "
                + "; ".join([f"_docker_log_says_iptables {log} && echo pass || echo fail"] * RUNS))
     old = bash("; ".join([f"{{ tail -n 40 {log} | grep -qiE iptables; }} && echo pass || echo fail"] * RUNS))
     assert new.stdout.split() == ["pass"] * RUNS, new.stderr

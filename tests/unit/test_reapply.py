@@ -14,7 +14,6 @@ import yaml
 from components.backends.multipass.driver import MultipassError, apply_in_place
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
-from components.process import run
 from components.reapply import SCRIPT, update_plan
 from tests.key_marks import PRIVATE_KEY
 from tests.unit.spec_helpers import agent, load

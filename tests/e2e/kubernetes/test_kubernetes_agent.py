@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
-import yaml
 
 from components.backends.kubernetes.backend import KubernetesAgentArgs, provision
 from components.cloudinit import AgentKeys, render_cloud_config
