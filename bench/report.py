@@ -162,7 +162,7 @@ def _scale(axis: Any, result: dict[str, Any]) -> None:
 
 def _exec_latency(axis: Any, result: dict[str, Any]) -> None:
     rows = result["results"]
-    _bars(axis, [r["way"] for r in rows], [r["median_ms"] for r in rows], "%.0f", "ms (median)",
+    _bars(axis, [r["way"].replace(" (", "\n(") for r in rows], [r["median_ms"] for r in rows], "%.0f", "ms (median)",
           "Warm `git status` round trip")
 
 
