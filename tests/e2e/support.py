@@ -132,11 +132,16 @@ LAST_DYNAMIC_COMMIT = "3a4ab13c8183ed8c66c6bc18d4dcbe7b09ee905b"
 
 
 def project_at(commit: str, where: Path) -> Path:
-    """The project's files as they were at `commit` in this clone's history, with empty stacks/
-    and state/ (AssertionError when the clone lacks the commit: a shallow clone)."""
-    present = subprocess.run(["git", "-C", str(PROJECT_ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
-                             capture_output=True, text=True)
-    assert present.returncode == 0, f"this clone lacks commit {commit}: clone with history ({present.stderr.strip()})"
+    """The project's files as they were at `commit` in this clone's history (fetched from its
+    origin when the clone is shallow), with empty stacks/ and state/."""
+    def present() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(PROJECT_ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
+                              capture_output=True, text=True)
+
+    if present().returncode != 0:  # a shallow clone: ask where it came from for that one commit
+        subprocess.run(["git", "-C", str(PROJECT_ROOT), "fetch", "--quiet", "origin", commit], capture_output=True)
+    found = present()
+    assert found.returncode == 0, f"this clone lacks commit {commit}: clone with history ({found.stderr.strip()})"
     archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", "--format=tar", commit, *PROJECT_FILES],
                              capture_output=True, check=True).stdout
     where.mkdir(parents=True)
