@@ -56,7 +56,8 @@ FLEET_RESOURCE = {
     "description": "Every agent of one stack: each its own machine (a Docker container, a Lima or Multipass VM, "
                    "or a Kubernetes pod), keys, cloud-config and SSH endpoint.",
     "inputProperties": {"fleet": {**ANY, "description": "The fleet's config: the object a stack file of "
-                                                         "agentfleet's reference project holds as `fleet` (see its README)."}},
+                                                         "agentfleet's reference project holds as `fleet` "
+                                                         "(docs/configuration.md)."}},
     "requiredInputs": ["fleet"],
     "properties": {
         "agents": {"type": "object", "additionalProperties": ANY,

@@ -24,7 +24,7 @@ POLL_S = 0.02  # a round reads every process (a few ms of CPU): leave the cores 
 # Where each Python language host hands the program its configuration, decrypted secrets included:
 # agentfleet's (scripts/toolchain, installed where Pulumi's installer is unreachable) on the
 # program's stdin, which no process shows; the upstream pulumi-language-python in the PULUMI_CONFIG
-# environment variable of the program's process (README, Secrets).
+# environment variable of the program's process (docs/security.md, Secrets).
 CONFIG_VARIABLES = {"agentfleet": (), "upstream": (b"PULUMI_CONFIG",)}
 
 

@@ -6,7 +6,7 @@ reach the engine only as the body of the archive upload that seeds its container
 
 It holds with either Python language host: agentfleet's hands the program its configuration on
 stdin, so no exception is allowed; the upstream one hands it over in the program's PULUMI_CONFIG
-environment variable (as README's Secrets section says), the one exception allowed there. Which
+environment variable (as docs/security.md, Secrets, says), the one exception allowed there. Which
 host ran is read from PATH; the test of each host's channel runs for that host and is skipped,
 saying why, for the other. (A machine without Pulumi's downloads has only agentfleet's host.)
 """
