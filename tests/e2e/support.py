@@ -152,16 +152,26 @@ def project_at(commit: str, where: Path) -> Path:
     return where
 
 
+def copy_code(project: Path) -> None:
+    """This clone's code over whatever `project` holds of it (a project of another version keeps
+    its stacks and state, as a team's does when it bumps its agentfleet)."""
+    for name in PROJECT_FILES:
+        target, source = project / name, PROJECT_ROOT / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+
+
 def copy_project(copy: Path) -> Path:
     """A copy of the project in `copy` (created), with empty stacks/ and state/: stacks and
     state made by tests and benchmarks never touch the clone."""
     copy.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, copy / name)
+    copy_code(copy)
     (copy / "stacks").mkdir()
     (copy / "state").mkdir()
     return copy

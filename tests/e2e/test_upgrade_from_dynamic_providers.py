@@ -10,7 +10,6 @@ loaded by the new code to refresh).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -22,28 +21,14 @@ from pulumi import automation as auto
 from agentfleet import Fleet
 from tests.e2e.support import (
     LAST_DYNAMIC_COMMIT,
-    PROJECT_FILES,
     PROJECT_ROOT,
     FleetStack,
+    copy_code,
     docker,
     project_at,
 )
 
 AGENTS = ("agent-1", "agent-2")
-
-
-def replace_code(project: Path) -> None:
-    """The new code over the old, as a team does when it bumps its agentfleet; stacks and state stay."""
-    for name in PROJECT_FILES:
-        target, source = project / name, PROJECT_ROOT / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
 
 
 def machines(stack: FleetStack, outputs: dict[str, Any]) -> dict[str, tuple[str, int, str]]:
@@ -71,7 +56,7 @@ def test_a_fleet_of_agentfleet_0_1_moves_to_the_provider_with_every_agent_kept(o
             assert client.agent(agent).run(f"echo {agent} was here > notes.txt", timeout=60).ok
     kept = machines(old_stack, before)
 
-    replace_code(old_stack.project_dir)
+    copy_code(old_stack.project_dir)  # the new code over the old, stacks and state kept
     subprocess.run([str(PROJECT_ROOT / "scripts" / "upgrade-from-0.1"), old_stack.name], cwd=old_stack.project_dir,
                    env={**os.environ, **old_stack.env}, check=True, capture_output=True, text=True)
     assert "agentfleet:" not in old_stack.config_file.read_text()
