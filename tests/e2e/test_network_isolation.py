@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,9 @@ for family in (socket.AF_INET, socket.AF_INET6):
         threading.Thread(target=udp, args=(family, port)).start()
 """
 V6_SUBNET = "fd17:17:{}::/64"
+# Docker turns IPv6 forwarding on for the whole host when it makes an IPv6 bridge; the fixture
+# that asked for one puts these back as it found them.
+V6_FORWARDING = [Path(f"/proc/sys/net/ipv6/conf/{scope}/forwarding") for scope in ("all", "default")]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,7 @@ def server(git_server: GitServer, agent_image: str):
     """(IPv4 address, IPv6 address, IPv6 network) of the listening server."""
     suffix = uuid.uuid4().hex[:4]
     name, v6_network = f"listener-{git_server.name}", f"agentfleet-e2e-v6-{suffix}"
+    forwarding = {path: path.read_text() for path in V6_FORWARDING}
     docker("network", "create", "--ipv6", "--subnet", V6_SUBNET.format(suffix), "--label", TEST_LABEL, v6_network)
     docker("run", "-d", "--name", name, "--network", git_server.network, "--label", TEST_LABEL,
            "--entrypoint", "python3", agent_image, "-c", SERVER)
@@ -61,6 +66,8 @@ def server(git_server: GitServer, agent_image: str):
     finally:
         docker("rm", "-f", name, check=False)
         docker("network", "rm", v6_network, check=False)
+        for path, value in forwarding.items():
+            path.write_text(value)
 
 
 @pytest.fixture(scope="module")
