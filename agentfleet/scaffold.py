@@ -131,9 +131,10 @@ This repository's agent fleets, one Pulumi stack each (`Pulumi.<stack>.yaml`), m
 agentfleet {__version__}: the fleet is the stack's `fleet` config, the program is {program}.
 
     python3 -m venv {VIRTUALENV} && {VIRTUALENV}/bin/pip install -r requirements.txt   # agentfleet, pinned
-    . {VIRTUALENV}/bin/activate                        # agentfleet on PATH
+    . {VIRTUALENV}/bin/activate                                # agentfleet on PATH
+    pulumi login file://$PWD/.pulumi-state            # or your team's state backend
     export PULUMI_CONFIG_PASSPHRASE=...                # or your team's secrets provider
-    pulumi stack select --create dev
+    pulumi stack select --create dev --secrets-provider passphrase
     agentfleet image                                   # the agent image, built once per machine
     pulumi up                                          # the agents
     agentfleet ls                                      # their endpoints and identities
