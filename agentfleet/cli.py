@@ -202,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clone.add_argument("--parallel", type=_positive, default=4, metavar="N")
 
+    new = sub.add_parser("new", help="make a fleet project of your own in DIR: Pulumi.yaml, program, dev stack",
+                         description="make a fleet project of your own in DIR (new or empty): Pulumi.yaml, the "
+                         "program, Pulumi.dev.yaml with two Docker agents, requirements.txt pinning this "
+                         "agentfleet, .gitignore, README.md")
+    new.add_argument("directory", metavar="DIR")
+    new.add_argument("--yaml", action="store_true", help="a Pulumi YAML program (no code) instead of Python")
+    new.add_argument("--name", metavar="NAME", help="the Pulumi project's name (default: DIR's name)")
+    new.set_defaults(traceback=False)
+
+    image = sub.add_parser("image", help="build the agent image from this agentfleet's recipe (once per machine)")
+    image.set_defaults(traceback=False)
+
     add(
         "disconnect",
         "end the stack's background connection (`exec` starts one; it ends by itself when idle)",
@@ -301,6 +313,8 @@ def remote_command(words: list[str]) -> list[str] | str:
 def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[str, str]) -> int:
     if args.command and args.subcommand != "exec":
         raise UsageError(f"`agentfleet {args.subcommand}` takes no command after --")
+    if args.subcommand in ("new", "image"):  # neither reads a fleet
+        return _without_fleet(args, out, environ)
     if args.subcommand == "exec":
         args.remote_command = remote_command(args.command)
         if args.all == bool(args.name):
@@ -315,6 +329,19 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mappi
         if status is not None:
             return status
     return _run(args, source, out, err, environ, start_master=key is not None)
+
+
+def _without_fleet(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -> int:
+    if args.subcommand == "image":
+        from agentfleet.agentimage import build_agent_image
+
+        return build_agent_image(out, environ)
+    from agentfleet.scaffold import scaffold
+
+    project = scaffold(Path(args.directory), args.name, args.yaml)
+    flavour = "YAML" if project.yaml else "Python"
+    out.write(f"made {flavour} fleet project {project.name} in {project.directory}; next: its README.md\n")
+    return 0
 
 
 def _background(source: Source, environ: Mapping[str, str]) -> dict[str, object] | None:

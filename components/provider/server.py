@@ -17,6 +17,7 @@ from typing import Any, Callable, TypeVar
 import pulumi
 from pulumi.errors import InputPropertyError
 from pulumi.provider.experimental.property_value import PropertyValue
+from pulumi.runtime.rpc import UNKNOWN
 from pulumi.provider.experimental.provider import (
     CheckRequest,
     CheckResponse,
@@ -146,7 +147,8 @@ class AgentfleetProvider(Provider):
 
 
 async def _settled(output: pulumi.Output[Any]) -> PropertyValue:
-    """An output's value once known (after `up`); unknown in a preview."""
+    """An output's value once known (after `up`); unknown in a preview, as the engine's unknown
+    sentinel: the SDK (3.272) cannot marshal PropertyValue.computed() into a construct response."""
     if not await output.is_known():
-        return PropertyValue.computed()
+        return PropertyValue(UNKNOWN)
     return wrapped(await output.future(), secret=await output.is_secret())

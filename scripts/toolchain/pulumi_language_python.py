@@ -4,7 +4,9 @@ Why it exists: the upstream host (`pulumi-language-python`, a Go module of its o
 by the Go module proxy that these machines reach, while the Pulumi CLI and the Python SDK are.
 This host covers what `pulumi preview/up/destroy/refresh` need of a language host: it runs the
 program with Pulumi's own `pulumi-language-python-exec` launcher (installed beside this file by
-scripts/setup from the SDK module) in the interpreter that runs this host. Unlike the upstream
+scripts/setup from the SDK module) in the interpreter that runs this host, or, as the upstream host
+does, in the project's virtualenv when Pulumi.yaml names one (`runtime.options.virtualenv`, e.g.
+a project `agentfleet new` made, with agentfleet installed in it). Unlike the upstream
 host, it hands the program the stack's configuration on stdin, never in the environment: a
 process's environment is readable in /proc/<pid>/environ for its whole life, and the
 configuration holds the stack's decrypted secrets.
@@ -45,6 +47,18 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+def interpreter(info: language_pb2.ProgramInfo) -> str:
+    """The project's virtualenv's python (relative to the project root), else this host's."""
+    virtualenv = info.options.fields["virtualenv"].string_value if "virtualenv" in info.options.fields else ""
+    if not virtualenv:
+        return sys.executable
+    python = Path(info.root_directory, virtualenv, "bin", "python")
+    if not python.exists():
+        raise FileNotFoundError(f"the project's virtualenv has no {python}: make it (python3 -m venv {virtualenv}) "
+                                f"and install the project's requirements into it")
+    return str(python)
+
+
 def launcher_argv(request: language_pb2.RunRequest, engine_address: str) -> list[str]:
     """The launcher's command line: the same flags the upstream host passes, empty ones left out."""
     flags = {
@@ -58,7 +72,7 @@ def launcher_argv(request: language_pb2.RunRequest, engine_address: str) -> list
         "parallel": str(request.parallel),
         "organization": request.organization,
     }
-    argv = [sys.executable, "-u", "-c", CONFIG_FROM_STDIN, str(EXEC_LAUNCHER)]
+    argv = [interpreter(request.info), "-u", "-c", CONFIG_FROM_STDIN, str(EXEC_LAUNCHER)]
     for name, value in flags.items():
         if value:
             argv += [f"--{name}", value]
@@ -97,7 +111,11 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
 
     def Run(self, request, context):
         cwd = request.pwd or request.info.program_directory or None
-        self.running = subprocess.Popen(launcher_argv(request, self.engine_address), stdin=subprocess.PIPE, cwd=cwd)
+        try:
+            argv = launcher_argv(request, self.engine_address)
+        except FileNotFoundError as missing:
+            return language_pb2.RunResponse(error=str(missing))
+        self.running = subprocess.Popen(argv, stdin=subprocess.PIPE, cwd=cwd)
         assert self.running.stdin is not None
         self.running.stdin.write(launcher_input(request))
         self.running.stdin.close()

@@ -8,27 +8,17 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pytest
 from pulumi import automation as auto
 
-from agentfleet import Fleet, __version__
+from agentfleet import Fleet
+from agentfleet.component import Fleet as RemoteFleet
 from tests.e2e.support import docker, docker_objects, inline_stack
 
 AGENTS = ("agent-1", "agent-2")
-
-
-class RemoteFleet(pulumi.ComponentResource):
-    """How any language's SDK declares the component: by type token and inputs, no agentfleet code."""
-
-    agents: pulumi.Output[dict[str, Any]]
-    agentPrivateKeys: pulumi.Output[dict[str, str]]
-
-    def __init__(self, name: str, fleet: dict[str, Any], opts: Optional[pulumi.ResourceOptions] = None) -> None:
-        super().__init__("agentfleet:index:Fleet", name, {"fleet": fleet, "agents": None, "agentPrivateKeys": None},
-                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(version=__version__)), remote=True)
 
 
 def exported(stack: auto.Stack) -> str:
@@ -40,9 +30,9 @@ def exported(stack: auto.Stack) -> str:
 
 def fleet_program(fleet: dict[str, Any]):
     def program() -> None:
-        made = RemoteFleet("fleet", fleet)
+        made = RemoteFleet("fleet", fleet)  # by type token and inputs, as any language's SDK declares it
         pulumi.export("agents", made.agents)
-        pulumi.export("agent_private_keys", made.agentPrivateKeys)
+        pulumi.export("agent_private_keys", made.agent_private_keys)
     return program
 
 

@@ -60,3 +60,20 @@ def test_the_program_reads_its_config_from_stdin_into_the_sdk(tmp_path):
     done = subprocess.run([sys.executable, "-c", host.CONFIG_FROM_STDIN, str(launcher), "--stack", "dev"],
                           input=host.launcher_input(message), capture_output=True, check=True)
     assert json.loads(done.stdout) == [[str(launcher), "--stack", "dev"], "s3cret", True, False]
+
+
+def test_a_project_with_a_virtualenv_runs_in_its_python_else_in_the_hosts(tmp_path):
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").touch()
+    message = request()
+    message.info.root_directory = str(tmp_path)
+    assert host.launcher_argv(message, "e")[0] == host.sys.executable
+    message.info.options.update({"virtualenv": "venv"})
+    assert host.launcher_argv(message, "e")[0] == str(tmp_path / "venv" / "bin" / "python")
+    message.info.options.update({"virtualenv": "missing"})
+    try:
+        host.launcher_argv(message, "e")
+    except FileNotFoundError as error:
+        assert "python3 -m venv missing" in str(error)
+    else:
+        raise AssertionError("a missing virtualenv must be refused")
