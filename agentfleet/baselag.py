@@ -42,7 +42,8 @@ class BaseLag:
     allowed: int
 
     def warning(self) -> str:
-        return (f"agentfleet: {self.agent} is {self.behind} commits behind {self.base} on the remote "
+        commits = "commit" if self.behind == 1 else "commits"
+        return (f"agentfleet: {self.agent} is {self.behind} {commits} behind {self.base} on the remote "
                 f"(the fleet allows {self.allowed}); rebase or merge {REMOTE}/{self.base}\n")
 
 
