@@ -12,6 +12,7 @@ from typing import TextIO
 from agentfleet.audit import LOG_ENV, AuditRecord
 from agentfleet.baselag import base_warning
 from agentfleet.connection import Connection
+from agentfleet.dashboard import Dashboard, reading
 from agentfleet.doctor import diagnose
 from agentfleet.errors import AgentfleetError
 from agentfleet.fleet import Fleet
@@ -96,6 +97,15 @@ def cmd_overlaps(args: argparse.Namespace, ctx: Context) -> int:
     for status in overlaps.unread:
         ctx.err.write(f"{status.name}: left out: {status.error}\n")
     return 1 if overlaps.conflict_predicted or overlaps.unread else 0
+
+
+def cmd_dashboard(args: argparse.Namespace, ctx: Context) -> int:
+    """Serve the page until Ctrl-C; the URL is the only output (it holds the token)."""
+    with Dashboard(lambda: reading(ctx.fleet, args.parallel), args.port, args.interval) as dashboard:
+        ctx.out.write(f"{dashboard.url}\n")
+        ctx.out.flush()
+        dashboard.wait()
+    return 0
 
 
 def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:

@@ -129,7 +129,8 @@ def test_status_matches_what_git_says_in_each_agent(outputs: Path, git_server: G
 def test_the_agents_git_refuses_a_push_to_another_agents_branch_or_the_base(outputs: Path, git_server: GitServer):
     before = git_server.git("for-each-ref", "refs/heads")
     for target, why in (("agent/beta", "another agent's branch"), ("main", "the base branch")):
-        status, out, err = run_cli(outputs, "exec", "alpha", "--", f"git push origin HEAD:{target}")
+        # --force: git's own refusal of a push that is no fast-forward comes before the hook's
+        status, out, err = run_cli(outputs, "exec", "alpha", "--", f"git push --force origin HEAD:{target}")
         assert status == 1
         assert f"agentfleet: alpha may not push to {target} ({why}); push to its own branch agent/alpha\n" in err
     assert git_server.git("for-each-ref", "refs/heads") == before
