@@ -27,29 +27,34 @@ WORK = {
 }
 
 
-@pytest.fixture(scope="module")
-def outputs(git_server: GitServer, make_stack, tmp_path_factory) -> Path:
-    """The fleet's outputs file, after each agent did its work (at the time in `worked`)."""
-    stack: FleetStack = make_stack("overlaps")
-    private, public = generate_ed25519("overlaps-deploy-key")
+def working_fleet(git_server: GitServer, stack: FleetStack, path: Path, work: dict[str, str],
+                  **fleet: object) -> Path:
+    """The stack's agents cloned from the git server, each after its command in `work` ran;
+    returns the outputs file."""
+    private, public = generate_ed25519(f"{stack.name}-deploy-key")
     git_server.authorize(public)
     stack.set_secret("deployKey", private)
     stack.set_fleet({
         "attach_networks": [git_server.network],
-        "base": {"branch": "main", "warn_behind": 0},
         "defaults": {"resources": {"cpus": 0.5, "memory": "256m", "pids": 128}},
         "agents": [
             {"name": name, "identity": {"name": name.title(), "email": f"{name}@fleet.test"},
              "remote": git_server.url, "known_hosts": [git_server.known_hosts_line],
              "credential": {"ssh_key": "deployKey"}}
-            for name in AGENTS
+            for name in work
         ],
+        **fleet,
     })
-    path = tmp_path_factory.mktemp("overlaps") / "outputs.json"
     path.write_text(json.dumps(stack.up()))
-    for name, command in WORK.items():
+    for name, command in work.items():
         assert run_cli(path, "exec", name, "--", command)[0] == 0
     return path
+
+
+@pytest.fixture(scope="module")
+def outputs(git_server: GitServer, make_stack, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("overlaps") / "outputs.json"
+    return working_fleet(git_server, make_stack("overlaps"), path, WORK, base={"branch": "main", "warn_behind": 0})
 
 
 def run_cli(outputs: Path, *argv: str) -> tuple[int, str, str]:
