@@ -138,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     overlaps.add_argument("--json", action="store_true", help="print JSON instead of tables")
     overlaps.add_argument("--parallel", type=_positive, default=8, metavar="N")
 
+    dashboard = add(
+        "dashboard",
+        "a live web page of the fleet: the status table and who collides with whom, on which files",
+        epilog="it listens on 127.0.0.1 only, prints its URL (with a random token) and runs until Ctrl-C; "
+        "read only",
+    )
+    dashboard.add_argument("--port", type=_port, default=0, metavar="PORT", help="default: a free one")
+    dashboard.add_argument(
+        "--interval", type=_seconds, default=5.0, metavar="SECONDS", help="between readings of the fleet (default: 5)"
+    )
+    dashboard.add_argument("--parallel", type=_positive, default=8, metavar="N")
+
     run = add(
         "exec",
         "run a command in one agent, or in all: exec NAME -- CMD ...",
@@ -237,6 +249,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be a port number, or 0 for a free one")
     return value
 
 

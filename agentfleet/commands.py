@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import TextIO
 
 from agentfleet.audit import LOG_ENV, AuditRecord
+from agentfleet.baselag import base_warning
 from agentfleet.connection import Connection
+from agentfleet.dashboard import Dashboard, reading
 from agentfleet.doctor import diagnose
 from agentfleet.errors import AgentfleetError
 from agentfleet.fleet import Fleet
@@ -97,6 +99,15 @@ def cmd_overlaps(args: argparse.Namespace, ctx: Context) -> int:
     return 1 if overlaps.conflict_predicted or overlaps.unread else 0
 
 
+def cmd_dashboard(args: argparse.Namespace, ctx: Context) -> int:
+    """Serve the page until Ctrl-C; the URL is the only output (it holds the token)."""
+    with Dashboard(lambda: reading(ctx.fleet, args.parallel), args.port, args.interval) as dashboard:
+        ctx.out.write(f"{dashboard.url}\n")
+        ctx.out.flush()
+        dashboard.wait()
+    return 0
+
+
 def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
     """args.remote_command and NAME or --all were checked by the CLI before anything was read."""
     command = args.remote_command
@@ -111,9 +122,13 @@ def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
     def retrying(attempt: int, reason: str, wait: float) -> None:
         forward("stderr", retry_line(args.name, attempt, reason, wait))
 
-    result = ctx.fleet.agent(args.name).run(
+    agent = ctx.fleet.agent(args.name)
+    result = agent.run(
         command, cwd=args.dir, timeout=args.timeout, stream=forward, retries=args.retry, on_retry=retrying
     )
+    warning = base_warning(agent)
+    if warning:
+        forward("stderr", warning)
     return result.exit_status if 0 <= result.exit_status <= 255 else 255
 
 
@@ -137,8 +152,10 @@ def _exec_all(args: argparse.Namespace, ctx: Context, command: list[str] | str) 
     for name, outcome in outcomes.items():
         lines.finish(name)
         failures.append(outcome_line(name, outcome))
-    for failure in filter(None, failures):
-        ctx.err.write(f"{failure}\n")
+    reached = [name for name, outcome in outcomes.items() if not isinstance(outcome, AgentfleetError)]
+    warnings = for_each(reached, lambda name: base_warning(ctx.fleet.agent(name)), args.parallel)
+    for line in filter(None, [*warnings.values(), *failures]):
+        ctx.err.write(line if line.endswith("\n") else f"{line}\n")
     ctx.err.write(render_summary(outcomes))
     return 1 if any(failures) else 0
 

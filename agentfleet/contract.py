@@ -38,6 +38,8 @@ class AgentOutput(TypedDict):
     workspace: Optional[str]
     remote_public_key: Optional[str]  # a generated key to register as a deploy key
     ssh_config: str  # an OpenSSH Host block using the files `agentfleet ssh-config` writes
+    base: Optional[str]  # the fleet's base branch; None: the remote's default branch
+    warn_behind: Optional[int]  # `exec` warns when the base lags the remote by more; None: never
 
 
 # The stack outputs: `agents` (name -> AgentOutput) and `agent_private_keys` (a secret).

@@ -36,6 +36,8 @@ class AgentEndpoint:
     workspace: str | None
     remote_public_key: str | None
     private_key: str = field(repr=False)
+    base: str | None = None  # the fleet's base branch; None: the remote's default branch
+    warn_behind: int | None = None  # commits the base may lag the remote before `exec` warns
 
     @property
     def address(self) -> str:

@@ -138,12 +138,12 @@ class Fleet:
     def status(self, *, parallel: int = 8, timeout: float = STATUS_TIMEOUT) -> tuple[AgentStatus, ...]:
         """Where every agent's work stands in git, one SSH command each; an agent that cannot
         be reached is a status with its error, so one dead agent hides nobody else."""
-        return tuple(self._read_all(status_script(), parse_status, parallel, timeout))
+        return tuple(self._read_all(status_script, parse_status, parallel, timeout))
 
     def overlaps(self, *, parallel: int = 8, timeout: float = STATUS_TIMEOUT) -> Overlaps:
         """Which agents change the same files and whose changes would not merge, predicted by
         git merge-tree on this machine from each agent's work read over SSH (nothing is pushed)."""
-        read = self._read_all(work_script(), parse_work, parallel, timeout)
+        read = self._read_all(work_script, parse_work, parallel, timeout)
         works = [item for item in read if isinstance(item, AgentWork)]
         unread = [item for item in read if isinstance(item, AgentStatus)]
         with ScratchRepository() as scratch:
@@ -151,10 +151,17 @@ class Fleet:
             return predict(copied, [*unread, *left_out], scratch.merge)
 
     def _read_all(
-        self, script: str, parse: Callable[[str, str, Result], T], parallel: int, timeout: float
+        self,
+        script: Callable[[str | None], str],
+        parse: Callable[[str, str, Result], T],
+        parallel: int,
+        timeout: float,
     ) -> list[T | AgentStatus]:
-        """script run in every agent, each output parsed; an agent not reached is its status."""
-        outcomes = self.run_all(script, parallel=parallel, timeout=timeout)
+        """script(the agent's base) run in every agent, each output parsed; an agent not reached
+        is its status."""
+        outcomes = for_each(
+            self.names, lambda name: self.agent(name).run(script(self.agents[name].base), timeout=timeout), parallel
+        )
         return [
             unreachable_status(name, self.agents[name].backend, outcome)
             if isinstance(outcome, AgentfleetError)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentfleet.audit import audit_log_for
+from agentfleet.baselag import base_warning
 from agentfleet.cli import exit_status_for
 from agentfleet.control import (
     LOCK_NAME,
@@ -113,6 +114,9 @@ class _Handler(socketserver.StreamRequestHandler):
             except AgentfleetError as error:
                 send(self.wfile, {"error": str(error), "status": int(exit_status_for(error))})
             else:
+                warning = base_warning(connection)
+                if warning:
+                    send(self.wfile, {"stderr": warning})
                 send(self.wfile, {"exit": result.exit_status})
         finally:
             self.server.end()

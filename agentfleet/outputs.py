@@ -65,6 +65,15 @@ class _Fields:
     def nullable_text(self, key: str) -> str | None:
         return None if self.data.get(key) is None else self.text(key)
 
+    def nullable_count(self, key: str) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self._bad(key, "a number of commits")
+            return None
+        return value
+
     def port(self, key: str) -> int:
         value = self.data.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
@@ -100,6 +109,8 @@ def _parse_agent(name: str, data: object, private_key: object, problems: list[st
         workspace=fields.nullable_text("workspace"),
         remote_public_key=fields.nullable_text("remote_public_key"),
         private_key=_private_key(name, private_key, problems),
+        base=fields.nullable_text("base"),
+        warn_behind=fields.nullable_count("warn_behind"),
     )
     fields.check("backend", endpoint.backend, _known_backend)
     if endpoint.host and endpoint.port:

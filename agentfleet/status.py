@@ -24,7 +24,14 @@ DEFAULT_BASE = "main"  # when the remote names no default branch
 NO_REPOSITORY = 3  # what the script exits with when the workspace holds no git repository
 STATUS_TIMEOUT = 120.0
 
-# The base branch: the remote's default as the clone recorded it, else as the remote says now.
+# Sets $base: the fleet's base branch (`base` in its config), else the remote's default as the
+# clone recorded it, else as the remote says now.
+_FIND_BASE = r"""base={base}
+[ -n "$base" ] || {{ base=$(git symbolic-ref -q --short refs/remotes/{remote}/HEAD) && base=${{base#{remote}/}}; }}
+[ -n "$base" ] || base=$(git ls-remote --symref {remote} HEAD 2>/dev/null | awk '$1 == "ref:" && $3 == "HEAD" {{sub("^refs/heads/", "", $2); print $2}}')
+base=${{base:-{default}}}
+"""
+
 _SCRIPT = r"""activity=$(find {trace} -maxdepth 1 -type f -printf '%T@\n' 2>/dev/null | sort -n | tail -n 1)
 export GIT_TRACE2_EVENT=0 LC_ALL=C GIT_TERMINAL_PROMPT=0
 printf 'activity %s\n' "$activity"
@@ -33,10 +40,7 @@ printf 'branch %s\n' "$(git symbolic-ref -q --short HEAD)"
 printf 'head %s\n' "$(git rev-parse -q --verify HEAD)"
 printf 'committed %s\n' "$(git log -1 --format=%cI 2>/dev/null)"
 printf 'uncommitted %s\n' "$(git --no-optional-locks status --porcelain | wc -l)"
-base=$(git symbolic-ref -q --short refs/remotes/{remote}/HEAD) && base=${{base#{remote}/}}
-[ -n "$base" ] || base=$(git ls-remote --symref {remote} HEAD 2>/dev/null | awk '$1 == "ref:" && $3 == "HEAD" {{sub("^refs/heads/", "", $2); print $2}}')
-base=${{base:-{default}}}
-printf 'base %s\n' "$base"
+{find_base}printf 'base %s\n' "$base"
 fetched=$(git fetch -q {remote} "+refs/heads/$base:refs/remotes/{remote}/$base" 2>&1 | sed -n 1p)
 printf 'fetch_error %s\n' "$fetched"
 base_commit=$(git rev-parse -q --verify "refs/remotes/{remote}/$base^{{commit}}")
@@ -47,14 +51,20 @@ fi
 """
 
 
-def status_script(trace_dir: str = TRACE2_DIR) -> str:
-    """The shell script whose output parse_status reads; run in the agent's workspace."""
+def status_script(base: str | None = None, trace_dir: str = TRACE2_DIR) -> str:
+    """The shell script whose output parse_status reads; run in the agent's workspace. base:
+    the fleet's base branch, None for the remote's default."""
     return _SCRIPT.format(
+        find_base=find_base(base),
         trace=shlex.quote(trace_dir),
         no_repository=NO_REPOSITORY,
         remote=REMOTE,
-        default=DEFAULT_BASE,
     )
+
+
+def find_base(base: str | None) -> str:
+    """Shell lines that set $base to the branch work is compared with (see _FIND_BASE)."""
+    return _FIND_BASE.format(base=shlex.quote(base or ""), remote=REMOTE, default=DEFAULT_BASE)
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,9 @@ git diff --name-only --no-renames -z "$(git merge-base "$base_commit" "$work")" 
 """
 
 
-def work_script() -> str:
+def work_script(base: str | None = None) -> str:
     """status_script, then the work commit, its pack and the paths it changes since the base."""
-    return status_script() + _WORK.format(message=shlex.quote("agentfleet: uncommitted work"))
+    return status_script(base) + _WORK.format(message=shlex.quote("agentfleet: uncommitted work"))
 
 
 def history_script(commit: str) -> str:

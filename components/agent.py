@@ -17,7 +17,7 @@ from components.backends import Endpoint, MachineContext
 from components.backends.registry import backend
 from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config
 from components.keys import SshKeyPair
-from components.spec import AgentSpec
+from components.spec import AgentSpec, BaseSpec
 
 
 @dataclass
@@ -48,6 +48,8 @@ class Agent(pulumi.ComponentResource):
         )
         given_secret = pulumi.Output.secret(spec.credential.secret) if spec.credential.secret else None
 
+        fleet = args.context.fleet
+        base = fleet.base if fleet else BaseSpec()
         reference = SHARED_OBJECTS if spec.name in args.context.shared_objects else None
         user_data = pulumi.Output.all(
             operator_key.public_key,
@@ -55,7 +57,7 @@ class Agent(pulumi.ComponentResource):
             host_key.public_key,
             remote_key.private_key if remote_key else given_secret if spec.credential.kind == "ssh_key" else None,
             given_secret if spec.credential.kind == "https_token" else None,
-        ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference))
+        ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference, fleet))
 
         address = backend(spec.backend).provision(
             spec, args.context, pulumi.Output.secret(user_data), host_key.public_key, child
@@ -64,13 +66,13 @@ class Agent(pulumi.ComponentResource):
         self.private_key = pulumi.Output.secret(operator_key.private_key)
         self.endpoint = pulumi.Output.all(
             address, host_key.public_key, remote_key.public_key if remote_key else None
-        ).apply(lambda values: agent_output(spec, args.context.stack, *values))
+        ).apply(lambda values: agent_output(spec, base, args.context.stack, *values))
         # The values stay attributes only: the stack's outputs already hold them, and a copy in
         # each component's state cost 1.5 KB per agent here and again in the Fleet.
         self.register_outputs({})
 
 
-def agent_output(spec: AgentSpec, stack: str, address: Endpoint, host_public_key: str,
+def agent_output(spec: AgentSpec, base: BaseSpec, stack: str, address: Endpoint, host_public_key: str,
                  remote_public_key: Optional[str]) -> AgentOutput:
     host, port = address["host"], int(address["port"])
     key_type, key_body = host_public_key.split()[:2]
@@ -86,4 +88,7 @@ def agent_output(spec: AgentSpec, stack: str, address: Endpoint, host_public_key
         workspace=WORKSPACE,
         remote_public_key=remote_public_key,
         ssh_config=ssh_config_block(spec.name, host, port, stack),
+        base=base.branch,
+        # Without a remote there is no base to lag behind, and `exec` need not ask.
+        warn_behind=base.warn_behind if spec.remote else None,
     )

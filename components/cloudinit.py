@@ -24,7 +24,8 @@ import yaml
 from agentfleet.contract import HOME, TRACE2_DIR, WORKSPACE
 from components.egress import dns_servers, resolver_policy, ruleset
 from components.gitconfig import Section, config_file
-from components.spec import AgentSpec
+from components.pushguard import HOOKS_DIR, PushGuard, hook_files
+from components.spec import AgentSpec, FleetSpec
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 # Where a backend mounts the fleet's shared, read-only mirror (FleetSpec.shared_objects); the
@@ -38,8 +39,13 @@ EGRESS_FILES = ("/etc/agentfleet/egress.nft", "/etc/agentfleet/egress.json", "/e
 # Files only some documents have: an in-place update removes those its document does not have
 # (components/reapply.py), so an old credential or a lifted policy does not stay behind.
 OPTIONAL_FILES = (REMOTE_KEY_PATH, GIT_CREDENTIALS_PATH, *EGRESS_FILES)
-# Every git process on the machine, whoever runs it, writes its trace2 events here.
-SYSTEM_GITCONFIG = config_file([("trace2", [("eventTarget", TRACE2_DIR)])])
+
+
+def system_gitconfig(guard: PushGuard) -> str:
+    """/etc/gitconfig, root's: every git process on the machine, whoever runs it, writes its trace2
+    events to TRACE2_DIR and runs the fleet's hooks (components/pushguard.py)."""
+    return config_file([("trace2", [("eventTarget", TRACE2_DIR)]), ("core", [("hooksPath", HOOKS_DIR)]),
+                        guard.settings()])
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,11 @@ def _credential_files(agent: AgentSpec, keys: AgentKeys) -> list[dict[str, Any]]
     return files
 
 
-def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[str] = None) -> str:
+def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[str] = None,
+                        fleet: Optional[FleetSpec] = None) -> str:
     """The complete `#cloud-config` user-data for one agent; `reference` is the path of a
-    repository whose objects the first clone borrows (SHARED_OBJECTS where the backend mounts it)."""
+    repository whose objects the first clone borrows (SHARED_OBJECTS where the backend mounts it);
+    `fleet` gives the base branch and the other agents' branches its push guard refuses."""
     document = yaml.safe_load((TEMPLATES / "agent.yaml").read_text())
     document["users"][0]["ssh_authorized_keys"] = [keys.operator_public_key]
     document["ssh_keys"] = {
@@ -118,7 +126,8 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[s
         del document["packages"]  # no package module run, so no `apt-get update`
     document["write_files"] = [
         *_egress_files(agent),
-        _root_file("/etc/gitconfig", SYSTEM_GITCONFIG, "0o644"),
+        _root_file("/etc/gitconfig", system_gitconfig(PushGuard.of(agent, fleet)), "0o644"),
+        *(_root_file(path, content, "0o755") for path, content in hook_files().items()),
         _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys, reference), "0o644"),
         _file(f"{HOME}/.ssh/known_hosts", "\n".join(agent.known_hosts) + "\n", "0o644"),
         *_credential_files(agent, keys),

@@ -3,11 +3,13 @@
 from agentfleet.contract import BACKENDS
 from components.spec.load import declared_backends, load_fleet
 from components.spec.model import (
+    BRANCH_PREFIX,
     DEFAULT_PORT_BASE,
     FLEET_CLUSTER,
     LOCAL_HOST,
     PORT_SPAN,
     AgentSpec,
+    BaseSpec,
     ClusterSpec,
     Destination,
     FleetConfigError,
@@ -17,7 +19,7 @@ from components.spec.model import (
 from components.spec.values import GIT_IDENT_STRIPS, destination, parse_memory_mib, parse_remote, unwritable
 
 __all__ = [
-    "BACKENDS", "DEFAULT_PORT_BASE", "FLEET_CLUSTER", "GIT_IDENT_STRIPS", "LOCAL_HOST", "PORT_SPAN", "AgentSpec",
+    "BACKENDS", "BRANCH_PREFIX", "DEFAULT_PORT_BASE", "FLEET_CLUSTER", "GIT_IDENT_STRIPS", "LOCAL_HOST", "PORT_SPAN", "AgentSpec", "BaseSpec",
     "ClusterSpec", "Destination", "FleetConfigError", "FleetSpec", "HostSpec", "declared_backends", "destination",
     "load_fleet", "parse_memory_mib", "parse_remote", "unwritable",
 ]

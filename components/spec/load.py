@@ -12,6 +12,8 @@ from agentfleet.contract import BACKENDS
 from agentfleet.sshkeys import NOT_A_PRIVATE_KEY, host_key_name
 from components.spec.model import (
     AGENT_FIELDS,
+    BASE_FIELDS,
+    BRANCH_PREFIX,
     CLUSTER_FIELDS,
     CREDENTIAL_KINDS,
     DEFAULT_BACKEND,
@@ -29,6 +31,7 @@ from components.spec.model import (
     RESOURCE_FIELDS,
     SERVICE_TYPES,
     AgentSpec,
+    BaseSpec,
     ClusterSpec,
     Credential,
     Destination,
@@ -195,10 +198,42 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
                      "no cluster; add `kubernetes: {kubeconfig: ~/.kube/config, node_address: <node IP>}`")
 
     shared = _load_shared_objects(raw.get("shared_objects", False), agents, problems, read_secret)
+    base = _load_base(raw.get("base"), agents, problems)
     if problems.items:
         raise FleetConfigError(problems.items)
     return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared,
-                     hosts=tuple(hosts), port_base=port_base)
+                     hosts=tuple(hosts), port_base=port_base, base=base)
+
+
+def _load_base(raw: Any, agents: list[AgentSpec], problems: _Problems) -> BaseSpec:
+    """`base: main`, or `base: {branch: main, warn_behind: 20}` (warn_behind false: never warn).
+    The base is nobody's own branch: the agents' guard refuses pushes to it."""
+    if raw is None:
+        return BaseSpec()
+    fields = {"branch": raw} if isinstance(raw, str) else raw
+    if not isinstance(fields, Mapping):
+        problems.add(None, "base", f"{raw!r} is not a branch or a mapping; use `base: main` or "
+                     "`base: {branch: main, warn_behind: 20}`")
+        return BaseSpec()
+    _check_unknown(fields, BASE_FIELDS, problems, None, "base.")
+    branch = fields.get("branch")
+    if branch is not None:
+        problem = branch_problem(branch) if isinstance(branch, str) else "is not text"
+        owner = next((agent.name for agent in agents if agent.branch == branch), None)
+        if problem:
+            problems.add(None, "base.branch", f"{branch!r} {problem}; use a branch name such as main, or leave "
+                         "it out for the remote's default branch")
+        elif owner:
+            problems.add(None, "base.branch", f"{branch!r} is the own branch of agent {owner!r}; the base is "
+                         "the branch every agent's work merges into")
+    warn = fields.get("warn_behind", BaseSpec.warn_behind)
+    if warn is False:
+        warn = None
+    elif isinstance(warn, bool) or not isinstance(warn, int) or warn < 0:
+        problems.add(None, "base.warn_behind", f"{warn!r} is not a number of commits; use an integer of at "
+                     "least 0, or false to never warn")
+        warn = BaseSpec.warn_behind
+    return BaseSpec(branch, warn)
 
 
 def _placement_problem(agent: AgentSpec, hosts: list[HostSpec]) -> Optional[str]:
@@ -448,10 +483,10 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
                               or unwritable(image) or any(char.isspace() for char in image)):
         problems.add(name, "image", "must be an image reference such as agentfleet/agent:latest (no spaces, not starting with '-')")
 
-    branch = raw.get("branch", f"agent/{name}")
+    branch = raw.get("branch", f"{BRANCH_PREFIX}{name}")
     problem = branch_problem(branch) if isinstance(branch, str) else "is not text"
     if problem:
-        problems.add(name, "branch", f"{branch!r} {problem}; use a name such as agent/{name}")
+        problems.add(name, "branch", f"{branch!r} {problem}; use a name such as {BRANCH_PREFIX}{name}")
 
     egress = raw.get("egress", "restricted")
     if egress not in EGRESS_MODES:

@@ -25,7 +25,10 @@ AGENT_FIELDS = {
     "egress", "allow", "dns",
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
-FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes"}
+FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes", "base"}
+BRANCH_PREFIX = "agent/"  # an agent's own branch is agent/<name> unless it names another
+BASE_FIELDS = {"branch", "warn_behind"}
+DEFAULT_WARN_BEHIND = 20  # commits the base may lag behind the remote before `agentfleet exec` says so
 CLUSTER_FIELDS = {"kubeconfig", "context", "namespace", "node_address", "service_type", "storage_class", "image",
                   "image_pull_policy", "image_pull_secrets", "create_namespace"}
 # How an agent's sshd is reached: a port on every node, or the address of the cluster's load balancer.
@@ -102,6 +105,15 @@ class Destination:
     @property
     def is_wildcard(self) -> bool:
         return self.host.startswith("*.")
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """The branch the agents' work starts from and merges into. branch None: the remote's default
+    branch, as each clone recorded it. warn_behind None: `agentfleet exec` never warns of a stale base."""
+
+    branch: Optional[str] = None
+    warn_behind: Optional[int] = DEFAULT_WARN_BEHIND
 
 
 @dataclass(frozen=True)
@@ -185,6 +197,7 @@ class FleetSpec:
     shared_objects: Optional[SharedObjects] = None
     hosts: tuple[HostSpec, ...] = (HostSpec(LOCAL_HOST),)
     port_base: int = 22000
+    base: BaseSpec = BaseSpec()
 
     def host(self, name: str) -> HostSpec:
         return next(host for host in self.hosts if host.name == name)

@@ -1,7 +1,9 @@
 """`agentfleet status` and `agentfleet overlaps` on a real Docker fleet of three agents cloned from
 the git server: alpha and beta rewrite the same line of README and commit, gamma commits a new
 file and leaves a change uncommitted. overlaps names alpha and beta and README as a conflict,
-gamma as clean, and exits 1; status agrees with what git says inside each agent."""
+gamma as clean, and exits 1; status agrees with what git says inside each agent. The guard rails
+cloud-init installed: git in an agent refuses a push to another agent's branch or to the base,
+and `agentfleet exec` warns when an agent's base lags the remote by more than the fleet allows."""
 
 from __future__ import annotations
 
@@ -25,11 +27,11 @@ WORK = {
 }
 
 
-@pytest.fixture(scope="module")
-def outputs(git_server: GitServer, make_stack, tmp_path_factory) -> Path:
-    """The fleet's outputs file, after each agent did its work (at the time in `worked`)."""
-    stack: FleetStack = make_stack("overlaps")
-    private, public = generate_ed25519("overlaps-deploy-key")
+def working_fleet(git_server: GitServer, stack: FleetStack, path: Path, work: dict[str, str],
+                  **fleet: object) -> Path:
+    """The stack's agents cloned from the git server, each after its command in `work` ran;
+    returns the outputs file."""
+    private, public = generate_ed25519(f"{stack.name}-deploy-key")
     git_server.authorize(public)
     stack.set_secret("deployKey", private)
     stack.set_fleet({
@@ -39,14 +41,20 @@ def outputs(git_server: GitServer, make_stack, tmp_path_factory) -> Path:
             {"name": name, "identity": {"name": name.title(), "email": f"{name}@fleet.test"},
              "remote": git_server.url, "known_hosts": [git_server.known_hosts_line],
              "credential": {"ssh_key": "deployKey"}}
-            for name in AGENTS
+            for name in work
         ],
+        **fleet,
     })
-    path = tmp_path_factory.mktemp("overlaps") / "outputs.json"
     path.write_text(json.dumps(stack.up()))
-    for name, command in WORK.items():
+    for name, command in work.items():
         assert run_cli(path, "exec", name, "--", command)[0] == 0
     return path
+
+
+@pytest.fixture(scope="module")
+def outputs(git_server: GitServer, make_stack, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("overlaps") / "outputs.json"
+    return working_fleet(git_server, make_stack("overlaps"), path, WORK, base={"branch": "main", "warn_behind": 0})
 
 
 def run_cli(outputs: Path, *argv: str) -> tuple[int, str, str]:
@@ -89,9 +97,15 @@ def test_overlaps_names_the_conflicting_pair_and_file_and_gamma_as_clean(outputs
     assert status == 1 and "alpha + beta  README" in out and out.endswith("1 conflict predicted\n")
 
 
-def test_status_matches_what_git_says_in_each_agent(outputs: Path):
-    # gamma's commit lands on main: alpha and beta are then one behind, gamma even with it
-    in_agent(outputs, "gamma", "git push -q origin HEAD:main")
+def merge_gammas_work(outputs: Path, git_server: GitServer) -> None:
+    """gamma pushes its own branch and the forge merges it into main (a fast-forward): alpha and
+    beta are then one behind main, gamma even with it."""
+    in_agent(outputs, "gamma", "git push -q origin HEAD")
+    git_server.git("update-ref", "refs/heads/main", "refs/heads/agent/gamma")
+
+
+def test_status_matches_what_git_says_in_each_agent(outputs: Path, git_server: GitServer):
+    merge_gammas_work(outputs, git_server)
     worked = datetime.now(UTC)
     time.sleep(1.1)  # trace files' times are to the second at worst: the status's own git comes later
 
@@ -115,3 +129,25 @@ def test_status_matches_what_git_says_in_each_agent(outputs: Path):
         assert committed - timedelta(seconds=1) <= activity <= worked + timedelta(seconds=1)
     assert [(records[name]["behind"], records[name]["ahead"]) for name in AGENTS] == [(1, 1), (1, 1), (0, 0)]
     assert records["gamma"]["uncommitted"] == 1
+
+
+def test_the_agents_git_refuses_a_push_to_another_agents_branch_or_the_base(outputs: Path, git_server: GitServer):
+    before = git_server.git("for-each-ref", "refs/heads")
+    for target, why in (("agent/beta", "another agent's branch"), ("main", "the base branch")):
+        # --force: git's own refusal of a push that is no fast-forward comes before the hook's
+        status, out, err = run_cli(outputs, "exec", "alpha", "--", f"git push --force origin HEAD:{target}")
+        assert status == 1
+        assert f"agentfleet: alpha may not push to {target} ({why}); push to its own branch agent/alpha\n" in err
+    assert git_server.git("for-each-ref", "refs/heads") == before
+    status, _, err = run_cli(outputs, "exec", "alpha", "--", "git push -q origin HEAD")
+    assert status == 0, err
+    assert git_server.git("rev-parse", "agent/alpha") == in_agent(outputs, "alpha", "git rev-parse HEAD")
+
+
+def test_exec_warns_when_the_base_lags_more_than_the_fleet_allows(outputs: Path, git_server: GitServer):
+    merge_gammas_work(outputs, git_server)
+    status, out, err = run_cli(outputs, "exec", "beta", "--", "git rev-parse --abbrev-ref HEAD")
+    assert (status, out) == (0, "agent/beta\n")
+    assert err == ("agentfleet: beta is 1 commit behind main on the remote (the fleet allows 0); "
+                   "rebase or merge origin/main\n")
+    assert run_cli(outputs, "exec", "gamma", "--", "true") == (0, "", "")  # even with main

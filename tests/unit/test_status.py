@@ -14,7 +14,7 @@ from tests.unit.git_repos import clone, commit, git, remote_with_main, run_scrip
 
 
 def scan(where: Path, trace: Path) -> Result:
-    return run_script(status_script(str(trace)), where)
+    return run_script(status_script(trace_dir=str(trace)), where)
 
 
 def test_ahead_behind_uncommitted_and_activity_match_git(tmp_path: Path):
@@ -103,3 +103,15 @@ def test_the_table_aligns_like_ls_and_names_each_problem():
     assert problems[0].startswith("agent-22: agent-22: cannot reach h:1")
     assert problems[1] == ("agent-1: cannot fetch main, ahead/behind count against what it fetched last: "
                            "fatal: unable to access remote")
+
+
+def test_the_fleets_base_wins_over_the_remotes_default_branch(tmp_path: Path):
+    remote = remote_with_main(tmp_path, {"README": "one\n"})
+    seed = clone(remote, tmp_path / "releaser")
+    release = commit(seed, {"release.txt": "r\n"}, "release work")
+    git(seed, "push", "-q", "origin", "HEAD:release")
+    agent = clone(remote, tmp_path / "agent", branch="agent/a")  # on main, release one ahead of it
+
+    status = parse_status("a", "docker", run_script(status_script("release", str(tmp_path / "t")), agent))
+
+    assert (status.base, status.base_commit, status.behind, status.ahead) == ("release", release, 1, 0)
