@@ -17,6 +17,7 @@ import pulumi
 
 from agentfleet.forge import Forge, ForgeClient, ForgeError, key_body
 from components.reconciled import Driver, Reconciled
+from components.spec import FleetSpec
 
 TOKEN = "api_token"
 
@@ -66,3 +67,22 @@ class DeployKey(Reconciled):
                   "public_key": public_key, "read_only": False}  # agents push their branches
         super().__init__(resource_name, fields, secret=forge.token, opts=pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(additional_secret_outputs=[TOKEN])))
+
+
+def forge_problems(fleet: FleetSpec) -> list[str]:
+    """What the forge would refuse at `up`, asked before anything is made: a token it does not
+    take, a repository it does not have, a token that may not manage deploy keys there."""
+    forge = fleet.forge
+    if forge is None:
+        return []
+    where = f'stack "{fleet.stack}", field "forge'
+    try:
+        repository = ForgeClient(forge).repository()
+    except ForgeError as error:
+        return [f'{where}": {error}']
+    registering = [agent.name for agent in fleet.agents if fleet.registers_key(agent)]
+    if registering and not repository.admin:
+        return [f'{where}.token": the token may not manage the deploy keys of {forge.repository} (agents '
+                f'{", ".join(registering)} need theirs registered); use a token of an admin of the repository '
+                "(GitHub: Administration: write; Gitea: an owner's token with scope write:repository)"]
+    return []
