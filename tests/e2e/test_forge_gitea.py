@@ -11,6 +11,9 @@ import io
 import json
 import subprocess
 
+import pytest
+from pulumi import automation as auto
+
 from agentfleet import Fleet
 from agentfleet.cli import main as cli
 from agentfleet.forge import key_body
@@ -105,3 +108,17 @@ def test_deploy_keys_from_up_to_destroy_with_clones_pushes_and_pull_requests(git
 
     stack.destroy()
     assert stack_keys(gitea, stack) == {}
+
+
+def test_a_token_gitea_refuses_stops_up_before_anything_is_made(gitea: GiteaServer, make_stack):
+    stack: FleetStack = make_stack("forge-refused")
+    stack.set_secret("forgeToken", "0" * 40)
+    stack.set_fleet(fleet_config(gitea))
+    with pytest.raises(auto.CommandError) as failed:
+        stack.stack.up(on_output=lambda _: None)
+    assert (f'stack "{stack.name}", field "forge": gitea refused to read the repository on {gitea.repository} '
+            "(HTTP 401") in str(failed.value)
+    assert "0" * 40 not in str(failed.value)
+    resources = stack.stack.export_stack().deployment.get("resources") or []
+    assert [r["type"] for r in resources if r["type"] != "pulumi:pulumi:Stack"] == []
+    assert docker_objects("container", f"agentfleet.stack={stack.name}") == [] and stack_keys(gitea, stack) == {}
