@@ -3,7 +3,9 @@ of two Docker agents registers their generated keys as deploy keys, so both clon
 with nobody registering anything; each pushes its branch; `agentfleet pr --all` opens a pull
 request per agent (and shows the same ones again); a key deleted on Gitea comes back with the next
 `pulumi up`; `pulumi destroy` leaves no deploy key of the stack behind. The token is a Pulumi
-secret: it is never readable in the state, the container's inspect output or the process list."""
+secret: no process's arguments or environment hold it during `up` (but the language host's own
+configuration channel, as in test_secrets_during_up.py), nor are the state, the container's
+inspect output or the process list after it."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from agentfleet import Fleet
 from agentfleet.cli import main as cli
 from agentfleet.forge import key_body
 from tests.e2e.gitea_server import GiteaServer
+from tests.e2e.process_sampler import ProcessSampler, config_channel
 from tests.e2e.support import FleetStack, docker, docker_objects
 
 AGENTS = ("agent-a", "agent-b")
@@ -49,7 +52,11 @@ def test_deploy_keys_from_up_to_destroy_with_clones_pushes_and_pull_requests(git
     stack: FleetStack = make_stack("forge")
     stack.set_secret("forgeToken", gitea.token)
     stack.set_fleet(fleet_config(gitea))
-    outputs = stack.up()
+    with ProcessSampler() as sampler:  # every process's argv and environment, all through the up
+        outputs = stack.up()
+    assert sampler.saw_its_marker()
+    holders = sampler.holders(gitea.token.encode(), except_variables=config_channel()[1])
+    assert not holders, f"the forge token was in some process's argv or environment during up: {holders}"
 
     titles = {f"agentfleet {stack.name}/{name}": name for name in AGENTS}
     keys = stack_keys(gitea, stack)
@@ -99,7 +106,7 @@ def test_deploy_keys_from_up_to_destroy_with_clones_pushes_and_pull_requests(git
     with Fleet.from_outputs(stack.outputs(), stack.name) as client:
         run_ok(client, AGENTS[0], "git fetch -q origin && git push -q origin HEAD")  # the key works again
 
-    # The token is a secret everywhere it goes.
+    # The token is a secret wherever it is kept.
     state = stack.export()
     inspected = docker("inspect", *docker_objects("container", f"agentfleet.stack={stack.name}"))
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
