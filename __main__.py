@@ -14,3 +14,5 @@ except FleetConfigError as error:
     raise pulumi.RunError(str(error)) from None
 pulumi.export("agents", fleet.agents)
 pulumi.export("agent_private_keys", fleet.agent_private_keys)
+if fleet.forge is not None:
+    pulumi.export("forge", fleet.forge)  # a secret: `agentfleet pr` reads the token from it

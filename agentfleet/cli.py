@@ -207,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    pr = add(
+        "pr",
+        "open (or show) the pull request from an agent's branch to the repository's base branch",
+        usage="agentfleet pr [options] (NAME [--title TEXT] | --all) [--json]",
+        epilog="needs `forge:` in the fleet config (docs/forge.md); --all skips agents whose branch the "
+        "forge does not have or has nothing to merge; exit status 1 when NAME's pull request could not be opened",
+    )
+    pr.add_argument("name", nargs="?", metavar="NAME")
+    pr.add_argument("--all", action="store_true", help="every agent whose pushed branch has commits ahead")
+    pr.add_argument("--title", metavar="TEXT", help="title of a new pull request (default: agentfleet STACK/NAME: BRANCH)")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     clone = add("clone", "clone the remote into every agent's empty workspace (after deploy-keys)")
     clone.add_argument("name", nargs="?", metavar="NAME", help="only this agent (default: all)")
     clone.add_argument(
@@ -338,6 +350,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mappi
         args.remote_command = remote_command(args.command)
         if args.all == bool(args.name):
             raise UsageError("give one agent NAME or --all: agentfleet exec agent-1 -- git status")
+    if args.subcommand == "pr" and (args.all == bool(args.name) or (args.all and args.title)):
+        raise UsageError("give one agent NAME (with --title, if you like) or --all: agentfleet pr agent-1")
     source = resolve_source(args.stack, args.outputs, args.cwd, environ)
     if args.subcommand == "disconnect":
         return _disconnect(source, out)

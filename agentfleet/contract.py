@@ -42,9 +42,25 @@ class AgentOutput(TypedDict):
     warn_behind: Optional[int]  # `exec` warns when the base lags the remote by more; None: never
 
 
-# The stack outputs: `agents` (name -> AgentOutput) and `agent_private_keys` (a secret).
+class ForgeOutput(TypedDict):
+    """The stack output `forge` (a secret, for its token): where `agentfleet pr` opens pull requests."""
+
+    kind: str
+    api: str
+    repository: str
+    token: str
+
+
+# The stack outputs: `agents` (name -> AgentOutput), `agent_private_keys` (a secret) and, with a
+# `forge:` in the fleet config, `forge` (a secret).
 AGENTS_OUTPUT = "agents"
 PRIVATE_KEYS_OUTPUT = "agent_private_keys"
+FORGE_OUTPUT = "forge"
+
+
+def deploy_key_title(stack: str, agent: str) -> str:
+    """The title of an agent's deploy key on the forge: `pulumi up` and `deploy-keys` agree on it."""
+    return f"agentfleet {stack}/{agent}"
 
 
 def ssh_config_block(name: str, host: str, port: int, stack: str) -> str:

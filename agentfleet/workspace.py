@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from agentfleet.contract import deploy_key_title
 from agentfleet.endpoint import AgentEndpoint
 from agentfleet.result import Result, tail
 
@@ -59,7 +60,7 @@ class DeployKey:
 def deploy_keys(agents: Iterable[AgentEndpoint], fleet: str) -> list[DeployKey]:
     """The fleet's generated remote keys; agents with their own key or a token have none."""
     return [
-        DeployKey(agent.name, agent.remote, f"agentfleet {fleet}/{agent.name}", agent.remote_public_key)
+        DeployKey(agent.name, agent.remote, deploy_key_title(fleet, agent.name), agent.remote_public_key)
         for agent in agents
         if agent.remote is not None and agent.remote_public_key is not None
     ]

@@ -11,11 +11,12 @@ from typing import Optional
 
 import pulumi
 
-from agentfleet.contract import LOGIN_USER, WORKSPACE, AgentOutput, ssh_config_block
+from agentfleet.contract import LOGIN_USER, WORKSPACE, AgentOutput, deploy_key_title, ssh_config_block
 from agentfleet.sshkeys import host_key_name
 from components.backends import Endpoint, MachineContext
 from components.backends.registry import backend
 from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config
+from components.deploykey import DeployKey
 from components.keys import SshKeyPair
 from components.spec import AgentSpec, BaseSpec
 
@@ -43,8 +44,7 @@ class Agent(pulumi.ComponentResource):
         host_key = SshKeyPair(f"{name}-host-key", comment=f"{name}@agentfleet-host", opts=child)
         remote_key = (
             SshKeyPair(f"{name}-remote-key", comment=f"{name}@agentfleet", opts=child)
-            if spec.credential.kind == "generate" and spec.remote and spec.remote.scheme == "ssh"
-            else None
+            if spec.generates_remote_key else None
         )
         given_secret = pulumi.Output.secret(spec.credential.secret) if spec.credential.secret else None
 
@@ -59,8 +59,16 @@ class Agent(pulumi.ComponentResource):
             given_secret if spec.credential.kind == "https_token" else None,
         ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference, fleet))
 
+        # With a forge, the key is registered before the machine is made: its first clone at boot works.
+        fleet = args.context.fleet
+        machine = child
+        if remote_key is not None and fleet is not None and fleet.forge is not None:
+            deploy_key = DeployKey(f"{name}-deploy-key", fleet.forge, deploy_key_title(args.context.stack, name),
+                                   remote_key.public_key, child)
+            machine = pulumi.ResourceOptions(parent=self, depends_on=[deploy_key])
+
         address = backend(spec.backend).provision(
-            spec, args.context, pulumi.Output.secret(user_data), host_key.public_key, child
+            spec, args.context, pulumi.Output.secret(user_data), host_key.public_key, machine
         )
 
         self.private_key = pulumi.Output.secret(operator_key.private_key)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import pulumi
 
-from agentfleet.contract import AgentOutput
+from agentfleet.contract import AgentOutput, ForgeOutput
 from components.agent import Agent, AgentArgs
 from components.backends import MachineContext
 from components.backends.registry import backend
@@ -26,6 +26,7 @@ class FleetArgs:
 class Fleet(pulumi.ComponentResource):
     agents: pulumi.Output[dict[str, AgentOutput]]
     agent_private_keys: pulumi.Output[dict[str, str]]
+    forge: Optional[pulumi.Output[ForgeOutput]]
 
     def __init__(self, name: str, args: FleetArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("agentfleet:index:Fleet", name, None, opts)
@@ -45,4 +46,7 @@ class Fleet(pulumi.ComponentResource):
         self.agent_private_keys = pulumi.Output.secret(
             pulumi.Output.all(**{n: a.private_key for n, a in agents.items()})
         )
+        forge = spec.forge
+        self.forge = None if forge is None else pulumi.Output.secret(ForgeOutput(
+            kind=forge.kind, api=forge.api, repository=forge.repository, token=forge.token))
         self.register_outputs({})  # the stack exports them; a copy here would double their state

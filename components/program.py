@@ -13,6 +13,7 @@ from typing import Any, Optional
 import pulumi
 
 from components.backends.registry import preflight_problems
+from components.deploykey import forge_problems
 from components.fleet import Fleet, FleetArgs
 from components.spec import FleetSpec, load_fleet
 from components.stack_traces import omit_stack_traces
@@ -29,7 +30,7 @@ def fleet_spec(config: Any) -> FleetSpec:
 
 
 def check_machine(spec: FleetSpec) -> None:
-    problems = preflight_problems(spec)
+    problems = preflight_problems(spec) + forge_problems(spec)
     if problems and pulumi.runtime.is_dry_run():
         # A preview still shows the plan (e.g. for a fleet meant for another machine), with what `up` would refuse.
         for problem in problems:

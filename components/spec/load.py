@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from agentfleet.contract import BACKENDS
+from agentfleet.forge import FORGE_KINDS, GITHUB_API, Forge
 from agentfleet.sshkeys import NOT_A_PRIVATE_KEY, host_key_name
 from components.spec.model import (
     AGENT_FIELDS,
@@ -22,6 +23,7 @@ from components.spec.model import (
     EGRESS_MODES,
     FLEET_CLUSTER,
     FLEET_FIELDS,
+    FORGE_FIELDS,
     GITHUB_KNOWN_HOSTS,
     HOST_FIELDS,
     LOCAL_HOST,
@@ -46,11 +48,13 @@ from components.spec.model import (
 from components.spec.values import (
     AGENT_NAME,
     ALLOW_ENTRY,
+    API_URL,
     DOCKER_NAME,
     EMAIL,
     HOST_NAME,
     K8S_NAME,
     PACKAGE,
+    REPOSITORY,
     branch_problem,
     destination,
     identity_problem,
@@ -199,10 +203,11 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
 
     shared = _load_shared_objects(raw.get("shared_objects", False), agents, problems, read_secret)
     base = _load_base(raw.get("base"), agents, problems)
+    forge = _load_forge(raw.get("forge"), agents, problems, read_secret)
     if problems.items:
         raise FleetConfigError(problems.items)
     return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared,
-                     hosts=tuple(hosts), port_base=port_base, base=base)
+                     hosts=tuple(hosts), port_base=port_base, base=base, forge=forge)
 
 
 def _load_base(raw: Any, agents: list[AgentSpec], problems: _Problems) -> BaseSpec:
@@ -234,6 +239,48 @@ def _load_base(raw: Any, agents: list[AgentSpec], problems: _Problems) -> BaseSp
                      "least 0, or false to never warn")
         warn = BaseSpec.warn_behind
     return BaseSpec(branch, warn)
+
+
+def _load_forge(raw: Any, agents: list[AgentSpec], problems: _Problems, read_secret: SecretReader) -> Optional[Forge]:
+    """`forge: {kind: github|gitea, api: URL, repository: owner/name, token: <config key>}`: where the
+    agents' generated keys are registered as deploy keys and pull requests are opened. Every agent
+    whose key is registered must have its remote on that repository."""
+    if raw is None:
+        return None
+    example = "`forge: {kind: github, repository: owner/name, token: <config key>}`"
+    if not isinstance(raw, Mapping):
+        problems.add(None, "forge", f"must be a mapping: {example}")
+        return None
+    before = len(problems.items)
+    _check_unknown(raw, FORGE_FIELDS, problems, None, "forge.")
+    kind = raw.get("kind")
+    if kind not in FORGE_KINDS:
+        problems.add(None, "forge.kind", f"{kind!r} is not a forge this fleet can drive; use one of {', '.join(FORGE_KINDS)}")
+    api = raw.get("api", GITHUB_API if kind == "github" else None)
+    if not isinstance(api, str) or not API_URL.fullmatch(api) or unwritable(api):
+        problems.add(None, "forge.api", f"{api!r} is not the forge's API address; use e.g. {GITHUB_API} (GitHub, "
+                     "the default) or http://HOST:3000/api/v1 (Gitea)")
+    repository = raw.get("repository")
+    if not isinstance(repository, str) or not REPOSITORY.fullmatch(repository):
+        problems.add(None, "forge.repository", f"{repository!r} is not a repository; use owner/name")
+    key = raw.get("token")
+    token = read_secret(str(key)) if isinstance(key, str) and key else None
+    if not isinstance(key, str) or not key:
+        problems.add(None, "forge.token", "must name the config key of the forge's API token (a secret): "
+                     "`pulumi config set --secret forge_token` and `token: forge_token`")
+    elif not token:
+        problems.add(None, "forge.token", f"config key {key} is not set; run `pulumi config set --secret {key}` "
+                     "and paste the token on its standard input")
+    elif token.strip() != token or any(char.isspace() for char in token):
+        problems.add(None, "forge.token", f"config key {key} holds whitespace; set the token alone")
+    if len(problems.items) > before:
+        return None
+    for agent in agents:
+        remote = agent.remote
+        if agent.generates_remote_key and remote is not None and remote.path.lower() != repository.lower():
+            problems.add(agent.name, "remote", f"is the repository {remote.path!r}, but forge.repository is "
+                         f"{repository!r}, where the agent's deploy key is registered; point the remote there")
+    return Forge(kind=kind, api=api.rstrip("/"), repository=repository, token=token)
 
 
 def _placement_problem(agent: AgentSpec, hosts: list[HostSpec]) -> Optional[str]:

@@ -8,6 +8,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from agentfleet.forge import Forge
+
 DEFAULT_BACKEND = "docker"
 PORT_RANGE = (1024, 65535)
 DEFAULT_PORT_BASE = 22000
@@ -25,10 +27,12 @@ AGENT_FIELDS = {
     "egress", "allow", "dns",
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
-FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes", "base"}
+FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes", "base",
+                "forge"}
 BRANCH_PREFIX = "agent/"  # an agent's own branch is agent/<name> unless it names another
 BASE_FIELDS = {"branch", "warn_behind"}
 DEFAULT_WARN_BEHIND = 20  # commits the base may lag behind the remote before `agentfleet exec` says so
+FORGE_FIELDS = {"kind", "api", "repository", "token"}
 CLUSTER_FIELDS = {"kubeconfig", "context", "namespace", "node_address", "service_type", "storage_class", "image",
                   "image_pull_policy", "image_pull_secrets", "create_namespace"}
 # How an agent's sshd is reached: a port on every node, or the address of the cluster's load balancer.
@@ -73,6 +77,7 @@ class Remote:
     scheme: str  # "ssh" or "https"
     host: str
     port: int
+    path: str = ""  # the repository's path on the host, without a leading '/' or a trailing .git
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,11 @@ class AgentSpec:
     dns: tuple[str, ...] = ()
     host: Optional[str] = None  # explicit placement; else the fleet places it (FleetSpec.placement)
 
+    @property
+    def generates_remote_key(self) -> bool:
+        """Whether the fleet generates the key this agent pushes to its (ssh) remote with."""
+        return self.credential.kind == "generate" and self.remote is not None and self.remote.scheme == "ssh"
+
 
 @dataclass(frozen=True)
 class ClusterSpec:
@@ -198,6 +208,7 @@ class FleetSpec:
     hosts: tuple[HostSpec, ...] = (HostSpec(LOCAL_HOST),)
     port_base: int = 22000
     base: BaseSpec = BaseSpec()
+    forge: Optional[Forge] = None  # set: generated keys become deploy keys there (components/deploykey.py)
 
     def host(self, name: str) -> HostSpec:
         return next(host for host in self.hosts if host.name == name)
@@ -230,6 +241,10 @@ class FleetSpec:
         """Whether this agent's first clone borrows the fleet's shared objects."""
         return (self.shared_objects is not None and agent.backend == "docker"
                 and agent.remote is not None and agent.remote.url == self.shared_objects.remote.url)
+
+    def registers_key(self, agent: AgentSpec) -> bool:
+        """Whether `pulumi up` registers this agent's generated key as a deploy key on the forge."""
+        return self.forge is not None and agent.generates_remote_key
 
     def backends(self) -> set[str]:
         return {agent.backend for agent in self.agents}

@@ -28,6 +28,8 @@ URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # git's is_url(); else s
 URL_REMOTE = re.compile(r"[^:/]*://(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*)(?::(?P<port>\d{1,5}))?(?P<path>/.*|)")
 # `name::address` makes git run git-remote-<name> (ext:: runs any command, fd:: reads a descriptor).
 REMOTE_HELPER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
+API_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")  # a forge's REST API
+REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # a forge's owner/name
 PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1: no option, version or release
 # What git strips from either end of an identity when it writes a commit (ident.c: crud), and the
 # delimiters it drops from inside one.
@@ -107,7 +109,7 @@ def parse_remote(url: str) -> Remote:
     path = match.group("path")
     if not path or path.startswith("-"):
         raise ValueError("needs a path after host: that does not start with '-'")
-    return Remote(url=url, scheme="ssh", host=host, port=22)
+    return Remote(url=url, scheme="ssh", host=host, port=22, path=repository_path(path))
 
 
 def _parse_url_remote(url: str) -> Remote:
@@ -128,7 +130,13 @@ def _parse_url_remote(url: str) -> Remote:
         raise ValueError(f"port {port} is out of range")
     if not match.group("path").strip("/"):
         raise ValueError("has no repository path")
-    return Remote(url=url, scheme=scheme, host=host, port=port)
+    return Remote(url=url, scheme=scheme, host=host, port=port, path=repository_path(match.group("path")))
+
+
+def repository_path(path: str) -> str:
+    """`/owner/app.git` or `owner/app` -> `owner/app`: how a forge names the repository."""
+    path = path.strip("/")
+    return path[:-4] if path.endswith(".git") else path
 
 
 def _check_url_user(user: Optional[str]) -> None:

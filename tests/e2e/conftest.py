@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from components.image import agent_image_tag
+from tests.e2e.gitea_server import GiteaServer
 from tests.e2e.remote_hosts import RemoteHosts, RigError
 from tests.e2e.support import (
     REMOVE,
@@ -72,6 +73,17 @@ def git_server(agent_image: str) -> Iterator[GitServer]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def gitea(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GiteaServer]:
+    """A real Gitea (tests/e2e/gitea_server.py): API on loopback, SSH on a test network's gateway."""
+    server = GiteaServer(tmp_path_factory.mktemp("gitea"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ def schema_mocks():
 SPEC = load_fleet("schema", {
     "hosts": {"build-1": {"address": "ssh://ops@10.0.0.5", "known_hosts": [f"10.0.0.5 {HOST_KEY}"]}},
     "shared_objects": {"credential": {"ssh_key": "mirrorKey"}},
+    "forge": {"kind": "github", "repository": "org/app", "token": "forgeToken"},
     "agents": [
         {"name": "agent-1", "identity": {"name": "One", "email": "one@example.com"},
          "remote": "git@github.com:org/app.git", "packages": ["jq"]},
@@ -34,7 +35,7 @@ SPEC = load_fleet("schema", {
         {"name": "agent-3", "backend": "lima", "identity": {"name": "Three", "email": "three@example.com"}},
         {"name": "agent-4", "backend": "multipass", "identity": {"name": "Four", "email": "four@example.com"}},
     ],
-}, {"mirrorKey": generate_ed25519("mirror")[0]}.get)
+}, {"mirrorKey": generate_ed25519("mirror")[0], "forgeToken": "github_pat_schema"}.get)
 
 
 @pulumi.runtime.test

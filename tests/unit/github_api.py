@@ -1,0 +1,143 @@
+"""A stand-in for GitHub's REST API on loopback, for the forge client's tests: one repository's
+deploy keys, branches and pull requests, answered with the status codes and JSON fields GitHub's
+REST documentation gives for these endpoints (docs.github.com/rest: deploy-keys, branches, pulls),
+written from those documented examples, not recorded from github.com. It keeps every request it
+was sent, so tests check headers and bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+from urllib.parse import parse_qs, urlsplit
+
+TOKEN = "github_pat_11AAAAAAA0unitTestTokenNotReal"
+
+
+@dataclass
+class Sent:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class GitHubApi:
+    """The state of repository `owner/name` as GitHub would report it to the holder of TOKEN."""
+
+    repository: str = "octo-org/app"
+    admin: bool = True
+    keys: dict[int, dict[str, Any]] = field(default_factory=dict)
+    branches: set[str] = field(default_factory=lambda: {"main"})
+    pulls: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    next_id: int = 64000001
+    server: Optional[ThreadingHTTPServer] = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> "GitHubApi":
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                api.sent.append(Sent(self.command, parts.path, parse_qs(parts.query),
+                                     {key.lower(): value for key, value in self.headers.items()}, body))
+                status, answer = api.route(self.command, parts.path, parse_qs(parts.query), self.headers, body)
+                raw = b"" if answer is None else json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = do_DELETE = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def route(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
+              body: Any) -> tuple[int, Any]:
+        if headers.get("Authorization") != f"Bearer {TOKEN}":
+            return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest",
+                         "status": "401"}
+        repo = f"/repos/{self.repository}"
+        if path == repo and method == "GET":
+            return 200, {"id": 1296269, "full_name": self.repository, "default_branch": "main", "private": True,
+                         "permissions": {"admin": self.admin, "maintain": self.admin, "push": True, "pull": True}}
+        if not path.startswith(repo + "/"):
+            return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"}
+        rest = path[len(repo):]
+        if rest == "/keys" and method == "POST":
+            if not self.admin:
+                return 403, {"message": "Resource not accessible by personal access token", "status": "403"}
+            if any(key["key"] == body["key"] for key in self.keys.values()):
+                return 422, {"message": "Validation Failed", "errors": [
+                    {"resource": "PublicKey", "code": "custom", "field": "key", "message": "key is already in use"}],
+                    "status": "422"}
+            key = {"id": self.next_id, "key": body["key"], "url": f"https://api.github.com{repo}/keys/{self.next_id}",
+                   "title": body["title"], "verified": True, "created_at": "2026-12-06T17:00:00Z",
+                   "read_only": body["read_only"], "added_by": "octocat", "last_used": None, "enabled": True}
+            self.keys[self.next_id] = key
+            self.next_id += 1
+            return 201, key
+        if rest == "/keys" and method == "GET":
+            return 200, self._page(list(self.keys.values()), query)
+        match = re.fullmatch(r"/keys/(\d+)", rest)
+        if match and int(match.group(1)) in self.keys:
+            if method == "DELETE":
+                del self.keys[int(match.group(1))]
+                return 204, None
+            return 200, self.keys[int(match.group(1))]
+        match = re.fullmatch(r"/branches/(.+)", rest)
+        if match and method == "GET":
+            name = match.group(1)
+            return (200, {"name": name, "protected": False}) if name in self.branches else \
+                (404, {"message": "Branch not found", "status": "404"})
+        if rest == "/pulls" and method == "GET":
+            state = query.get("state", ["open"])[0]
+            return 200, self._page([p for p in self.pulls if p["state"] == state], query)
+        if rest == "/pulls" and method == "POST":
+            if body["head"] not in self.branches:
+                return 422, {"message": "Validation Failed", "errors": [
+                    {"resource": "PullRequest", "field": "head", "code": "invalid"}], "status": "422"}
+            if body["head"] == "empty":
+                return 422, {"message": "Validation Failed", "errors": [
+                    {"resource": "PullRequest", "code": "custom", "message": f"No commits between main and {body['head']}"}],
+                    "status": "422"}
+            number = len(self.pulls) + 1
+            pull = {"number": number, "state": "open", "title": body["title"], "body": body["body"],
+                    "html_url": f"https://github.com/{self.repository}/pull/{number}",
+                    "head": {"ref": body["head"], "label": f"octo-org:{body['head']}"},
+                    "base": {"ref": body["base"], "label": f"octo-org:{body['base']}"}}
+            self.pulls.append(pull)
+            return 201, pull
+        return 404, {"message": "Not Found", "status": "404"}
+
+    @staticmethod
+    def _page(items: list[Any], query: dict[str, list[str]]) -> list[Any]:
+        size = int(query.get("per_page", ["30"])[0])
+        page = int(query.get("page", ["1"])[0])
+        return items[(page - 1) * size:page * size]
