@@ -53,7 +53,7 @@ ensure_gitea() {
         || die "Gitea's module source is missing from the module cache after the build"
     cp -r "$source/options" "$source/templates" "$source/public" "$target.partial/share/"
     chmod -R u+w "$target.partial/share"
-    "$target.partial/bin/gitea" --version 2>/dev/null | grep -q "$GITEA_VERSION" \
+    output_has "$GITEA_VERSION" "$target.partial/bin/gitea" --version \
         || die "the built gitea does not report version $GITEA_VERSION"
     touch "$target.partial/.complete"
     mv "$target.partial" "$target"
