@@ -1,7 +1,8 @@
 """Lean clones, end to end: real Docker agents whose first clone at boot is shallow (`clone:
-{depth: 3}`) or partial (`clone: {filter: blob:none}`) against the e2e git server over SSH; each
-still commits and pushes its branch with `agentfleet exec`, and a later change of `clone` updates
-the agent in place without touching its workspace.
+{depth: 3}`), partial (`clone: {filter: blob:none}`), or both while borrowing the fleet's shared
+objects, against the e2e git server over SSH; each still commits and pushes its branch with
+`agentfleet exec`, and a later change of `clone` updates the agent in place without touching its
+workspace.
 
 The repository has ten commits, each a new version of one file: a full clone would hold ten
 commits and ten versions. Like a forge, the server serves partial clones (uploadpack.allowFilter,
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from agentfleet import Fleet
 from agentfleet.cli import main as cli
+from components.cloudinit import SHARED_OBJECTS
 from components.keys import generate_ed25519
 from tests.e2e.support import FleetStack, GitServer, docker
 
@@ -37,23 +38,34 @@ CLONES = {"shallow": {"depth": 3}, "partial": {"filter": "blob:none"}}
 
 
 @pytest.fixture(scope="module")
-def lean(git_server: GitServer, make_stack, tmp_path_factory):
+def deploy_key(git_server: GitServer) -> str:
+    """The lean repository on the server, and a key that may read and push it."""
     docker("exec", "-u", "git", git_server.name, "sh", "-c", HISTORY)
     private, public = generate_ed25519("lean-clones-deploy-key")
     git_server.authorize(public)
-    stack: FleetStack = make_stack("lean")
-    stack.set_secret("deployKey", private)
+    return private
+
+
+def up(stack: FleetStack, git_server: GitServer, key: str, agents: dict[str, dict], where: Path, **fleet) -> Path:
+    """Agents with these `clone`s on the lean repository; returns the outputs file."""
+    stack.set_secret("deployKey", key)
     remote = git_server.url.replace("/srv/git/app.git", REPOSITORY)
     stack.set_fleet({
-        "attach_networks": [git_server.network],
+        "attach_networks": [git_server.network], **fleet,
         "defaults": {"remote": remote, "known_hosts": [git_server.known_hosts_line],
                      "credential": {"ssh_key": "deployKey"}, "resources": {"memory": "256m"}},
         "agents": [{"name": name, "identity": {"name": name.title(), "email": f"{name}@fleet.test"}, "clone": clone}
-                   for name, clone in CLONES.items()],
+                   for name, clone in agents.items()],
     })
-    outputs = tmp_path_factory.mktemp("lean") / "outputs.json"
+    outputs = where / "outputs.json"
     outputs.write_text(json.dumps(stack.up()))
-    return stack, outputs
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def lean(git_server: GitServer, deploy_key: str, make_stack, tmp_path_factory):
+    stack: FleetStack = make_stack("lean")
+    return stack, up(stack, git_server, deploy_key, CLONES, tmp_path_factory.mktemp("lean"))
 
 
 def run_ok(outputs: Path, agent: str, command: str) -> str:
@@ -117,3 +129,20 @@ def test_a_changed_clone_updates_the_agent_in_place_and_keeps_its_workspace(lean
     assert run_ok(outputs, "shallow", "git rev-parse HEAD") == head
     assert run_ok(outputs, "shallow", "git rev-list --count HEAD") == depth
     assert run_ok(outputs, "shallow", "git rev-parse --is-shallow-repository") == "true"
+
+
+def test_a_lean_clone_borrows_the_shared_objects_and_pushes(git_server: GitServer, deploy_key: str, make_stack,
+                                                           tmp_path):
+    """With `shared_objects`, the mirror holds the history: the clone borrows it and fetches only
+    what the mirror lacks, still as shallow and as partial as asked."""
+    stack: FleetStack = make_stack("lean-shared")
+    outputs = up(stack, git_server, deploy_key, {"borrower": {"depth": 1, "filter": "blob:none"}}, tmp_path,
+                 shared_objects=True)
+    assert run_ok(outputs, "borrower", "cat .git/objects/info/alternates") == f"{SHARED_OBJECTS}/objects"
+    assert run_ok(outputs, "borrower", "git rev-parse --is-shallow-repository") == "true"
+    assert run_ok(outputs, "borrower", "git rev-list --count HEAD") == "1"
+    assert run_ok(outputs, "borrower", "git config remote.origin.partialclonefilter") == "blob:none"
+    run_ok(outputs, "borrower", "echo mine > borrower.txt && git add borrower.txt && "
+                                "git commit -q -m 'work of borrower' && git push -q origin HEAD")
+    commit = run_ok(outputs, "borrower", "git rev-parse HEAD")
+    assert server_git(git_server, "rev-parse", "refs/heads/agent/borrower") == commit
