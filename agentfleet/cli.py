@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = add(
         "audit",
         "show the commands run in the agents: the operator's log and git's own trace, merged by time",
-        epilog=f"the operator's log: ${LOG_ENV}, else .agentfleet/<stack>/audit.jsonl in the project",
+        epilog=f"the operator's log: ${LOG_ENV}, else .agentfleet/<stack>/audit.jsonl in the project; "
+        "--denied reads each agent's own record of refusals (docs/security.md)",
     )
     audit.add_argument("name", nargs="?", metavar="NAME", help="only this agent")
     audit.add_argument(
@@ -195,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_since,
         metavar="WHEN",
         help="only from WHEN on: an ISO time (local unless it has an offset) or an age: 10m, 2h, 1d",
+    )
+    audit.add_argument(
+        "--denied",
+        action="store_true",
+        help="instead: the connections and DNS names each agent's egress policy refused",
     )
     audit.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     audit.add_argument("--parallel", type=_positive, default=8, metavar="N")

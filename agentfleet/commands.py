@@ -13,6 +13,7 @@ from agentfleet.audit import LOG_ENV, AuditRecord
 from agentfleet.baselag import base_warning
 from agentfleet.connection import Connection
 from agentfleet.dashboard import Dashboard, reading
+from agentfleet.denied import AgentDenied, merged, read_denied
 from agentfleet.doctor import diagnose
 from agentfleet.errors import AgentfleetError
 from agentfleet.fleet import Fleet
@@ -25,6 +26,7 @@ from agentfleet.render import (
     outcome_line,
     render_audit_json,
     render_audit_table,
+    render_denied_table,
     render_diagnosis,
     render_ls_json,
     render_ls_table,
@@ -200,6 +202,8 @@ def cmd_audit(args: argparse.Namespace, ctx: Context) -> int:
     """The operator's log and each agent's git trace, merged by time; fails if any part is missing."""
     fleet = ctx.fleet
     names = [fleet.endpoint(args.name).name] if args.name else list(fleet.names)
+    if args.denied:
+        return _audit_denied(args, ctx, names)
     outcomes = for_each(names, lambda name: read_trace(fleet.agent(name)), args.parallel)
     traces = [outcome for outcome in outcomes.values() if isinstance(outcome, AgentTrace)]
     problems = [
@@ -220,6 +224,20 @@ def cmd_audit(args: argparse.Namespace, ctx: Context) -> int:
             problems.append(f"{fleet.audit.path}: {bad} lines are not audit records, skipped")
     entries = timeline(records, traces, fleet.name, names, args.since)
     ctx.out.write(render_audit_json(entries) if args.json else render_audit_table(entries))
+    for problem in problems:
+        ctx.err.write(f"{problem}\n")
+    return 1 if problems else 0
+
+
+def _audit_denied(args: argparse.Namespace, ctx: Context, names: list[str]) -> int:
+    """What the agents' egress policies refused, merged by time; fails if a record is missing."""
+    outcomes = for_each(names, lambda name: read_denied(ctx.fleet.agent(name)), args.parallel)
+    records = [outcome for outcome in outcomes.values() if isinstance(outcome, AgentDenied)]
+    problems = [outcome_line(name, outcome) for name, outcome in outcomes.items()
+                if not isinstance(outcome, AgentDenied)]
+    problems += [f"{record.agent}: {record.problem}" for record in records if record.problem]
+    entries = merged(records, names, args.since)
+    ctx.out.write(render_audit_json(entries) if args.json else render_denied_table(entries))
     for problem in problems:
         ctx.err.write(f"{problem}\n")
     return 1 if problems else 0

@@ -17,6 +17,9 @@ LOGIN_USER = "agent"
 HOME = f"/home/{LOGIN_USER}"
 WORKSPACE = f"{HOME}/workspace"
 TRACE2_DIR = "/var/log/agentfleet/git-trace2"
+# What the egress policy refused (cloud-init/agentfleet_denied.py writes it, root's, rotated once).
+DENIED_RECORD = "/var/log/agentfleet/denied.jsonl"
+EGRESS_RULESET = "/etc/agentfleet/egress.nft"
 
 
 class AgentIdentity(TypedDict):

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
+from agentfleet.denied import DeniedEntry
 from agentfleet.doctor import Diagnosis, Verdict
 from agentfleet.endpoint import AgentEndpoint
 from agentfleet.errors import AgentfleetError
@@ -212,8 +213,24 @@ def render_audit_table(entries: Sequence[Entry]) -> str:
     return render_table(["TIME (UTC)", "AGENT", "SOURCE", "EXIT", "SECONDS", "COMMAND"], rows)
 
 
-def render_audit_json(entries: Sequence[Entry]) -> str:
-    """JSON lines, one entry each, for tools that read the trail."""
+def render_denied_table(entries: Sequence[DeniedEntry]) -> str:
+    """One line per refusal; a count stands for the refusals over the agent's rate limit."""
+    rows = [
+        [
+            entry.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            entry.agent,
+            entry.protocol or "-",
+            entry.destination
+            or f"({entry.unrecorded} more refused over the rate limit, not recorded one by one)",
+            "-" if entry.port is None else str(entry.port),
+        ]
+        for entry in entries
+    ]
+    return render_table(["TIME (UTC)", "AGENT", "PROTOCOL", "DESTINATION", "PORT"], rows)
+
+
+def render_audit_json(entries: Sequence[Entry] | Sequence[DeniedEntry]) -> str:
+    """JSON lines, one entry each (commands or refusals), for tools that read the trail."""
     return "".join(json.dumps(entry.to_json(), ensure_ascii=False) + "\n" for entry in entries)
 
 

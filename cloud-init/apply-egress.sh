@@ -1,19 +1,21 @@
 #!/bin/sh
 # Apply this agent's egress policy (components/egress.py wrote the files in /etc/agentfleet):
 # the firewall table (egress.nft) with the machine's name servers, and the resolver that answers
-# only allowed names (/usr/local/lib/agentfleet/resolver). Without egress.nft the egress is
-# open: the table and the resolver are removed. Runs as root at every boot, before sshd admits
-# anyone, and again after every in-place update; safe to run any number of times. The agent
-# user has no capability to change any of it.
+# only allowed names (/usr/local/lib/agentfleet/resolver) and records what the policy refuses in
+# /var/log/agentfleet/denied.jsonl (root's: the agent user reads it, cannot change it). Without
+# egress.nft the egress is open: the table and the resolver are removed. Runs as root at every
+# boot, before sshd admits anyone, and again after every in-place update; safe to run any number
+# of times. The agent user has no capability to change any of it.
 set -eu
 conf=/etc/agentfleet
 run=/run/agentfleet
 resolver=/usr/local/lib/agentfleet/resolver
+recorder=/usr/local/lib/agentfleet/agentfleet_denied.py
 log=/var/log/agentfleet/resolver.log
 unit=agentfleet-resolver
 
 install -d -m 0700 "$run"
-install -d -m 0755 /var/log/agentfleet
+install -d -o root -g root -m 0755 /var/log/agentfleet
 
 # Earlier versions of agentfleet applied the policy with iptables: remove that chain.
 for tool in iptables ip6tables; do
@@ -76,9 +78,12 @@ elements() {  # elements SET4 SET6 ADDRESS...: nft commands adding each address 
     elements upstreams4 upstreams6 $upstreams
 } | nft -f -
 
-# The resolver reads the policy again by itself when it changed; start it where it does not run.
-if ! running "$run/resolver.pid" >/dev/null; then
+# The resolver reads the policy again by itself when it changed; start it where it does not run,
+# or runs other code than the files now hold (an in-place update of agentfleet).
+code=$(cat "$resolver" "$recorder" 2>/dev/null | sha256sum)
+if ! running "$run/resolver.pid" >/dev/null || [ "$(cat "$run/resolver.code" 2>/dev/null)" != "$code" ]; then
     stop_resolver
+    echo "$code" >"$run/resolver.code"
     if [ -d /run/systemd/system ]; then
         systemctl reset-failed "$unit" 2>/dev/null || true
         systemd-run --quiet --collect --unit "$unit" --property Restart=always \

@@ -35,7 +35,7 @@ REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
 GIT_CREDENTIALS_PATH = f"{HOME}/.git-credentials"
 EGRESS_SCRIPT_PATH = "/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"
 EGRESS_FILES = ("/etc/agentfleet/egress.nft", "/etc/agentfleet/egress.json", "/etc/agentfleet/dns-servers",
-                "/usr/local/lib/agentfleet/resolver")
+                "/usr/local/lib/agentfleet/resolver", "/usr/local/lib/agentfleet/agentfleet_denied.py")
 # Files only some documents have: an in-place update removes those its document does not have
 # (components/reapply.py), so an old credential or a lifted policy does not stay behind.
 OPTIONAL_FILES = (REMOTE_KEY_PATH, GIT_CREDENTIALS_PATH, *EGRESS_FILES)
@@ -94,12 +94,13 @@ def _egress_files(agent: AgentSpec) -> list[dict[str, Any]]:
     script = _root_file(EGRESS_SCRIPT_PATH, (TEMPLATES / "apply-egress.sh").read_text(), "0o700")
     if agent.egress == "open":
         return [script]
-    nft, policy, servers, resolver = EGRESS_FILES
+    nft, policy, servers, resolver, recorder = EGRESS_FILES
     return [
         _root_file(nft, ruleset(agent), "0o600"),
         _root_file(policy, resolver_policy(agent), "0o600"),
         *([_root_file(servers, dns_servers(agent), "0o600")] if agent.dns else []),
         _root_file(resolver, (TEMPLATES / "agentfleet-resolver").read_text(), "0o700"),
+        _root_file(recorder, (TEMPLATES / "agentfleet_denied.py").read_text(), "0o600"),
         script,
     ]
 

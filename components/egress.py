@@ -10,6 +10,12 @@ addresses change over time, so an address is admitted when the resolver answers 
 allowed name, for as long as that answer's record lives, not once at boot. Addresses and ranges
 in the policy are fixed rules. Everything else, whatever the protocol (TCP, UDP, ICMP) or family
 (IPv4, IPv6), is rejected, DNS included: only root (the resolver) may ask the upstream servers.
+
+Why refusals are on record (cloud-init/agentfleet_denied.py): an operator sees what an agent tried
+to reach, an exfiltration attempt or an allow entry a build misses. Every refusing rule copies the
+packet to nflog group REFUSED_GROUP for the resolver's process to record, behind one shared
+token bucket (REFUSED_RATE a second, bursts of REFUSED_BURST) so a flood costs no disk; what goes
+over it is only counted (UNRECORDED), and the record says how many.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ FILTER_PRIORITY = -150
 NAT_PRIORITY = -110
 # What IPv6 needs to reach anything at all (neighbour discovery), and nothing more.
 ICMPV6_NEEDED = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit"
+# The names and numbers cloud-init/agentfleet_denied.py reads them by.
+REFUSED_GROUP = 7
+REFUSED_LIMIT = "refusals"
+UNRECORDED = "unrecorded"
+REFUSED_RATE = 20
+REFUSED_BURST = 100
+REFUSE = (f'limit name "{REFUSED_LIMIT}" log group {REFUSED_GROUP} reject',
+          f'counter name "{UNRECORDED}" reject')
 
 
 def destinations(agent: AgentSpec) -> tuple[Destination, ...]:
@@ -69,6 +83,9 @@ def ruleset(agent: AgentSpec) -> str:
         "    set nameservers6 { type ipv6_addr; }",
         "    set upstreams4 { type ipv4_addr; }",
         "    set upstreams6 { type ipv6_addr; }",
+        "    # Refusals: recorded up to this rate; the ones over it only counted.",
+        f"    limit {REFUSED_LIMIT} {{ rate {REFUSED_RATE}/second burst {REFUSED_BURST} packets }}",
+        f"    counter {UNRECORDED} {{ }}",
         "",
         "    chain redirect_dns {",
         f"        type nat hook output priority {NAT_PRIORITY}; policy accept;",
@@ -86,7 +103,7 @@ def ruleset(agent: AgentSpec) -> str:
         "        meta l4proto { tcp, udp } th dport 53 jump dns",
         '        oif "lo" accept',
         f"        icmpv6 type {{ {ICMPV6_NEEDED} }} accept",
-        "        reject",
+        *(f"        {rule}" for rule in REFUSE),
         "    }",
         "",
         "    chain dns {",
@@ -96,7 +113,7 @@ def ruleset(agent: AgentSpec) -> str:
         "        ip6 daddr @nameservers6 accept",
         "        meta skuid 0 ip daddr @upstreams4 accept",
         "        meta skuid 0 ip6 daddr @upstreams6 accept",
-        "        reject",
+        *(f"        {rule}" for rule in REFUSE),
         "    }",
         "}",
     ]

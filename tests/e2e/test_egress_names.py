@@ -32,6 +32,7 @@ class DnsServer:
                "--entrypoint", "sleep", image, "infinity")
         docker("exec", name, "mkdir", "-p", "/srv/dns")
         docker("cp", str(PROJECT_ROOT / "cloud-init" / "agentfleet-resolver"), f"{name}:/srv/dns/agentfleet_resolver.py")
+        docker("cp", str(PROJECT_ROOT / "cloud-init" / "agentfleet_denied.py"), f"{name}:/srv/dns/agentfleet_denied.py")
         docker("cp", str(PROJECT_ROOT / "tests" / "e2e" / "dns_server.py"), f"{name}:/srv/dns/dns_server.py")
         docker("exec", "-i", name, "sh", "-c", "cat >/srv/dns/ttl", stdin=str(TTL_S))
         self.records({})
