@@ -4,7 +4,8 @@ on either user), then, once it may, registers each agent's generated key as its 
 (not a deploy key); both agents clone at boot and push, and Gitea's activity feed shows each push
 as that agent's user while the commits keep the agent's own git identity; a user key deleted on
 Gitea comes back with `pulumi up`; `pulumi destroy` leaves no key on either user. The users'
-tokens are Pulumi secrets: never readable in the state."""
+tokens are Pulumi secrets: in no process's argv or environment during `up`, never readable in the
+state."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pulumi import automation as auto
 from agentfleet import Fleet
 from agentfleet.forge import key_body
 from tests.e2e.gitea_server import GiteaServer, wait_until
+from tests.e2e.process_sampler import ProcessSampler, config_channel
 from tests.e2e.support import FleetStack, docker_objects
 from tests.e2e.test_forge_gitea import fleet_config, run_ok
 
@@ -49,7 +51,12 @@ def test_each_agent_pushes_as_its_own_forge_user_from_up_to_destroy(gitea: Gitea
     assert user_keys(gitea, stack) == {user: {} for user in USERS.values()}
 
     gitea.grant(USERS["pusher-b"])
-    outputs = stack.up()
+    with ProcessSampler() as sampler:  # every process's argv and environment, all through the up
+        outputs = stack.up()
+    assert sampler.saw_its_marker()
+    for user, token in tokens.items():
+        holders = sampler.holders(token.encode(), except_variables=config_channel()[1])
+        assert not holders, f"{user}'s token was in some process's argv or environment during up: {holders}"
     keys = user_keys(gitea, stack)
     for name, user in USERS.items():
         (key,) = keys[user].values()
