@@ -14,6 +14,10 @@ fi
 # A fleet with shared objects mounts a read-only mirror: borrow its objects (git alternates)
 # instead of copying them; without the mirror the clone is a full one.
 reference=$(git config --global agentfleet.reference) && set -- --reference-if-able "$reference"
+# A lean clone (`clone:`): `depth` commits of every branch, not only the default one (the agent's
+# own branch may exist on the remote already); `filter` leaves objects there until git needs them.
+depth=$(git config --global agentfleet.depth) && set -- "$@" --depth "$depth" --no-single-branch
+filter=$(git config --global agentfleet.filter) && set -- "$@" --filter "$filter"
 if ! git clone --quiet "$@" -- "$remote" "$workspace"; then
     echo "agentfleet: could not clone $remote; the workspace stays empty (run 'agentfleet doctor')" >&2
     exit 0

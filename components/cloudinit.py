@@ -69,6 +69,11 @@ def _gitconfig(agent: AgentSpec, keys: AgentKeys, reference: Optional[str]) -> s
     settings = [("branch", agent.branch), ("workspace", WORKSPACE)]
     if agent.remote:
         settings.append(("remote", agent.remote.url))
+        # Only when asked: an agent without `clone` keeps the document it has, and no update.
+        if agent.clone.depth is not None:
+            settings.append(("depth", str(agent.clone.depth)))
+        if agent.clone.filter is not None:
+            settings.append(("filter", agent.clone.filter))
     if reference:
         settings.append(("reference", reference))
     return config_file([*sections, ("agentfleet", settings)])

@@ -15,6 +15,7 @@ from components.spec.model import (
     AGENT_FIELDS,
     BASE_FIELDS,
     BRANCH_PREFIX,
+    CLONE_FIELDS,
     CLUSTER_FIELDS,
     CREDENTIAL_KINDS,
     DEFAULT_BACKEND,
@@ -35,6 +36,7 @@ from components.spec.model import (
     SERVICE_TYPES,
     AgentSpec,
     BaseSpec,
+    CloneSpec,
     ClusterSpec,
     Credential,
     Destination,
@@ -51,6 +53,7 @@ from components.spec.values import (
     AGENT_NAME,
     ALLOW_ENTRY,
     API_URL,
+    CLONE_FILTER,
     DOCKER_NAME,
     EMAIL,
     FORGE_LOGIN,
@@ -164,6 +167,9 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
             continue
         seen_names.add(name)
         _check_unknown(entry, AGENT_FIELDS, problems, name, "")
+        if "clone" in entry and merged.get("remote") is None:
+            problems.add(name, "clone", "shapes the first clone of a remote, and this agent has no `remote` (it "
+                         "starts an empty repository); add a remote or remove clone")
         parsed.append(merged)
 
     explicit_ports: dict[int, str] = {}
@@ -591,6 +597,7 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
     if host is not None and not isinstance(host, str):
         problems.add(name, "host", f"{host!r} is not a host name; use `local` or a name under `hosts:`")
     forge_user = _load_forge_user(raw.get("forge_user"), name, problems, read_secret)
+    clone = _load_clone(raw.get("clone"), name, problems)
 
     if len(problems.items) > before or identity is None or credential is None:
         return None
@@ -600,7 +607,31 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
         ssh_port=port, preferred_port=preferred_port, bind_address=bind_address, image=image,
         retain_workspace=retain, packages=tuple(packages), egress=egress, allow=allow, dns=dns, host=host,
         forge_user=forge_user,
+        clone=clone,
     )
+
+
+def _load_clone(raw: Any, name: str, problems: _Problems) -> CloneSpec:
+    """`clone: {depth: N, filter: blob:none}`, either or both; an agent's `clone` replaces the
+    default's as a whole (`clone: {}`: a full clone)."""
+    if raw is None:
+        return CloneSpec()
+    if not isinstance(raw, Mapping):
+        problems.add(name, "clone", f"{raw!r} is not a mapping; use e.g. `clone: {{depth: 1}}` (a shallow "
+                     "clone), `clone: {filter: blob:none}` (a partial clone) or both")
+        return CloneSpec()
+    _check_unknown(raw, CLONE_FIELDS, problems, name, "clone.")
+    depth = raw.get("depth")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        problems.add(name, "clone.depth", f"{depth!r} is not a number of commits; use an integer of at least 1, "
+                     "or leave it out for all history")
+        depth = None
+    spec_filter = raw.get("filter")
+    if spec_filter is not None and not (isinstance(spec_filter, str) and CLONE_FILTER.fullmatch(spec_filter)):
+        problems.add(name, "clone.filter", f"{spec_filter!r} is not a filter a workspace works with; use blob:none "
+                     "(file contents fetched when checked out) or blob:limit=<size> such as blob:limit=1m")
+        spec_filter = None
+    return CloneSpec(depth=depth, filter=spec_filter)
 
 
 def _load_identity(raw: Any, name: str, problems: _Problems) -> Optional[GitIdentity]:

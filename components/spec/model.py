@@ -24,7 +24,7 @@ GITHUB_KNOWN_HOSTS = (
 AGENT_FIELDS = {
     "name", "backend", "identity", "remote", "branch", "credential", "known_hosts",
     "resources", "ssh_port", "bind_address", "image", "retain_workspace", "packages", "host",
-    "egress", "allow", "dns", "forge_user",
+    "egress", "allow", "dns", "clone", "forge_user",
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
 FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes", "base",
@@ -43,6 +43,7 @@ HOST_FIELDS = {"address", "known_hosts", "identity_file", "endpoint_address", "a
 LOCAL_HOST = "local"
 FLEET_CLUSTER = "kubernetes"  # the host name of the fleet's own `kubernetes:` cluster
 RESOURCE_FIELDS = {"cpus", "memory", "pids", "disk"}
+CLONE_FIELDS = {"depth", "filter"}
 CREDENTIAL_KINDS = ("generate", "ssh_key", "https_token")  # SharedObjects also knows "none"
 EGRESS_MODES = ("restricted", "open")
 PROTOCOLS = ("tcp", "udp")
@@ -68,6 +69,16 @@ class Resources:
     memory_mib: int = 1024
     pids: int = 512
     disk_gib: int = 10
+
+
+@dataclass(frozen=True)
+class CloneSpec:
+    """How an agent's first clone fetches its remote: `depth` commits of history per branch (None:
+    all of it), `filter` the objects it leaves on the remote until needed (None: none, e.g.
+    "blob:none"). Only a first clone reads it: a workspace keeps the clone it was made with."""
+
+    depth: Optional[int] = None
+    filter: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,7 @@ class AgentSpec:
     dns: tuple[str, ...] = ()
     host: Optional[str] = None  # explicit placement; else the fleet places it (FleetSpec.placement)
     forge_user: Optional[ForgeUser] = None  # set: the forge shows its pushes as this user's (docs/forge.md)
+    clone: CloneSpec = CloneSpec()
 
     @property
     def generates_remote_key(self) -> bool:

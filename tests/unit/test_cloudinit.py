@@ -130,3 +130,17 @@ def test_the_first_clone_script_is_where_agentfleet_clone_runs_it():
     script = files(document)[FIRST_CLONE]
     assert script["permissions"] == "0o755" and "git clone" in script["content"]
     assert ["runuser", "-l", "agent", "-c", FIRST_CLONE] in document["runcmd"]
+
+
+def test_a_lean_clone_is_asked_for_only_when_configured():
+    """`clone:` reaches the first clone through the agent's git config; without it the document
+    holds nothing new, so agents made before `clone` existed see no update."""
+    def gitconfig(**fields):
+        document = yaml.safe_load(render_cloud_config(spec(**fields), keys()))
+        return git_config(files(document)["/home/agent/.gitconfig"]["content"])
+
+    remote = {"remote": "https://git.example.com/acme/app.git"}
+    lean = gitconfig(**remote, clone={"depth": 1, "filter": "blob:none"})
+    assert (lean["agentfleet.depth"], lean["agentfleet.filter"]) == ("1", "blob:none")
+    assert not {"agentfleet.depth", "agentfleet.filter"} & set(gitconfig(**remote))
+    assert "agentfleet.filter" not in gitconfig(**remote, clone={"depth": 3})
