@@ -1,4 +1,4 @@
-"""A small typed client of a forge's REST API: deploy keys, branches and pull requests.
+"""A small typed client of a forge's REST API: deploy keys, users' SSH keys, branches and pull requests.
 
 Why one client for GitHub and Gitea: Gitea's `/api/v1` follows GitHub's REST shape for these
 endpoints (the same paths under the repository, the same JSON fields), so only the address and
@@ -51,6 +51,7 @@ class Repository:
     full_name: str
     default_branch: str
     admin: bool  # whether the token may manage deploy keys
+    push: bool = False  # whether the token's user may push to it
 
 
 @dataclass(frozen=True)
@@ -76,22 +77,29 @@ def key_body(public_key: str) -> str:
     return " ".join(public_key.split()[:2])
 
 
-# What a person does about each refusal, by HTTP status.
+# What a person does about each refusal, by HTTP status ({field}: the config field naming the token).
 HINTS = {
-    401: "the token is not valid (expired or revoked): set a new one with `pulumi config set --secret <forge.token key>`",
+    401: "the token is not valid (expired or revoked): set a new one with `pulumi config set --secret <{field} key>`",
     403: "the token lacks a permission: deploy keys need admin rights on the repository (GitHub: a fine-grained "
          "token with Administration and Pull requests: write, or a classic token with `repo`; Gitea: scope "
          "write:repository from an owner or admin of the repository)",
     404: "no such repository (or the token cannot see it): check forge.repository and the token's owner",
+}
+# A user's own SSH keys (`/user/keys`) need a scope of their own.
+USER_KEY_HINTS = {
+    **HINTS,
+    403: "the token may not manage its user's SSH keys (GitHub: a fine-grained token with Git SSH keys: write, "
+         "or a classic token with admin:public_key; Gitea: scope write:user)",
 }
 
 
 class ForgeClient:
     """The REST calls agentfleet makes on one repository."""
 
-    def __init__(self, forge: Forge, timeout: float = TIMEOUT) -> None:
+    def __init__(self, forge: Forge, timeout: float = TIMEOUT, token_field: str = "forge.token") -> None:
         self.forge = forge
         self.timeout = timeout
+        self.token_field = token_field  # where the token came from, for the hint on a 401
         self._repo = "/repos/" + "/".join(urllib.parse.quote(part, safe="") for part in forge.repository.split("/"))
 
     def _call(self, method: str, path: str, body: Optional[dict[str, Any]] = None,
@@ -115,21 +123,29 @@ class ForgeClient:
             raise ForgeError(f"cannot reach the {self.forge.kind} API at {self.forge.api} ({reason}); "
                              "check forge.api and that the forge is up") from None
 
-    def _expect(self, what: str, status: int, answer: Any, *ok: int) -> Any:
+    def _expect(self, what: str, status: int, answer: Any, *ok: int, mine: bool = False) -> Any:
+        """The answer when its status is one of `ok`, else the error; `mine`: a call on the token's
+        user (its SSH keys), not on the repository."""
         if status in ok:
             return answer
         said = answer.get("message") if isinstance(answer, dict) else None
         errors = answer.get("errors") if isinstance(answer, dict) else None
         if isinstance(errors, list) and errors:
             said = f"{said}: {'; '.join(str(e.get('message', e) if isinstance(e, dict) else e) for e in errors)}"
-        hint = HINTS.get(status)
-        raise ForgeError(f"{self.forge.kind} refused to {what} on {self.forge.repository} (HTTP {status}"
+        hint = (USER_KEY_HINTS if mine else HINTS).get(status, "").format(field=self.token_field)
+        where = "" if mine else f" on {self.forge.repository}"
+        raise ForgeError(f"{self.forge.kind} refused to {what}{where} (HTTP {status}"
                          f"{f': {said}' if said else ''}){f'; {hint}' if hint else ''}", status)
 
     def repository(self) -> Repository:
         answer = self._expect("read the repository", *self._call("GET", self._repo), 200)
         permissions = answer.get("permissions") or {}
-        return Repository(answer["full_name"], answer["default_branch"], bool(permissions.get("admin")))
+        return Repository(answer["full_name"], answer["default_branch"], bool(permissions.get("admin")),
+                          bool(permissions.get("push")))
+
+    def login(self) -> str:
+        """The user the token belongs to."""
+        return str(self._expect("read the token's user", *self._call("GET", "/user"), 200, mine=True)["login"])
 
     def add_deploy_key(self, title: str, public_key: str, read_only: bool = False) -> DeployKey:
         body = {"title": title, "key": key_body(public_key), "read_only": read_only}
@@ -142,6 +158,26 @@ class ForgeClient:
         if status == 404 and self._repository_exists():
             return None
         return _deploy_key(self._expect(f"read the deploy key {key_id}", status, answer, 200))
+
+    def add_user_key(self, title: str, public_key: str) -> DeployKey:
+        """Registers the key as an SSH key of the token's user: what it pushes, the forge shows as that user's."""
+        body = {"title": title, "key": key_body(public_key)}
+        return _deploy_key(self._expect(f"add the user's SSH key {title!r}", *self._call("POST", "/user/keys", body),
+                                        201, mine=True))
+
+    def user_key(self, key_id: int) -> Optional[DeployKey]:
+        """The token's user's key, or None when the forge no longer has it."""
+        status, answer = self._call("GET", f"/user/keys/{int(key_id)}")
+        if status == 404 and self.login():  # a valid token: the key is gone
+            return None
+        return _deploy_key(self._expect(f"read the user's SSH key {key_id}", status, answer, 200, mine=True))
+
+    def delete_user_key(self, key_id: int) -> None:
+        """Removes the token's user's key; a key already gone is fine."""
+        status, answer = self._call("DELETE", f"/user/keys/{int(key_id)}")
+        if status == 404 and self.login():
+            return
+        self._expect(f"delete the user's SSH key {key_id}", status, answer, 204, mine=True)
 
     def deploy_keys(self) -> list[DeployKey]:
         return [_deploy_key(item) for item in self._pages("list the deploy keys", f"{self._repo}/keys", {})]
@@ -193,7 +229,8 @@ def _decode(raw: bytes) -> Any:
 
 
 def _deploy_key(answer: dict[str, Any]) -> DeployKey:
-    return DeployKey(int(answer["id"]), answer["title"], key_body(answer["key"]), bool(answer["read_only"]))
+    # Gitea leaves read_only out when false; a user's key has none on older GitHub answers.
+    return DeployKey(int(answer["id"]), answer["title"], key_body(answer["key"]), bool(answer.get("read_only")))
 
 
 def _pull(answer: dict[str, Any]) -> PullRequest:

@@ -59,12 +59,13 @@ class Agent(pulumi.ComponentResource):
             given_secret if spec.credential.kind == "https_token" else None,
         ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference, fleet))
 
-        # With a forge, the key is registered before the machine is made: its first clone at boot works.
+        # With a forge, the key is registered (as a deploy key, or as the agent's forge user's key) before
+        # the machine is made: its first clone at boot works.
         fleet = args.context.fleet
         machine = child
         if remote_key is not None and fleet is not None and fleet.forge is not None:
             deploy_key = DeployKey(f"{name}-deploy-key", fleet.forge, deploy_key_title(args.context.stack, name),
-                                   remote_key.public_key, child)
+                                   remote_key.public_key, child, owner=spec.forge_user)
             machine = pulumi.ResourceOptions(parent=self, depends_on=[deploy_key])
 
         address = backend(spec.backend).provision(

@@ -22,7 +22,8 @@ KINDS: dict[str, Kind] = {
                        "An ed25519 key pair made once; the private key is kept only as a secret output."),
     "DeployKey": Kind("components.deploykey:DeployKeyDriver",
                       "An agent's generated public key registered as a write deploy key on its forge repository "
-                      "(GitHub or Gitea); the API token is a secret input."),
+                      "(GitHub or Gitea), or with `owner` as that forge user's SSH key; the API token is a secret "
+                      "input."),
     "DockerContainer": Kind("components.backends.docker.driver:ContainerDriver",
                             "An agent's container on a Docker engine (local or reached over SSH), its sshd published "
                             "on a port kept for its life."),

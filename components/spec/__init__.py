@@ -14,12 +14,13 @@ from components.spec.model import (
     Destination,
     FleetConfigError,
     FleetSpec,
+    ForgeUser,
     HostSpec,
 )
 from components.spec.values import GIT_IDENT_STRIPS, destination, parse_memory_mib, parse_remote, unwritable
 
 __all__ = [
     "BACKENDS", "BRANCH_PREFIX", "DEFAULT_PORT_BASE", "FLEET_CLUSTER", "GIT_IDENT_STRIPS", "LOCAL_HOST", "PORT_SPAN", "AgentSpec", "BaseSpec",
-    "ClusterSpec", "Destination", "FleetConfigError", "FleetSpec", "HostSpec", "declared_backends", "destination",
+    "ClusterSpec", "Destination", "FleetConfigError", "FleetSpec", "ForgeUser", "HostSpec", "declared_backends", "destination",
     "load_fleet", "parse_memory_mib", "parse_remote", "unwritable",
 ]

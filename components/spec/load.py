@@ -25,6 +25,7 @@ from components.spec.model import (
     FLEET_CLUSTER,
     FLEET_FIELDS,
     FORGE_FIELDS,
+    FORGE_USER_FIELDS,
     GITHUB_KNOWN_HOSTS,
     HOST_FIELDS,
     LOCAL_HOST,
@@ -41,6 +42,7 @@ from components.spec.model import (
     Destination,
     FleetConfigError,
     FleetSpec,
+    ForgeUser,
     GitIdentity,
     HostSpec,
     Remote,
@@ -54,6 +56,7 @@ from components.spec.values import (
     CLONE_FILTER,
     DOCKER_NAME,
     EMAIL,
+    FORGE_LOGIN,
     HOST_NAME,
     K8S_NAME,
     PACKAGE,
@@ -210,6 +213,7 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
     shared = _load_shared_objects(raw.get("shared_objects", False), agents, problems, read_secret)
     base = _load_base(raw.get("base"), agents, problems)
     forge = _load_forge(raw.get("forge"), agents, problems, read_secret)
+    _check_forge_users(agents, raw.get("forge") is not None, problems)
     if problems.items:
         raise FleetConfigError(problems.items)
     return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared,
@@ -269,16 +273,7 @@ def _load_forge(raw: Any, agents: list[AgentSpec], problems: _Problems, read_sec
     repository = raw.get("repository")
     if not isinstance(repository, str) or not REPOSITORY.fullmatch(repository):
         problems.add(None, "forge.repository", f"{repository!r} is not a repository; use owner/name")
-    key = raw.get("token")
-    token = read_secret(str(key)) if isinstance(key, str) and key else None
-    if not isinstance(key, str) or not key:
-        problems.add(None, "forge.token", "must name the config key of the forge's API token (a secret): "
-                     "`pulumi config set --secret forge_token` and `token: forge_token`")
-    elif not token:
-        problems.add(None, "forge.token", f"config key {key} is not set; run `pulumi config set --secret {key}` "
-                     "and paste the token on its standard input")
-    elif token.strip() != token or any(char.isspace() for char in token):
-        problems.add(None, "forge.token", f"config key {key} holds whitespace; set the token alone")
+    token = _load_token(raw.get("token"), None, "forge.token", "forge_token", problems, read_secret)
     if len(problems.items) > before:
         return None
     for agent in agents:
@@ -287,6 +282,57 @@ def _load_forge(raw: Any, agents: list[AgentSpec], problems: _Problems, read_sec
             problems.add(agent.name, "remote", f"is the repository {remote.path!r}, but forge.repository is "
                          f"{repository!r}, where the agent's deploy key is registered; point the remote there")
     return Forge(kind=kind, api=api.rstrip("/"), repository=repository, token=token)
+
+
+def _load_token(key: Any, agent: Optional[str], field_name: str, example: str, problems: _Problems,
+                read_secret: SecretReader) -> Optional[str]:
+    """The API token a `token:` field names by its config key (a secret), or None with the problem."""
+    if not isinstance(key, str) or not key:
+        problems.add(agent, field_name, "must name the config key of the forge's API token (a secret): "
+                     f"`pulumi config set --secret {example}` and `token: {example}`")
+        return None
+    token = read_secret(key)
+    if not token:
+        problems.add(agent, field_name, f"config key {key} is not set; run `pulumi config set --secret {key}` "
+                     "and paste the token on its standard input")
+    elif token.strip() != token or any(char.isspace() for char in token):
+        problems.add(agent, field_name, f"config key {key} holds whitespace; set the token alone")
+    else:
+        return token
+    return None
+
+
+def _load_forge_user(raw: Any, name: str, problems: _Problems, read_secret: SecretReader) -> Optional[ForgeUser]:
+    """`forge_user: {name: <forge user>, token: <config key of that user's API token>}`."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        problems.add(name, "forge_user", f"{raw!r} is not a mapping; name the user and the config key of its "
+                     "token: `forge_user: {name: bot-agent-1, token: bot_agent_1_token}`")
+        return None
+    before = len(problems.items)
+    _check_unknown(raw, FORGE_USER_FIELDS, problems, name, "forge_user.")
+    login = raw.get("name")
+    if not isinstance(login, str) or not FORGE_LOGIN.fullmatch(login):
+        problems.add(name, "forge_user.name", f"{login!r} is not a user name on a forge; use the machine "
+                     "account's login, e.g. bot-agent-1")
+    token = _load_token(raw.get("token"), name, "forge_user.token", "bot_agent_1_token", problems, read_secret)
+    if len(problems.items) > before or token is None:
+        return None
+    return ForgeUser(login, raw["token"], token)
+
+
+def _check_forge_users(agents: list[AgentSpec], has_forge: bool, problems: _Problems) -> None:
+    """A forge user is who the agent's generated key is registered for: that needs both."""
+    for agent in agents:
+        if agent.forge_user is None:
+            continue
+        if not has_forge:
+            problems.add(agent.name, "forge_user", "needs the fleet's `forge:` (the forge the user is on); add "
+                         "`forge: {kind: gitea, api: ..., repository: owner/name, token: forge_token}`")
+        elif not agent.generates_remote_key:
+            problems.add(agent.name, "forge_user", "only an agent whose key the fleet generates for an ssh remote "
+                         "pushes as a forge user (its key becomes the user's); remove `credential` or forge_user")
 
 
 def _placement_problem(agent: AgentSpec, hosts: list[HostSpec]) -> Optional[str]:
@@ -550,6 +596,7 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
     host = raw.get("host")
     if host is not None and not isinstance(host, str):
         problems.add(name, "host", f"{host!r} is not a host name; use `local` or a name under `hosts:`")
+    forge_user = _load_forge_user(raw.get("forge_user"), name, problems, read_secret)
     clone = _load_clone(raw.get("clone"), name, problems)
 
     if len(problems.items) > before or identity is None or credential is None:
@@ -559,6 +606,7 @@ def _load_agent(raw: Mapping[str, Any], port: Optional[int], preferred_port: int
         credential=credential, known_hosts=tuple(known_hosts_raw), resources=resources,
         ssh_port=port, preferred_port=preferred_port, bind_address=bind_address, image=image,
         retain_workspace=retain, packages=tuple(packages), egress=egress, allow=allow, dns=dns, host=host,
+        forge_user=forge_user,
         clone=clone,
     )
 

@@ -24,7 +24,7 @@ GITHUB_KNOWN_HOSTS = (
 AGENT_FIELDS = {
     "name", "backend", "identity", "remote", "branch", "credential", "known_hosts",
     "resources", "ssh_port", "bind_address", "image", "retain_workspace", "packages", "host",
-    "egress", "allow", "dns", "clone",
+    "egress", "allow", "dns", "clone", "forge_user",
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
 FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes", "base",
@@ -33,6 +33,7 @@ BRANCH_PREFIX = "agent/"  # an agent's own branch is agent/<name> unless it name
 BASE_FIELDS = {"branch", "warn_behind"}
 DEFAULT_WARN_BEHIND = 20  # commits the base may lag behind the remote before `agentfleet exec` says so
 FORGE_FIELDS = {"kind", "api", "repository", "token"}
+FORGE_USER_FIELDS = {"name", "token"}
 CLUSTER_FIELDS = {"kubeconfig", "context", "namespace", "node_address", "service_type", "storage_class", "image",
                   "image_pull_policy", "image_pull_secrets", "create_namespace"}
 # How an agent's sshd is reached: a port on every node, or the address of the cluster's load balancer.
@@ -101,6 +102,16 @@ class Credential:
 
 
 @dataclass(frozen=True)
+class ForgeUser:
+    """The forge account (a machine user) an agent pushes as: its generated key becomes this user's
+    SSH key, registered with the user's own API token (`token`, read from config key `config_key`)."""
+
+    name: str
+    config_key: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Destination:
     """One thing a restricted agent may reach: `host` is a DNS name (its addresses are admitted as
     the agent resolves it), a wildcard `*.example.com` (the names under it, not the name itself)
@@ -153,6 +164,7 @@ class AgentSpec:
     # The DNS servers the agent's resolver asks for allowed names (empty: the machine's own).
     dns: tuple[str, ...] = ()
     host: Optional[str] = None  # explicit placement; else the fleet places it (FleetSpec.placement)
+    forge_user: Optional[ForgeUser] = None  # set: the forge shows its pushes as this user's (docs/forge.md)
     clone: CloneSpec = CloneSpec()
 
     @property
@@ -255,7 +267,8 @@ class FleetSpec:
                 and agent.remote is not None and agent.remote.url == self.shared_objects.remote.url)
 
     def registers_key(self, agent: AgentSpec) -> bool:
-        """Whether `pulumi up` registers this agent's generated key as a deploy key on the forge."""
+        """Whether `pulumi up` registers this agent's generated key on the forge (as a deploy key of
+        the repository, or as its forge user's SSH key)."""
         return self.forge is not None and agent.generates_remote_key
 
     def backends(self) -> set[str]:

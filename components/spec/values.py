@@ -30,6 +30,7 @@ URL_REMOTE = re.compile(r"[^:/]*://(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^
 REMOTE_HELPER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
 API_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")  # a forge's REST API
 REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # a forge's owner/name
+FORGE_LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,38}")  # a user name on GitHub or Gitea
 # The partial-clone filters a workspace keeps working with: git fetches what it leaves out on demand.
 CLONE_FILTER = re.compile(r"blob:none|blob:limit=[0-9]+[kmgKMG]?")
 PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1: no option, version or release

@@ -145,6 +145,28 @@ class GiteaServer:
     def branches(self) -> set[str]:
         return {branch["name"] for branch in self.call("GET", f"/repos/{self.repository}/branches")}
 
+    def add_user(self, name: str) -> str:
+        """A machine user and its API token (scopes an agent's forge user needs: its own SSH keys and
+        reading the repository); the token stays in this process."""
+        self._gitea("admin", "user", "create", "--username", name, "--email", f"{name}@forge.test",
+                    "--random-password", "--must-change-password=false")
+        return self._gitea("admin", "user", "generate-access-token", "--username", name, "--token-name",
+                           "agentfleet-tests", "--scopes", "write:user,read:repository", "--raw").strip().splitlines()[-1]
+
+    def grant(self, user: str, permission: str = "write") -> None:
+        self.call("PUT", f"/repos/{self.repository}/collaborators/{user}", {"permission": permission})
+
+    def user_keys(self, user: str) -> list[dict[str, Any]]:
+        return self.call("GET", f"/users/{user}/keys")
+
+    def pushers(self) -> dict[str, set[str]]:
+        """Per ref of the repository, who Gitea's activity feed says pushed to it."""
+        seen: dict[str, set[str]] = {}
+        for activity in self.call("GET", f"/repos/{self.repository}/activities/feeds?limit=50"):
+            if activity["op_type"] == "commit_repo":
+                seen.setdefault(activity["ref_name"], set()).add(activity["act_user"]["login"])
+        return seen
+
     def _env(self) -> dict[str, str]:
         # Gitea keeps its own git home under its data directory; nothing of this machine's user.
         return {"PATH": os.environ["PATH"], "HOME": str(self.work / "home"), "GITEA_WORK_DIR": str(self.work)}

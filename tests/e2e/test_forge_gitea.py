@@ -26,13 +26,13 @@ from tests.e2e.support import FleetStack, docker, docker_objects
 AGENTS = ("agent-a", "agent-b")
 
 
-def fleet_config(gitea: GiteaServer) -> dict:
+def fleet_config(gitea: GiteaServer, names: tuple[str, ...] = AGENTS) -> dict:
     return {
         "attach_networks": [gitea.network],
         "defaults": {"resources": {"cpus": 0.5, "memory": "256m", "pids": 128}},
         "forge": {"kind": "gitea", "api": gitea.api, "repository": gitea.repository, "token": "forgeToken"},
         "agents": [{"name": name, "identity": {"name": name.title(), "email": f"{name}@fleet.test"},
-                    "remote": gitea.url, "known_hosts": [gitea.known_hosts_line]} for name in AGENTS],
+                    "remote": gitea.url, "known_hosts": [gitea.known_hosts_line]} for name in names],
     }
 
 

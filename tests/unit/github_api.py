@@ -1,6 +1,7 @@
 """A stand-in for GitHub's REST API on loopback, for the forge client's tests: one repository's
-deploy keys, branches and pull requests, answered with the status codes and JSON fields GitHub's
-REST documentation gives for these endpoints (docs.github.com/rest: deploy-keys, branches, pulls),
+deploy keys, branches and pull requests, and the SSH keys of the users whose tokens it knows,
+answered with the status codes and JSON fields GitHub's REST documentation gives for these
+endpoints (docs.github.com/rest: deploy-keys, branches, pulls, users/keys, users),
 written from those documented examples, not recorded from github.com. It keeps every request it
 was sent, so tests check headers and bodies.
 """
@@ -15,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
-TOKEN = "github_pat_11AAAAAAA0unitTestTokenNotReal"
+TOKEN = "github_pat_11AAAAAAA0unitTestTokenNotReal"  # octocat's: an admin of the repository
+BOT_TOKEN = "github_pat_11BBBBBBB0unitTestBotTokenNotReal"  # octo-bot's: a machine user
 
 
 @dataclass
@@ -29,10 +31,14 @@ class Sent:
 
 @dataclass
 class GitHubApi:
-    """The state of repository `owner/name` as GitHub would report it to the holder of TOKEN."""
+    """The state of repository `owner/name` as GitHub would report it to the holder of TOKEN (or
+    of another token in `users`: the user's own SSH keys, and whether it may push)."""
 
     repository: str = "octo-org/app"
     admin: bool = True
+    users: dict[str, str] = field(default_factory=lambda: {TOKEN: "octocat", BOT_TOKEN: "octo-bot"})
+    pushers: set[str] = field(default_factory=lambda: {"octocat", "octo-bot"})
+    user_keys: dict[int, dict[str, Any]] = field(default_factory=dict)  # each with its owner's login
     keys: dict[int, dict[str, Any]] = field(default_factory=dict)
     branches: set[str] = field(default_factory=lambda: {"main"})
     pulls: list[dict[str, Any]] = field(default_factory=list)
@@ -80,18 +86,24 @@ class GitHubApi:
 
     def route(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
               body: Any) -> tuple[int, Any]:
-        if headers.get("Authorization") != f"Bearer {TOKEN}":
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        login = self.users.get(token) if scheme == "Bearer" else None
+        if login is None:
             return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest",
                          "status": "401"}
+        if path == "/user" or path.startswith("/user/"):
+            return self._user(login, method, path, body)
+        admin = self.admin and token == TOKEN
         repo = f"/repos/{self.repository}"
         if path == repo and method == "GET":
             return 200, {"id": 1296269, "full_name": self.repository, "default_branch": "main", "private": True,
-                         "permissions": {"admin": self.admin, "maintain": self.admin, "push": True, "pull": True}}
+                         "permissions": {"admin": admin, "maintain": admin, "push": login in self.pushers,
+                                         "pull": True}}
         if not path.startswith(repo + "/"):
             return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"}
         rest = path[len(repo):]
         if rest == "/keys" and method == "POST":
-            if not self.admin:
+            if not admin:
                 return 403, {"message": "Resource not accessible by personal access token", "status": "403"}
             if any(key["key"] == body["key"] for key in self.keys.values()):
                 return 422, {"message": "Validation Failed", "errors": [
@@ -135,6 +147,30 @@ class GitHubApi:
             self.pulls.append(pull)
             return 201, pull
         return 404, {"message": "Not Found", "status": "404"}
+
+    def _user(self, login: str, method: str, path: str, body: Any) -> tuple[int, Any]:
+        """`/user` and the user's own SSH keys (`/user/keys`): another user's key is not found."""
+        if path == "/user" and method == "GET":
+            return 200, {"login": login, "id": 583231, "type": "User", "site_admin": False}
+        if path == "/user/keys" and method == "POST":
+            if any(key["key"] == body["key"] for key in [*self.keys.values(), *self.user_keys.values()]):
+                return 422, {"message": "Validation Failed", "errors": [
+                    {"resource": "PublicKey", "code": "custom", "field": "key", "message": "key is already in use"}],
+                    "status": "422"}
+            key = {"id": self.next_id, "key": body["key"], "url": f"https://api.github.com/user/keys/{self.next_id}",
+                   "title": body["title"], "verified": True, "created_at": "2026-12-06T17:00:00Z", "read_only": False,
+                   "owner": login}
+            self.user_keys[self.next_id] = key
+            self.next_id += 1
+            return 201, {k: v for k, v in key.items() if k != "owner"}
+        match = re.fullmatch(r"/user/keys/(\d+)", path)
+        key = self.user_keys.get(int(match.group(1))) if match else None
+        if key is not None and key["owner"] == login:
+            if method == "DELETE":
+                del self.user_keys[key["id"]]
+                return 204, None
+            return 200, {k: v for k, v in key.items() if k != "owner"}
+        return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"}
 
     @staticmethod
     def _page(items: list[Any], query: dict[str, list[str]]) -> list[Any]:
