@@ -5,8 +5,9 @@ on its own network, and cleans all of it up, also when it fails. `--only` picks 
 reports keep the latest result of each benchmark, so a partial run updates only its own tables.
 Each benchmark's result is written as soon as it is done: a run cut short (the Docker daemon
 restarted under it) keeps what it finished.
-The defaults take about 20-25 minutes on 2 cores (kubernetes: about 6, plus the test cluster's
-binaries, which `make bench` has setup build).
+The defaults take about 30-35 minutes on 2 cores (kubernetes: about 6, plus the test cluster's
+binaries, which `make bench` has setup build; overlaps: about 10, most of it two fleets of 20
+agents cloning their repositories).
 """
 
 from __future__ import annotations
