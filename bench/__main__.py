@@ -5,8 +5,9 @@ on its own network, and cleans all of it up, also when it fails. `--only` picks 
 reports keep the latest result of each benchmark, so a partial run updates only its own tables.
 Each benchmark's result is written as soon as it is done: a run cut short (the Docker daemon
 restarted under it) keeps what it finished.
-The defaults take about 20-25 minutes on 2 cores (kubernetes: about 6, plus the test cluster's
-binaries, which `make bench` has setup build).
+The defaults take about 30-35 minutes on 2 cores (kubernetes: about 6, plus the test cluster's
+binaries, which `make bench` has setup build; overlaps: about 10, most of it two fleets of 20
+agents cloning their repositories).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import exec_latency, footprint, hosts, kubernetes, provider, provisioning, readiness, scale, update
+from bench import exec_latency, footprint, hosts, kubernetes, overlaps, provider, provisioning, readiness, scale, update
 from bench.common import Workbench
 from bench.report import write_reports
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("provisioning", "provider", "readiness", "update", "footprint", "scale", "exec_latency", "hosts", "kubernetes")
+BENCHMARKS = ("provisioning", "provider", "readiness", "update", "footprint", "scale", "exec_latency", "overlaps", "hosts",
+              "kubernetes")
 
 
 def sizes(text: str) -> list[int]:
@@ -54,6 +56,11 @@ def main() -> None:
     parser.add_argument("--scale-sizes", type=sizes, default=[20, 40, 80], help="scale search sizes (20,40,80)")
     parser.add_argument("--scale-budget", type=float, default=420, help="scale search time budget, s (420)")
     parser.add_argument("--exec-rounds", type=int, default=30, help="exec latency rounds (30)")
+    parser.add_argument("--overlaps-agents", type=sizes, default=[5, 10, 20], help="overlaps: fleet sizes (5,10,20)")
+    parser.add_argument("--overlaps-files", type=sizes, default=[1000, 5000],
+                        help="overlaps: generated repository sizes, files (1000,5000)")
+    parser.add_argument("--overlaps-commits", type=int, default=500, help="overlaps: generated repository: commits (500)")
+    parser.add_argument("--overlaps-rounds", type=int, default=3, help="overlaps: rounds each way and size (3)")
     parser.add_argument("--hosts-agents", type=int, default=20, help="hosts: fleet size, split over two hosts (20)")
     parser.add_argument("--hosts-rounds", type=int, default=2, help="hosts: rounds each way (2)")
     parser.add_argument("--kube-sizes", type=sizes, default=[1, 5, 20], help="kubernetes: fleet sizes (1,5,20)")
@@ -72,6 +79,8 @@ def main() -> None:
         "footprint": lambda b: footprint.run(b, args.footprint_agents, args.commits, args.files),
         "scale": lambda b: scale.run(b, args.scale_sizes, args.scale_budget),
         "exec_latency": lambda b: exec_latency_run(b, args.exec_rounds),
+        "overlaps": lambda b: overlaps.run(b, args.overlaps_agents, args.overlaps_files, args.overlaps_commits,
+                                           args.overlaps_rounds),
         "hosts": lambda b: hosts.run(b, args.hosts_agents, args.hosts_rounds),
         "kubernetes": lambda b: kubernetes.run(b, args.kube_sizes, args.kube_rounds),
     }

@@ -39,11 +39,17 @@ def line(rng: random.Random) -> str:
     return "    " * rng.randint(0, 3) + " ".join(word(rng) for _ in range(rng.randint(2, 9)))
 
 
+def file_names(files: int) -> list[str]:
+    """The paths of a generated repository's files, spread over 40 directories."""
+    return [f"src/module{i % 40:02d}/file{i:04d}.txt" for i in range(files)]
+
+
 def generate(path: Path, commits: int, files: int, seed: int = 7) -> None:
-    """A repository with `commits` commits over `files` files; each commit edits a few lines of
-    three files (as changes to code do), so the history deltas and compresses like a real one."""
+    """A repository with `commits` commits over `files` files (60-240 lines each); each commit
+    edits a few lines of three files (as changes to code do), so the history deltas and
+    compresses like a real one."""
     rng = random.Random(seed)
-    names = [f"src/module{i % 40:02d}/file{i:04d}.txt" for i in range(files)]
+    names = file_names(files)
     contents = {name: [line(rng) for _ in range(rng.randint(60, 240))] for name in names}
     subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
     importer = subprocess.Popen(["git", "-C", str(path), "fast-import", "--quiet"], stdin=subprocess.PIPE)
@@ -127,16 +133,22 @@ def worktrees(bench: Workbench, bare: Path, agents: int) -> dict[str, Any]:
     return {"disk": disks, "shared": shared, "checkout": du(main) - du(main / ".git")}
 
 
-def run(bench: Workbench, agents: int, commits: int, files: int) -> dict[str, Any]:
+def serve_generated(bench: Workbench, commits: int, files: int, name: str = "generated") -> tuple[str, Path, float]:
+    """A generated repository served by the workbench's git server as /srv/git/<name>.git:
+    its URL there, its bare copy here, and the seconds generating it took."""
     assert bench.git is not None
-    source, bare = bench.scratch / "generated", bench.scratch / "generated.git"
+    source, bare = bench.scratch / name, bench.scratch / f"{name}.git"
     started = time.perf_counter()
     generate(source, commits, files)
     subprocess.run(["git", "clone", "-q", "--bare", "--no-local", str(source), str(bare)], check=True)
     generate_s = time.perf_counter() - started
-    docker("cp", str(bare), f"{bench.git.name}:/srv/git/generated.git")
-    docker("exec", bench.git.name, "chown", "-R", "git:git", "/srv/git/generated.git")
-    remote = bench.git.url.replace("/srv/git/app.git", "/srv/git/generated.git")
+    docker("cp", str(bare), f"{bench.git.name}:/srv/git/{name}.git")
+    docker("exec", bench.git.name, "chown", "-R", "git:git", f"/srv/git/{name}.git")
+    return bench.git.url.replace("/srv/git/app.git", f"/srv/git/{name}.git"), bare, generate_s
+
+
+def run(bench: Workbench, agents: int, commits: int, files: int) -> dict[str, Any]:
+    remote, bare, generate_s = serve_generated(bench, commits, files)
     loads = [load()]
     full = fleet_footprint(bench, agents, remote, shared=False)
     loads.append(load())

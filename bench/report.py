@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ORDER = ("provisioning", "provider", "readiness", "no_change_update", "footprint", "scale", "exec_latency", "kubernetes")
+ORDER = ("provisioning", "provider", "readiness", "no_change_update", "footprint", "scale", "exec_latency", "overlaps", "kubernetes")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -172,5 +172,18 @@ def _provider(axis: Any, result: dict[str, Any]) -> None:
           "s (median) until every agent answers", f"{rows[0]['agents']} agents: provider plugin, 0.1, PoC")
 
 
+def _overlaps(axis: Any, result: dict[str, Any]) -> None:
+    """Seconds against agents: a line per way and repository size."""
+    rows = result["results"]
+    for files, way in dict.fromkeys((r["files"], r["way"]) for r in rows):
+        mine = [r for r in rows if r["files"] == files and r["way"] == way]
+        axis.plot([r["agents"] for r in mine], [r["median_s"] for r in mine], marker="o", label=f"{way}, {files} files")
+    axis.set_xlabel("agents")
+    axis.set_ylabel("seconds (median)")
+    axis.set_title("Overlaps: who changes what, what conflicts")
+    axis.legend(fontsize=7)
+
+
 PANELS = {"provisioning": _provisioning, "provider": _provider, "readiness": _readiness, "no_change_update": _update,
-          "footprint": _footprint, "scale": _scale, "exec_latency": _exec_latency, "kubernetes": _kubernetes}
+          "footprint": _footprint, "scale": _scale, "exec_latency": _exec_latency,
+          "overlaps": _overlaps, "kubernetes": _kubernetes}
