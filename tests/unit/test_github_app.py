@@ -4,16 +4,20 @@ time claims as GitHub documents them, and answers with GitHub's documented shape
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from agentfleet.apptokens import WRITE_CREDENTIAL, TokenRefresh, refresh_from_outputs
 from agentfleet.forge import Forge, ForgeError
 from agentfleet.githubapp import PERMISSIONS, GitHubApp, app_jwt, key_problem, mint, revoke, token_due
 from components.keys import generate_ed25519
+from components.apptoken import AppTokenDriver
 from tests.unit.github_api import TOKEN, GitHubApi
+from tests.unit.spec_helpers import agent, load, problems
 
 NOW = 1_800_000_000.0
 
@@ -123,3 +127,98 @@ def test_a_key_that_is_no_app_key_is_named():
     ec_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     assert "not an RSA key" in key_problem(ec_key)
+
+
+# --- the config, the AppToken resource's driver, `agentfleet exec`'s refresh ---
+
+
+HTTPS = "https://github.com/octo-org/app.git"
+SECRETS = {"forge_token": TOKEN, "github_app_key": PRIVATE}
+
+
+def fleet_config(app_block=None, **agent_fields):
+    block = {"id": 123456, "installation": 7654321, "private_key": "github_app_key"} if app_block is None else app_block
+    return {"forge": {"kind": "github", "repository": "octo-org/app", "token": "forge_token", "app": block},
+            "agents": [agent(remote=HTTPS, **agent_fields), agent("agent-2", remote="git@github.com:octo-org/app.git")]}
+
+
+def test_the_app_is_loaded_and_only_https_agents_push_with_its_tokens():
+    spec = load(fleet_config(), SECRETS)
+    assert (spec.app.id, spec.app.installation, spec.app.config_key) == (123456, 7654321, "github_app_key")
+    assert [spec.mints_token(a) for a in spec.agents] == [True, False]
+    assert PRIVATE not in repr(spec)
+
+
+def test_every_app_problem_names_the_stack_and_field():
+    found = problems(fleet_config({"id": "x", "installation": 0, "private_key": "github_app_key", "secret": 1}),
+                     {"forge_token": TOKEN, "github_app_key": "not a key"})
+    text = "\n".join(found)
+    for field_name in ("forge.app.id", "forge.app.installation", "forge.app.private_key", "forge.app.secret"):
+        assert f'field "{field_name}"' in text and 'stack "test"' in text
+    assert "not a PEM private key" in text and "not a key" not in text.replace("not a PEM", "")
+    unset = problems(fleet_config(), {"forge_token": TOKEN})
+    assert any('"forge.app.private_key"' in p and "github_app_key is not set" in p for p in unset)
+
+
+def test_an_app_agent_on_another_repository_is_named_by_its_remote():
+    found = problems({**fleet_config(), "agents": [agent(remote="https://github.com/octo-org/other.git")]}, SECRETS)
+    assert any('agent "agent-1", field "remote"' in p and "App token is minted for" in p for p in found)
+
+
+def test_the_driver_mints_at_create_reads_a_due_token_as_gone_and_revokes_at_delete(github, monkeypatch):
+    github.clock = time.time
+    fields = {"api": github.url, "repository": "octo-org/app", "app_id": 123456, "installation": 7654321,
+              "agent": "agent-1"}
+    driver = AppTokenDriver()
+    made = driver.create("agent-1", fields, PRIVATE)
+    assert made["token"] in github.tokens and driver.read("agent-1", {**fields, **made}) == {}
+    monkeypatch.setattr("components.apptoken.time.time", lambda: made["expires_at"] - 300)
+    assert driver.read("agent-1", {**fields, **made}) is None  # `up` mints it again
+    driver.delete("agent-1", {**fields, **made})
+    assert made["token"] not in github.tokens
+    with pytest.raises(ForgeError, match="forge.app.private_key"):
+        driver.create("agent-1", fields, None)
+
+
+class FakeAgent:
+    """Records what `exec`'s refresh runs in an agent."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ran: list[tuple[str, bytes]] = []
+        self.endpoint = type("E", (), {"remote": HTTPS})()
+
+    def run(self, command, *, cwd=None, stdin=None):
+        self.ran.append((command, stdin))
+        return type("R", (), {"exit_status": 0})()
+
+
+def test_exec_refreshes_a_due_token_over_stdin_and_keeps_only_its_expiry(github, tmp_path):
+    clock = [NOW]
+    github.clock = lambda: clock[0]
+    raw = {"forge": {"kind": "github", "api": github.url, "repository": "octo-org/app", "token": TOKEN,
+                     "app": {"id": 123456, "installation": 7654321, "private_key": PRIVATE, "agents": ["agent-1"]}}}
+    refresh = refresh_from_outputs(raw, tmp_path)
+    refresh.clock = lambda: clock[0]
+    one, two = FakeAgent("agent-1"), FakeAgent("agent-2")
+    assert refresh.before(one) and not refresh.before(two)  # agent-2 pushes with its own key
+    command, stdin = one.ran[-1]
+    token = next(iter(github.tokens))
+    assert command == WRITE_CREDENTIAL and token not in command
+    assert stdin == f"https://x-access-token:{token}@github.com\n".encode()
+    record = (tmp_path / "app-tokens.json").read_text()
+    assert token not in record and PRIVATE not in record and str(int(NOW + 3600)) in record
+    clock[0] = NOW + 2900  # 50 minutes later: still 11 minutes left, nothing minted
+    again = refresh_from_outputs(raw, tmp_path)  # the next `agentfleet exec` process reads the record
+    again.clock = lambda: clock[0]
+    assert not again.before(one) and len(one.ran) == 1
+    clock[0] = NOW + 3100  # less than ten minutes left: minted again before the command
+    assert again.before(one) and len(github.tokens) == 2 and one.ran[-1][1] != stdin
+    assert refresh_from_outputs({"forge": {**raw["forge"], "app": None}}, tmp_path) is None
+
+
+def test_a_refused_key_during_exec_is_an_error_naming_the_field(github, tmp_path):
+    other, _ = rsa_pem()
+    refresh = TokenRefresh(forge(github), app(other), frozenset({"agent-1"}), tmp_path / "r.json", lambda: NOW)
+    with pytest.raises(ForgeError, match='field "forge.app.private_key"'):
+        refresh.before(FakeAgent("agent-1"))
