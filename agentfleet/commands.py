@@ -124,7 +124,7 @@ def cmd_exec(args: argparse.Namespace, ctx: Context) -> int:
     def retrying(attempt: int, reason: str, wait: float) -> None:
         forward("stderr", retry_line(args.name, attempt, reason, wait))
 
-    agent = ctx.fleet.agent(args.name)
+    agent = ctx.fleet.ready(args.name)
     result = agent.run(
         command, cwd=args.dir, timeout=args.timeout, stream=forward, retries=args.retry, on_retry=retrying
     )

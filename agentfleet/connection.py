@@ -94,6 +94,7 @@ class Connection:
         retries: int = 0,
         backoff: Backoff = Backoff(),
         on_retry: RetryNotice | None = None,
+        stdin: bytes | None = None,
     ) -> Result:
         """Run command in the agent's login shell and wait for it (at most timeout seconds).
 
@@ -101,7 +102,8 @@ class Connection:
         the login directory when the outputs name no workspace). With retries, a non-zero exit
         or a lost connection is tried again up to that many times, after a growing wait
         (`backoff`; `on_retry` hears of each); the last attempt's result or error is the answer.
-        Every attempt streams its output and has its own audit record.
+        Every attempt streams its output and has its own audit record. `stdin` is what the
+        command reads (a credential: never part of the command line).
         """
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
@@ -109,7 +111,7 @@ class Connection:
         attempt = 1
         while True:
             try:
-                outcome: Result | Unreachable = self._attempt(line, timeout, stream, attempt)
+                outcome: Result | Unreachable = self._attempt(line, timeout, stream, attempt, stdin)
             except Unreachable as error:
                 outcome = error
             reason = retry_reason(outcome)
@@ -124,18 +126,22 @@ class Connection:
             raise outcome
         return outcome
 
-    def _attempt(self, line: str, timeout: float | None, stream: Stream | None, attempt: int) -> Result:
+    def _attempt(self, line: str, timeout: float | None, stream: Stream | None, attempt: int,
+                 stdin: bytes | None = None) -> Result:
         if self.audit is None:
-            return self._execute(line, timeout, stream)
-        return self.audit.run(self.name, line, lambda: self._execute(line, timeout, stream), attempt)
+            return self._execute(line, timeout, stream, stdin)
+        return self.audit.run(self.name, line, lambda: self._execute(line, timeout, stream, stdin), attempt)
 
-    def _execute(self, line: str, timeout: float | None, stream: Stream | None) -> Result:
+    def _execute(self, line: str, timeout: float | None, stream: Stream | None, stdin: bytes | None = None) -> Result:
         channel = self._session()
         output = _Output(stream)
         deadline = None if timeout is None else time.monotonic() + timeout
         with channel:
             try:
                 channel.exec_command(line)
+                if stdin is not None:
+                    channel.sendall(stdin)
+                    channel.shutdown_write()
                 finished = _pump(channel, output, deadline)
             except _StreamFailed as failed:
                 raise failed.raised from None  # the caller's own error, not a broken link

@@ -7,7 +7,7 @@ places drifts apart; here it cannot.
 
 from __future__ import annotations
 
-from typing import Optional, TypedDict
+from typing import NotRequired, Optional, TypedDict
 
 # What an agent's machine can be.
 BACKENDS = ("docker", "lima", "multipass", "kubernetes")
@@ -15,6 +15,7 @@ BACKENDS = ("docker", "lima", "multipass", "kubernetes")
 # The guest's layout, the same on every backend.
 LOGIN_USER = "agent"
 HOME = f"/home/{LOGIN_USER}"
+GIT_CREDENTIALS_PATH = f"{HOME}/.git-credentials"  # an https remote's token, read by `credential.helper store`
 WORKSPACE = f"{HOME}/workspace"
 TRACE2_DIR = "/var/log/agentfleet/git-trace2"
 # What the egress policy refused (cloud-init/agentfleet_denied.py writes it, root's, rotated once).
@@ -45,6 +46,15 @@ class AgentOutput(TypedDict):
     warn_behind: Optional[int]  # `exec` warns when the base lags the remote by more; None: never
 
 
+class AppOutput(TypedDict):
+    """The GitHub App of the stack output `forge`: its key signs the JWTs that mint agents' tokens."""
+
+    id: int
+    installation: int
+    private_key: str
+    agents: list[str]  # the agents that push with its tokens
+
+
 class ForgeOutput(TypedDict):
     """The stack output `forge` (a secret, for its token): where `agentfleet pr` opens pull requests."""
 
@@ -52,6 +62,7 @@ class ForgeOutput(TypedDict):
     api: str
     repository: str
     token: str
+    app: NotRequired[AppOutput]  # a GitHub App: `agentfleet exec` refreshes these agents' tokens with it
 
 
 # The stack outputs: `agents` (name -> AgentOutput), `agent_private_keys` (a secret) and, with a

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
+from agentfleet.apptokens import TokenRefresh, refresh_from_outputs
 from agentfleet.audit import AuditLog, audit_log_for
 from agentfleet.connection import Connection
 from agentfleet.endpoint import AgentEndpoint
@@ -43,6 +44,7 @@ class Fleet:
     agents: Mapping[str, AgentEndpoint]
     connect_timeout: float = 10.0
     audit: AuditLog | None = None
+    tokens: TokenRefresh | None = None  # agents pushing with GitHub App tokens (agentfleet/apptokens.py)
     _connections: dict[str, Connection] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -64,13 +66,9 @@ class Fleet:
     ) -> Fleet:
         """The source's fleet, its commands recorded in the log `audit_log_for` picks."""
         audit = audit_log_for(source, os.environ if environ is None else environ)
-        return cls.from_outputs(
-            source.read(),
-            source.name,
-            described=source.describe(),
-            connect_timeout=connect_timeout,
-            audit=audit,
-        )
+        raw = source.read()
+        return cls.from_outputs(raw, source.name, described=source.describe(), connect_timeout=connect_timeout,
+                                audit=audit, tokens=refresh_from_outputs(raw, source.directory))
 
     @classmethod
     def from_outputs(
@@ -81,10 +79,11 @@ class Fleet:
         described: str | None = None,
         connect_timeout: float = 10.0,
         audit: AuditLog | None = None,
+        tokens: TokenRefresh | None = None,
     ) -> Fleet:
         """Build a fleet from decoded `pulumi stack output --json --show-secrets`."""
         agents = parse_outputs(raw, described or name)
-        return cls(name, MappingProxyType(agents), connect_timeout, audit)
+        return cls(name, MappingProxyType(agents), connect_timeout, audit, tokens)
 
     def __enter__(self) -> Fleet:
         return self
@@ -110,6 +109,14 @@ class Fleet:
                 self._connections[name] = Connection(endpoint, self.connect_timeout, self.audit)
             return self._connections[name]
 
+    def ready(self, name: str) -> Connection:
+        """The agent's connection, its GitHub App token refreshed first when due: how a command
+        the operator asks for (exec) reaches an agent."""
+        connection = self.agent(name)
+        if self.tokens is not None:
+            self.tokens.before(connection)
+        return connection
+
     def run_all(
         self,
         command: Sequence[str] | str,
@@ -130,7 +137,7 @@ class Fleet:
         def run_one(name: str) -> Result:
             forward = None if stream is None else (lambda which, text: stream(name, which, text))
             notice = None if on_retry is None else (lambda *failed: on_retry(name, *failed))
-            return self.agent(name).run(command, cwd=cwd, timeout=timeout, stream=forward,
+            return self.ready(name).run(command, cwd=cwd, timeout=timeout, stream=forward,
                                         retries=retries, backoff=backoff, on_retry=notice)
 
         return for_each(chosen, run_one, parallel)

@@ -123,16 +123,18 @@ class ForgeClient:
             raise ForgeError(f"cannot reach the {self.forge.kind} API at {self.forge.api} ({reason}); "
                              "check forge.api and that the forge is up") from None
 
-    def _expect(self, what: str, status: int, answer: Any, *ok: int, mine: bool = False) -> Any:
+    def _expect(self, what: str, status: int, answer: Any, *ok: int, mine: bool = False,
+                hints: Optional[dict[int, str]] = None) -> Any:
         """The answer when its status is one of `ok`, else the error; `mine`: a call on the token's
-        user (its SSH keys), not on the repository."""
+        user (its SSH keys), not on the repository; `hints`: the caller's own (it says what to do)."""
         if status in ok:
             return answer
         said = answer.get("message") if isinstance(answer, dict) else None
         errors = answer.get("errors") if isinstance(answer, dict) else None
         if isinstance(errors, list) and errors:
             said = f"{said}: {'; '.join(str(e.get('message', e) if isinstance(e, dict) else e) for e in errors)}"
-        hint = (USER_KEY_HINTS if mine else HINTS).get(status, "").format(field=self.token_field)
+        hint = (hints if hints is not None else USER_KEY_HINTS if mine else HINTS).get(status, "").format(
+            field=self.token_field)
         where = "" if mine else f" on {self.forge.repository}"
         raise ForgeError(f"{self.forge.kind} refused to {what}{where} (HTTP {status}"
                          f"{f': {said}' if said else ''}){f'; {hint}' if hint else ''}", status)
@@ -202,6 +204,19 @@ class ForgeClient:
     def create_pull(self, head: str, base: str, title: str, body: str) -> PullRequest:
         answer = self._call("POST", f"{self._repo}/pulls", {"head": head, "base": base, "title": title, "body": body})
         return _pull(self._expect(f"open a pull request from {head} to {base}", *answer, 201))
+
+    def mint_installation_token(self, installation: int, repository: str, permissions: dict[str, str]) -> dict[str, Any]:
+        """GitHub: an installation token for one repository (its name, without the owner) and these
+        permissions; the client's token must be the App's JWT. The caller explains refusals."""
+        body = {"repositories": [repository], "permissions": permissions}
+        path = f"/app/installations/{int(installation)}/access_tokens"
+        return self._expect("mint an installation token", *self._call("POST", path, body), 201, mine=True, hints={})
+
+    def revoke_installation_token(self) -> None:
+        """GitHub: ends the client's own installation token; one already gone (401) is fine."""
+        status, answer = self._call("DELETE", "/installation/token")
+        if status != 401:
+            self._expect("revoke an installation token", status, answer, 204, mine=True, hints={})
 
     def _repository_exists(self) -> bool:
         """Tells a missing key (the repository is there) from a missing repository (an error)."""

@@ -104,7 +104,7 @@ class _Handler(socketserver.StreamRequestHandler):
         try:
             send(self.wfile, {"accepted": True})
             try:
-                connection = self.server.fleet.agent(str(request["agent"]))
+                connection = self.server.fleet.ready(str(request["agent"]))
                 result = connection.run(
                     request["command"],
                     cwd=request.get("cwd"),

@@ -15,6 +15,7 @@ from agentfleet.contract import LOGIN_USER, WORKSPACE, AgentOutput, deploy_key_t
 from agentfleet.sshkeys import host_key_name
 from components.backends import Endpoint, MachineContext
 from components.backends.registry import backend
+from components.apptoken import AppToken
 from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config
 from components.deploykey import DeployKey
 from components.keys import SshKeyPair
@@ -47,8 +48,13 @@ class Agent(pulumi.ComponentResource):
             if spec.generates_remote_key else None
         )
         given_secret = pulumi.Output.secret(spec.credential.secret) if spec.credential.secret else None
-
         fleet = args.context.fleet
+        minted = fleet is not None and fleet.mints_token(spec)
+        if minted:  # its https remote's credential: an App installation token, minted before the machine is made
+            assert fleet is not None and fleet.forge is not None and fleet.app is not None
+            given_secret = AppToken(f"{name}-app-token", fleet.forge, fleet.app, name, child).token
+        https_token = given_secret if spec.credential.kind == "https_token" or minted else None
+
         base = fleet.base if fleet else BaseSpec()
         reference = SHARED_OBJECTS if spec.name in args.context.shared_objects else None
         user_data = pulumi.Output.all(
@@ -56,12 +62,11 @@ class Agent(pulumi.ComponentResource):
             host_key.private_key,
             host_key.public_key,
             remote_key.private_key if remote_key else given_secret if spec.credential.kind == "ssh_key" else None,
-            given_secret if spec.credential.kind == "https_token" else None,
+            https_token,
         ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference, fleet))
 
         # With a forge, the key is registered (as a deploy key, or as the agent's forge user's key) before
         # the machine is made: its first clone at boot works.
-        fleet = args.context.fleet
         machine = child
         if remote_key is not None and fleet is not None and fleet.forge is not None:
             deploy_key = DeployKey(f"{name}-deploy-key", fleet.forge, deploy_key_title(args.context.stack, name),

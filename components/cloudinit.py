@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import yaml
 
-from agentfleet.contract import HOME, TRACE2_DIR, WORKSPACE
+from agentfleet.contract import GIT_CREDENTIALS_PATH, HOME, TRACE2_DIR, WORKSPACE
 from components.egress import dns_servers, resolver_policy, ruleset
 from components.gitconfig import Section, config_file
 from components.pushguard import HOOKS_DIR, PushGuard, hook_files
@@ -32,7 +32,6 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 # first clone borrows its objects through git alternates (`git clone --reference`).
 SHARED_OBJECTS = "/var/lib/agentfleet/shared.git"
 REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
-GIT_CREDENTIALS_PATH = f"{HOME}/.git-credentials"
 EGRESS_SCRIPT_PATH = "/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"
 EGRESS_FILES = ("/etc/agentfleet/egress.nft", "/etc/agentfleet/egress.json", "/etc/agentfleet/dns-servers",
                 "/usr/local/lib/agentfleet/resolver", "/usr/local/lib/agentfleet/agentfleet_denied.py")

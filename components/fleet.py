@@ -11,7 +11,7 @@ from typing import Optional
 
 import pulumi
 
-from agentfleet.contract import AgentOutput, ForgeOutput
+from agentfleet.contract import AgentOutput, AppOutput, ForgeOutput
 from components.agent import Agent, AgentArgs
 from components.backends import MachineContext
 from components.backends.registry import backend
@@ -47,6 +47,11 @@ class Fleet(pulumi.ComponentResource):
             pulumi.Output.all(**{n: a.private_key for n, a in agents.items()})
         )
         forge = spec.forge
-        self.forge = None if forge is None else pulumi.Output.secret(ForgeOutput(
-            kind=forge.kind, api=forge.api, repository=forge.repository, token=forge.token))
+        output = None if forge is None else ForgeOutput(kind=forge.kind, api=forge.api, repository=forge.repository,
+                                                        token=forge.token)
+        if output is not None and spec.app is not None:
+            output["app"] = AppOutput(id=spec.app.id, installation=spec.app.installation,
+                                      private_key=spec.app.private_key,
+                                      agents=[agent.name for agent in spec.agents if spec.mints_token(agent)])
+        self.forge = None if output is None else pulumi.Output.secret(output)
         self.register_outputs({})  # the stack exports them; a copy here would double their state

@@ -24,6 +24,10 @@ KINDS: dict[str, Kind] = {
                       "An agent's generated public key registered as a write deploy key on its forge repository "
                       "(GitHub or Gitea), or with `owner` as that forge user's SSH key; the API token is a secret "
                       "input."),
+    "AppToken": Kind("components.apptoken:AppTokenDriver",
+                     "A GitHub App installation token minted for one agent (one repository; contents and pull "
+                     "requests: write), minted again by the refresh before it expires and revoked at delete; the "
+                     "App's private key is a secret input."),
     "DockerContainer": Kind("components.backends.docker.driver:ContainerDriver",
                             "An agent's container on a Docker engine (local or reached over SSH), its sshd published "
                             "on a port kept for its life."),

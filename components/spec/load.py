@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from agentfleet.contract import BACKENDS
 from agentfleet.forge import FORGE_KINDS, GITHUB_API, Forge
+from agentfleet.githubapp import GitHubApp, key_problem
 from agentfleet.sshkeys import NOT_A_PRIVATE_KEY, host_key_name
 from components.spec.model import (
     AGENT_FIELDS,
@@ -24,6 +25,7 @@ from components.spec.model import (
     EGRESS_MODES,
     FLEET_CLUSTER,
     FLEET_FIELDS,
+    APP_FIELDS,
     FORGE_FIELDS,
     FORGE_USER_FIELDS,
     GITHUB_KNOWN_HOSTS,
@@ -213,11 +215,12 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
     shared = _load_shared_objects(raw.get("shared_objects", False), agents, problems, read_secret)
     base = _load_base(raw.get("base"), agents, problems)
     forge = _load_forge(raw.get("forge"), agents, problems, read_secret)
+    app = _load_app(raw.get("forge"), agents, problems, read_secret) if forge is not None else None
     _check_forge_users(agents, raw.get("forge") is not None, problems)
     if problems.items:
         raise FleetConfigError(problems.items)
     return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared,
-                     hosts=tuple(hosts), port_base=port_base, base=base, forge=forge)
+                     hosts=tuple(hosts), port_base=port_base, base=base, forge=forge, app=app)
 
 
 def _load_base(raw: Any, agents: list[AgentSpec], problems: _Problems) -> BaseSpec:
@@ -278,10 +281,54 @@ def _load_forge(raw: Any, agents: list[AgentSpec], problems: _Problems, read_sec
         return None
     for agent in agents:
         remote = agent.remote
-        if agent.generates_remote_key and remote is not None and remote.path.lower() != repository.lower():
+        minted = raw.get("app") is not None and agent.credential.kind == "generate" and remote is not None
+        if (agent.generates_remote_key or minted) and remote is not None and remote.path.lower() != repository.lower():
+            what = "deploy key is registered" if agent.generates_remote_key else "App token is minted for"
             problems.add(agent.name, "remote", f"is the repository {remote.path!r}, but forge.repository is "
-                         f"{repository!r}, where the agent's deploy key is registered; point the remote there")
+                         f"{repository!r}, where the agent's {what}; point the remote there")
     return Forge(kind=kind, api=api.rstrip("/"), repository=repository, token=token)
+
+
+def _load_app(forge: Mapping[str, Any], agents: list[AgentSpec], problems: _Problems,
+              read_secret: SecretReader) -> Optional[GitHubApp]:
+    """`forge.app: {id: N, installation: M, private_key: <config key>}`: the GitHub App whose
+    installation tokens agents with an https remote push with (docs/forge.md, "GitHub App tokens")."""
+    raw = forge.get("app")
+    if raw is None:
+        return None
+    example = "`app: {id: 123456, installation: 7654321, private_key: github_app_key}`"
+    if forge.get("kind") != "github":
+        problems.add(None, "forge.app", "only GitHub has Apps; remove forge.app or use kind github")
+        return None
+    if not isinstance(raw, Mapping):
+        problems.add(None, "forge.app", f"must be a mapping: {example}")
+        return None
+    before = len(problems.items)
+    _check_unknown(raw, APP_FIELDS, problems, None, "forge.app.")
+    numbers = {}
+    for name, where in (("id", "the App's settings page, App ID"),
+                        ("installation", "the number ending the installation's settings URL")):
+        value = raw.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            problems.add(None, f"forge.app.{name}", f"{value!r} is not a positive number; use {where}")
+        numbers[name] = value
+    key = raw.get("private_key")
+    pem = read_secret(key) if isinstance(key, str) and key else None
+    if not isinstance(key, str) or not key:
+        problems.add(None, "forge.app.private_key", f"must name the config key of the App's private key (a secret): "
+                     f"`pulumi config set --secret github_app_key < app.pem`, then {example}")
+    elif not pem:
+        problems.add(None, "forge.app.private_key", f"config key {key} is not set; run "
+                     f"`pulumi config set --secret {key} < app.pem`")
+    elif key_problem(pem):
+        problems.add(None, "forge.app.private_key", f"config key {key} {key_problem(pem)}")
+    if not any(agent.credential.kind == "generate" and agent.remote and agent.remote.scheme == "https"
+               for agent in agents):
+        problems.add(None, "forge.app", "no agent has an https remote whose credential the fleet makes, so no "
+                     "agent would push with the App's tokens; give agents `remote: https://github.com/owner/name.git`")
+    if len(problems.items) > before or pem is None:
+        return None
+    return GitHubApp(numbers["id"], numbers["installation"], key, pem)
 
 
 def _load_token(key: Any, agent: Optional[str], field_name: str, example: str, problems: _Problems,

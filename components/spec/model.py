@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from agentfleet.forge import Forge
+from agentfleet.githubapp import GitHubApp
 
 DEFAULT_BACKEND = "docker"
 PORT_RANGE = (1024, 65535)
@@ -32,7 +33,8 @@ FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_ob
 BRANCH_PREFIX = "agent/"  # an agent's own branch is agent/<name> unless it names another
 BASE_FIELDS = {"branch", "warn_behind"}
 DEFAULT_WARN_BEHIND = 20  # commits the base may lag behind the remote before `agentfleet exec` says so
-FORGE_FIELDS = {"kind", "api", "repository", "token"}
+FORGE_FIELDS = {"kind", "api", "repository", "token", "app"}
+APP_FIELDS = {"id", "installation", "private_key"}
 FORGE_USER_FIELDS = {"name", "token"}
 CLUSTER_FIELDS = {"kubeconfig", "context", "namespace", "node_address", "service_type", "storage_class", "image",
                   "image_pull_policy", "image_pull_secrets", "create_namespace"}
@@ -233,6 +235,13 @@ class FleetSpec:
     port_base: int = 22000
     base: BaseSpec = BaseSpec()
     forge: Optional[Forge] = None  # set: generated keys become deploy keys there (components/deploykey.py)
+    app: Optional[GitHubApp] = None  # set (GitHub): https agents push with its installation tokens
+
+    def mints_token(self, agent: AgentSpec) -> bool:
+        """Whether this agent pushes with GitHub App installation tokens the fleet mints (components/apptoken.py):
+        an https remote whose credential the fleet makes, on a fleet that names an App."""
+        return (self.app is not None and agent.credential.kind == "generate" and agent.remote is not None
+                and agent.remote.scheme == "https")
 
     def host(self, name: str) -> HostSpec:
         return next(host for host in self.hosts if host.name == name)

@@ -1,20 +1,27 @@
 """A stand-in for GitHub's REST API on loopback, for the forge client's tests: one repository's
 deploy keys, branches and pull requests, and the SSH keys of the users whose tokens it knows,
 answered with the status codes and JSON fields GitHub's REST documentation gives for these
-endpoints (docs.github.com/rest: deploy-keys, branches, pulls, users/keys, users),
+endpoints (docs.github.com/rest: deploy-keys, branches, pulls, users/keys, users; apps
+"Create an installation access token" and installation "Revoke an installation access token"),
 written from those documented examples, not recorded from github.com. It keeps every request it
 was sent, so tests check headers and bodies.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 
 TOKEN = "github_pat_11AAAAAAA0unitTestTokenNotReal"  # octocat's: an admin of the repository
 BOT_TOKEN = "github_pat_11BBBBBBB0unitTestBotTokenNotReal"  # octo-bot's: a machine user
@@ -45,6 +52,16 @@ class GitHubApi:
     sent: list[Sent] = field(default_factory=list)
     next_id: int = 64000001
     server: Optional[ThreadingHTTPServer] = None
+    # A GitHub App: its id, the public half of its key (PEM; None: no App), its installation on the
+    # repository and what that installation was granted; the tokens it minted, by token.
+    app_id: int = 123456
+    app_public_key: Optional[str] = None
+    installation: int = 7654321
+    installation_repositories: set[str] = field(default_factory=lambda: {"app"})
+    installation_permissions: dict[str, str] = field(default_factory=lambda: {
+        "contents": "write", "pull_requests": "write", "metadata": "read", "administration": "write"})
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clock: Any = time.time
 
     @property
     def url(self) -> str:
@@ -87,6 +104,8 @@ class GitHubApi:
     def route(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
               body: Any) -> tuple[int, Any]:
         scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        if path.startswith("/app/") or path == "/installation/token":
+            return self._app(method, path, token if scheme == "Bearer" else "", body)
         login = self.users.get(token) if scheme == "Bearer" else None
         if login is None:
             return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest",
@@ -172,8 +191,62 @@ class GitHubApi:
             return 200, {k: v for k, v in key.items() if k != "owner"}
         return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"}
 
+    def _app(self, method: str, path: str, token: str, body: Any) -> tuple[int, Any]:
+        """Minting an installation token with the App's JWT, which is verified as GitHub does (the
+        App's public key, `iss`, `iat`/`exp` within ten minutes); revoking one with itself."""
+        if path == "/installation/token" and method == "DELETE":
+            return (204, None) if self.tokens.pop(token, None) else (401, {"message": "Bad credentials", "status": "401"})
+        match = re.fullmatch(r"/app/installations/(\d+)/access_tokens", path)
+        if not match or method != "POST":
+            return 404, {"message": "Not Found", "status": "404"}
+        problem = self._jwt_problem(token)
+        if problem:
+            return 401, {"message": problem, "documentation_url": "https://docs.github.com/rest", "status": "401"}
+        if int(match.group(1)) != self.installation:
+            return 404, {"message": "Not Found", "status": "404"}
+        repositories = (body or {}).get("repositories", [])
+        if not set(repositories) <= self.installation_repositories:
+            return 422, {"message": "There is at least one repository that does not exist or is not accessible to "
+                         "the parent installation.", "status": "422"}
+        permissions = (body or {}).get("permissions", self.installation_permissions)
+        if any(self.installation_permissions.get(name) not in (level, "write") for name, level in permissions.items()):
+            return 422, {"message": "The permissions requested are not granted to this installation.", "status": "422"}
+        token = f"ghs_unitTestInstallationToken{len(self.tokens):08d}"
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock() + 3600))
+        self.tokens[token] = {"expires_at": expires, "repositories": repositories, "permissions": permissions}
+        owner = self.repository.split("/")[0]
+        return 201, {"token": token, "expires_at": expires, "permissions": permissions,
+                     "repository_selection": "selected",
+                     "repositories": [{"name": name, "full_name": f"{owner}/{name}"} for name in repositories]}
+
+    def _jwt_problem(self, jwt: str) -> Optional[str]:
+        if self.app_public_key is None:
+            return "Integration not found"
+        try:
+            header, claims, signature = jwt.split(".")
+            key = serialization.load_pem_public_key(self.app_public_key.encode())
+            key.verify(_unb64(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+            fields = json.loads(_unb64(claims))
+            if json.loads(_unb64(header)).get("alg") != "RS256":
+                raise ValueError
+        except (ValueError, InvalidSignature):
+            return "A JSON web token could not be decoded"
+        now = self.clock()
+        if str(fields.get("iss")) != str(self.app_id):
+            return "Integration not found"
+        if not isinstance(fields.get("exp"), int) or fields["exp"] <= now or fields["exp"] - now > 600:
+            return ("'Expiration time' claim ('exp') must be a numeric value representing the future time at "
+                    "which the assertion expires")
+        if not isinstance(fields.get("iat"), int) or fields["iat"] > now + 60 or fields["exp"] - fields["iat"] > 660:
+            return "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued"
+        return None
+
     @staticmethod
     def _page(items: list[Any], query: dict[str, list[str]]) -> list[Any]:
         size = int(query.get("per_page", ["30"])[0])
         page = int(query.get("page", ["1"])[0])
         return items[(page - 1) * size:page * size]
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

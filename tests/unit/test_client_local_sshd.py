@@ -59,6 +59,11 @@ def test_run_returns_output_and_exit_status(fleet):
     assert fleet.agent("agent-1").run(["true"]).ok
 
 
+def test_stdin_reaches_the_command_and_not_its_command_line(fleet):
+    result = fleet.agent("agent-1").run("cat; echo end", cwd="/", stdin=b"ghs_secret\n")
+    assert result.ok and result.stdout == "ghs_secret\nend\n" and "ghs_secret" not in result.command
+
+
 def test_argv_is_quoted_for_the_remote_shell(fleet):
     words = ["a b", "$HOME", "it's", "*", "; rm -rf /"]
     result = fleet.agent("agent-1").run(["printf", "%s\\n", *words])

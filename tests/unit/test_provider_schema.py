@@ -5,6 +5,8 @@ in the schema, with the secret marked secret; the schema lists the Fleet and eve
 from __future__ import annotations
 
 import pulumi
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 import pytest
 
 from components.keys import generate_ed25519
@@ -23,10 +25,13 @@ def schema_mocks():
     yield from mocks_for_module(MOCKS, "schema")
 
 
+APP_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()).decode()
 SPEC = load_fleet("schema", {
     "hosts": {"build-1": {"address": "ssh://ops@10.0.0.5", "known_hosts": [f"10.0.0.5 {HOST_KEY}"]}},
     "shared_objects": {"credential": {"ssh_key": "mirrorKey"}},
-    "forge": {"kind": "github", "repository": "org/app", "token": "forgeToken"},
+    "forge": {"kind": "github", "repository": "org/app", "token": "forgeToken",
+              "app": {"id": 1, "installation": 2, "private_key": "appKey"}},
     "agents": [
         {"name": "agent-1", "identity": {"name": "One", "email": "one@example.com"},
          "remote": "git@github.com:org/app.git", "packages": ["jq"]},
@@ -34,8 +39,10 @@ SPEC = load_fleet("schema", {
          "remote": "git@github.com:org/app.git", "ssh_port": 23002, "bind_address": "10.0.0.5"},
         {"name": "agent-3", "backend": "lima", "identity": {"name": "Three", "email": "three@example.com"}},
         {"name": "agent-4", "backend": "multipass", "identity": {"name": "Four", "email": "four@example.com"}},
+        {"name": "agent-5", "backend": "lima", "identity": {"name": "Five", "email": "five@example.com"},
+         "remote": "https://github.com/org/app.git"},  # pushes with GitHub App tokens
     ],
-}, {"mirrorKey": generate_ed25519("mirror")[0], "forgeToken": "github_pat_schema"}.get)
+}, {"mirrorKey": generate_ed25519("mirror")[0], "forgeToken": "github_pat_schema", "appKey": APP_KEY}.get)
 
 
 @pulumi.runtime.test
