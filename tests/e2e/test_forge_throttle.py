@@ -2,7 +2,8 @@
 and the git server never holds more than three of their connections at a time; then
 `agentfleet exec --all --parallel 20 -- git fetch` stays under the same limit.
 
-The server records each connection: the fleet's key runs a forced command that writes a start
+The server records each connection: the fleet's key runs a forced command (an SSH
+`command="..."` key option) that writes a start
 line, waits a second (so connections last long enough to overlap, as a real clone of a real
 repository does), serves git as usual through git-shell, and writes an end line. The span it
 records lies inside the connection (TCP and the SSH handshake come before it), and the gate's slot
@@ -24,7 +25,10 @@ from tests.e2e.support import FleetStack, GitServer, docker
 AGENTS = [f"gentle-{number:02d}" for number in range(1, 21)]
 LIMIT = 3
 LOG = "/tmp/forge-connections.log"
-RECORDER = "/usr/local/bin/recorded-git-shell"
+# The git user's login shell is git-shell, which runs a forced command only from its own
+# ~/git-shell-commands (by a name without a slash).
+RECORDER = "recorded"
+RECORDER_PATH = f"/home/git/git-shell-commands/{RECORDER}"
 RECORDING = f"""#!/bin/sh
 printf 'start %s %s\\n' "$(date +%s.%N)" "$$" >> {LOG}
 sleep 1
@@ -58,7 +62,9 @@ def test_most_at_once_counts_overlaps_not_connections():
 
 @pytest.fixture(scope="module")
 def recording_server(git_server: GitServer) -> GitServer:
-    docker("exec", "-i", git_server.name, "sh", "-c", f"cat > {RECORDER} && chmod 755 {RECORDER}", stdin=RECORDING)
+    docker("exec", "-i", "-u", "git", git_server.name, "sh", "-c",
+           f"mkdir -p {Path(RECORDER_PATH).parent} && cat > {RECORDER_PATH} && chmod 755 {RECORDER_PATH}",
+           stdin=RECORDING)
     return git_server
 
 
