@@ -118,8 +118,9 @@ def test_twenty_agents_boot_within_the_limit_and_all_clone(fleet):
 
 def test_exec_all_git_fetch_keeps_within_the_limit(fleet, recording_server):
     _, outputs_file, _ = fleet
+    recorded(recording_server)  # what came before (exec's stale base checks fetch too) is not this test's
     status, _, err = cli("--outputs", str(outputs_file), "exec", "--all", "--parallel", "20", "--", "git", "fetch", "-q")
     assert status == 0, err
     most, connections = most_at_once(recorded(recording_server))
-    assert connections == len(AGENTS), f"{connections} fetches on record for {len(AGENTS)} agents"
+    assert connections >= len(AGENTS), f"{connections} fetches on record for {len(AGENTS)} agents"
     assert most <= LIMIT, f"the server held {most} connections at once during exec --all git fetch (limit {LIMIT})"

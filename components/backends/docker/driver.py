@@ -415,18 +415,17 @@ class ContainerDriver(Driver):
         remaining = max(1.0, READY_TIMEOUT_S - (time.monotonic() - started))
         wait_for_host_key(fields["host"], int(fields["port"]), fields["host_public_key"], remaining)
 
-
     @staticmethod
     def _admit(container, fields: dict[str, Any]) -> None:
         """Hold a slot of the remote host from the clone's admission to its end."""
-        def run(script: str) -> tuple[int, str]:
+        def run(script: str) -> str:
             deadline = str(int(time.time() + READY_TIMEOUT_S))
             status, output = container.exec_run(["sh", "-c", script, "gate", deadline, CLONE_GATE])
             if status == 124:
                 raise DockerError(f"the first clone's gate: cloud-init did not move within {READY_TIMEOUT_S}s")
-            return status, output.decode(errors="replace")
+            return output.decode(errors="replace")
 
-        if run(WAIT_FOR_GATE)[1].strip() != "waiting":
+        if run(WAIT_FOR_GATE).strip() != "waiting":
             return
         with gated(fields):
             run(ADMIT)
