@@ -155,7 +155,9 @@ def _exec_all(args: argparse.Namespace, ctx: Context, command: list[str] | str) 
         lines.finish(name)
         failures.append(outcome_line(name, outcome))
     reached = [name for name, outcome in outcomes.items() if not isinstance(outcome, AgentfleetError)]
-    warnings = for_each(reached, lambda name: base_warning(ctx.fleet.agent(name)), args.parallel)
+    # base_warning may fetch the base: a network git operation like any other.
+    warnings = for_each(reached, lambda name: ctx.fleet.throttled(name, lambda: base_warning(ctx.fleet.agent(name))),
+                        args.parallel)
     for line in filter(None, [*warnings.values(), *failures]):
         ctx.err.write(line if line.endswith("\n") else f"{line}\n")
     ctx.err.write(render_summary(outcomes))
@@ -280,7 +282,8 @@ def cmd_clone(args: argparse.Namespace, ctx: Context) -> int:
     """Run each chosen agent's first-boot clone where its workspace holds no repository yet."""
     fleet = ctx.fleet
     names = [fleet.endpoint(args.name).name] if args.name else list(fleet.names)
-    outcomes = for_each(names, lambda name: _clone(fleet.agent(name), args.timeout), args.parallel)
+    outcomes = for_each(names, lambda name: fleet.throttled(name, lambda: _clone(fleet.agent(name), args.timeout)),
+                        args.parallel)
     failed = 0
     for name, outcome in outcomes.items():
         if isinstance(outcome, AgentfleetError):

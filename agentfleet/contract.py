@@ -14,6 +14,7 @@ BACKENDS = ("docker", "lima", "multipass", "kubernetes")
 
 # The guest's layout, the same on every backend.
 LOGIN_USER = "agent"
+LOGIN_UID = 1000  # cloud-init/agent.yaml
 HOME = f"/home/{LOGIN_USER}"
 GIT_CREDENTIALS_PATH = f"{HOME}/.git-credentials"  # an https remote's token, read by `credential.helper store`
 WORKSPACE = f"{HOME}/workspace"
@@ -21,11 +22,23 @@ TRACE2_DIR = "/var/log/agentfleet/git-trace2"
 # What the egress policy refused (cloud-init/agentfleet_denied.py writes it, root's, rotated once).
 DENIED_RECORD = "/var/log/agentfleet/denied.jsonl"
 EGRESS_RULESET = "/etc/agentfleet/egress.nft"
+# The first-boot clone's gate (cloud-init/first-clone.sh): the Docker driver puts `required` there
+# before the machine starts; the script says `waiting`, clones once it finds `admitted` (the remote
+# host had a free slot, `forge_connections`), and says `done` when it ends.
+CLONE_GATE = "/var/lib/agentfleet-clone-gate"
 
 
 class AgentIdentity(TypedDict):
     name: str
     email: str
+
+
+class ForgeGate(TypedDict):
+    """How many network git operations against remote host `host` the fleet runs at once: the
+    Docker driver's hint (first clones at boot) and each agent's output (the client's commands)."""
+
+    host: str
+    connections: int
 
 
 class AgentOutput(TypedDict):
@@ -44,6 +57,7 @@ class AgentOutput(TypedDict):
     ssh_config: str  # an OpenSSH Host block using the files `agentfleet ssh-config` writes
     base: Optional[str]  # the fleet's base branch; None: the remote's default branch
     warn_behind: Optional[int]  # `exec` warns when the base lags the remote by more; None: never
+    forge_gate: Optional[ForgeGate]  # None: no remote
 
 
 class AppOutput(TypedDict):

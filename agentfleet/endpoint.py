@@ -38,6 +38,8 @@ class AgentEndpoint:
     private_key: str = field(repr=False)
     base: str | None = None  # the fleet's base branch; None: the remote's default branch
     warn_behind: int | None = None  # commits the base may lag the remote before `exec` warns
+    forge_host: str | None = None  # the remote's host, whose connections the fleet limits
+    forge_connections: int | None = None  # at most this many network git operations there at once
 
     @property
     def address(self) -> str:

@@ -21,6 +21,7 @@ from agentfleet.retry import Backoff
 from agentfleet.source import Source, resolve_source
 from agentfleet.merges import ScratchRepository
 from agentfleet.overlaps import Overlaps, predict
+from agentfleet.throttle import ForgeGate, touches_forge
 from agentfleet.status import STATUS_TIMEOUT, AgentStatus, parse_status, status_script, unreachable_status
 from agentfleet.work import AgentWork, decode_history, history_script, parse_work, work_script
 
@@ -47,6 +48,13 @@ class Fleet:
     tokens: TokenRefresh | None = None  # agents pushing with GitHub App tokens (agentfleet/apptokens.py)
     _connections: dict[str, Connection] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _gate: ForgeGate | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # One gate for the fleet's life, made before any thread asks: the stack's forge_connections
+        # (every agent's output carries the same), None for outputs that predate it.
+        limits = [agent.forge_connections for agent in self.agents.values() if agent.forge_connections]
+        object.__setattr__(self, "_gate", ForgeGate(min(limits)) if limits else None)
 
     @classmethod
     def open(
@@ -117,6 +125,14 @@ class Fleet:
             self.tokens.before(connection)
         return connection
 
+    def throttled(self, name: str, task: Callable[[], T]) -> T:
+        """task() holding a slot of the agent's remote host, so the fleet's network git operations
+        there stay within forge_connections (docs/configuration.md, "Gentle on the forge")."""
+        if self._gate is None:
+            return task()
+        with self._gate.held(self.endpoint(name).forge_host):
+            return task()
+
     def run_all(
         self,
         command: Sequence[str] | str,
@@ -131,7 +147,8 @@ class Fleet:
         on_retry: FleetRetryNotice | None = None,
     ) -> dict[str, Result | AgentfleetError]:
         """Run command on every agent (or on names), at most `parallel` at once; each agent
-        retries a failure up to `retries` times on its own (see Connection.run)."""
+        retries a failure up to `retries` times on its own (see Connection.run). A git command
+        that talks to the remote (touches_forge) also waits for a slot of the remote's host."""
         chosen = [self.endpoint(name).name for name in names] if names is not None else self.names
 
         def run_one(name: str) -> Result:
@@ -140,6 +157,8 @@ class Fleet:
             return self.ready(name).run(command, cwd=cwd, timeout=timeout, stream=forward,
                                         retries=retries, backoff=backoff, on_retry=notice)
 
+        if touches_forge(command):
+            return for_each(chosen, lambda name: self.throttled(name, lambda: run_one(name)), parallel)
         return for_each(chosen, run_one, parallel)
 
     def status(self, *, parallel: int = 8, timeout: float = STATUS_TIMEOUT) -> tuple[AgentStatus, ...]:
@@ -165,10 +184,12 @@ class Fleet:
         timeout: float,
     ) -> list[T | AgentStatus]:
         """script(the agent's base) run in every agent, each output parsed; an agent not reached
-        is its status."""
-        outcomes = for_each(
-            self.names, lambda name: self.agent(name).run(script(self.agents[name].base), timeout=timeout), parallel
-        )
+        is its status. The scripts fetch the base: each holds a slot of its remote's host."""
+
+        def read(name: str) -> Result:
+            return self.throttled(name, lambda: self.agent(name).run(script(self.agents[name].base), timeout=timeout))
+
+        outcomes = for_each(self.names, read, parallel)
         return [
             unreachable_status(name, self.agents[name].backend, outcome)
             if isinstance(outcome, AgentfleetError)

@@ -65,12 +65,12 @@ class _Fields:
     def nullable_text(self, key: str) -> str | None:
         return None if self.data.get(key) is None else self.text(key)
 
-    def nullable_count(self, key: str) -> int | None:
+    def nullable_count(self, key: str, what: str = "a number of commits", least: int = 0) -> int | None:
         value = self.data.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self._bad(key, "a number of commits")
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            self._bad(key, what)
             return None
         return value
 
@@ -96,6 +96,8 @@ def _parse_agent(name: str, data: object, private_key: object, problems: list[st
     before = len(problems)
     fields = _Fields(f"agents.{name}", data, problems)
     identity = _Fields(f"agents.{name}.identity", fields.data.get("identity"), problems)
+    # Outputs of a stack not brought up since forge_connections came have none: no limit.
+    gate = _Fields(f"agents.{name}.forge_gate", fields.data.get("forge_gate") or {}, problems)
     endpoint = AgentEndpoint(
         name=name,
         backend=fields.text("backend"),
@@ -111,6 +113,8 @@ def _parse_agent(name: str, data: object, private_key: object, problems: list[st
         private_key=_private_key(name, private_key, problems),
         base=fields.nullable_text("base"),
         warn_behind=fields.nullable_count("warn_behind"),
+        forge_host=gate.nullable_text("host"),
+        forge_connections=gate.nullable_count("connections", "a number of connections", least=1),
     )
     fields.check("backend", endpoint.backend, _known_backend)
     if endpoint.host and endpoint.port:

@@ -11,6 +11,23 @@ if ! remote=$(git config --global agentfleet.remote); then
         git -C "$workspace" commit --quiet --allow-empty --message "Start $branch"
     exit
 fi
+# The machine's maker may gate the clone, to keep the fleet's connections to the remote host under
+# `forge_connections` (agentfleet/contract.py CLONE_GATE): wait for its word, and tell it when done.
+# Only the first run waits: a later one (`agentfleet clone`) is gated by the client.
+gate=/var/lib/agentfleet-clone-gate
+if rm "$gate/required" 2>/dev/null; then
+    trap 'touch "$gate/done"' EXIT
+    touch "$gate/waiting"
+    tries=0
+    until [ -e "$gate/admitted" ]; do
+        if [ "$tries" -ge 18000 ]; then
+            echo "agentfleet: not admitted to clone $remote within 30 minutes; the workspace stays empty (run 'agentfleet clone')" >&2
+            exit 0
+        fi
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+fi
 # A fleet with shared objects mounts a read-only mirror: borrow its objects (git alternates)
 # instead of copying them; without the mirror the clone is a full one.
 reference=$(git config --global agentfleet.reference) && set -- --reference-if-able "$reference"

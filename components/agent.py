@@ -11,7 +11,8 @@ from typing import Optional
 
 import pulumi
 
-from agentfleet.contract import LOGIN_USER, WORKSPACE, AgentOutput, deploy_key_title, ssh_config_block
+from agentfleet.contract import LOGIN_USER, WORKSPACE, AgentOutput, ForgeGate, deploy_key_title, ssh_config_block
+from agentfleet.throttle import DEFAULT_FORGE_CONNECTIONS
 from agentfleet.sshkeys import host_key_name
 from components.backends import Endpoint, MachineContext
 from components.backends.registry import backend
@@ -56,6 +57,7 @@ class Agent(pulumi.ComponentResource):
         https_token = given_secret if spec.credential.kind == "https_token" or minted else None
 
         base = fleet.base if fleet else BaseSpec()
+        connections = fleet.forge_connections if fleet else DEFAULT_FORGE_CONNECTIONS
         reference = SHARED_OBJECTS if spec.name in args.context.shared_objects else None
         user_data = pulumi.Output.all(
             operator_key.public_key,
@@ -80,14 +82,14 @@ class Agent(pulumi.ComponentResource):
         self.private_key = pulumi.Output.secret(operator_key.private_key)
         self.endpoint = pulumi.Output.all(
             address, host_key.public_key, remote_key.public_key if remote_key else None
-        ).apply(lambda values: agent_output(spec, base, args.context.stack, *values))
+        ).apply(lambda values: agent_output(spec, base, args.context.stack, *values, connections=connections))
         # The values stay attributes only: the stack's outputs already hold them, and a copy in
         # each component's state cost 1.5 KB per agent here and again in the Fleet.
         self.register_outputs({})
 
 
 def agent_output(spec: AgentSpec, base: BaseSpec, stack: str, address: Endpoint, host_public_key: str,
-                 remote_public_key: Optional[str]) -> AgentOutput:
+                 remote_public_key: Optional[str], connections: int = DEFAULT_FORGE_CONNECTIONS) -> AgentOutput:
     host, port = address["host"], int(address["port"])
     key_type, key_body = host_public_key.split()[:2]
     return AgentOutput(
@@ -105,4 +107,5 @@ def agent_output(spec: AgentSpec, base: BaseSpec, stack: str, address: Endpoint,
         base=base.branch,
         # Without a remote there is no base to lag behind, and `exec` need not ask.
         warn_behind=base.warn_behind if spec.remote else None,
+        forge_gate=ForgeGate(host=spec.remote.host, connections=connections) if spec.remote else None,
     )

@@ -12,6 +12,7 @@ from agentfleet.contract import BACKENDS
 from agentfleet.forge import FORGE_KINDS, GITHUB_API, Forge
 from agentfleet.githubapp import GitHubApp, key_problem
 from agentfleet.sshkeys import NOT_A_PRIVATE_KEY, host_key_name
+from agentfleet.throttle import DEFAULT_FORGE_CONNECTIONS
 from components.spec.model import (
     AGENT_FIELDS,
     BASE_FIELDS,
@@ -216,11 +217,23 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
     base = _load_base(raw.get("base"), agents, problems)
     forge = _load_forge(raw.get("forge"), agents, problems, read_secret)
     app = _load_app(raw.get("forge"), agents, problems, read_secret) if forge is not None else None
+    connections = _load_forge_connections(raw.get("forge_connections", DEFAULT_FORGE_CONNECTIONS), problems)
     _check_forge_users(agents, raw.get("forge") is not None, problems)
     if problems.items:
         raise FleetConfigError(problems.items)
     return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared,
-                     hosts=tuple(hosts), port_base=port_base, base=base, forge=forge, app=app)
+                     hosts=tuple(hosts), port_base=port_base, base=base, forge=forge, app=app,
+                     forge_connections=connections)
+
+
+def _load_forge_connections(raw: Any, problems: _Problems) -> int:
+    """`forge_connections: N`, the network git operations at once per remote host (at least 1)."""
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        problems.add(None, "forge_connections", f"{raw!r} is not a number of connections; use an integer of at "
+                     f"least 1 (network git operations at once per remote host), or leave it out for "
+                     f"{DEFAULT_FORGE_CONNECTIONS}")
+        return DEFAULT_FORGE_CONNECTIONS
+    return raw
 
 
 def _load_base(raw: Any, agents: list[AgentSpec], problems: _Problems) -> BaseSpec:

@@ -10,6 +10,7 @@ from typing import Iterable, Optional
 
 from agentfleet.forge import Forge
 from agentfleet.githubapp import GitHubApp
+from agentfleet.throttle import DEFAULT_FORGE_CONNECTIONS
 
 DEFAULT_BACKEND = "docker"
 PORT_RANGE = (1024, 65535)
@@ -29,7 +30,7 @@ AGENT_FIELDS = {
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
 FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes", "base",
-                "forge"}
+                "forge", "forge_connections"}
 BRANCH_PREFIX = "agent/"  # an agent's own branch is agent/<name> unless it names another
 BASE_FIELDS = {"branch", "warn_behind"}
 DEFAULT_WARN_BEHIND = 20  # commits the base may lag behind the remote before `agentfleet exec` says so
@@ -236,6 +237,8 @@ class FleetSpec:
     base: BaseSpec = BaseSpec()
     forge: Optional[Forge] = None  # set: generated keys become deploy keys there (components/deploykey.py)
     app: Optional[GitHubApp] = None  # set (GitHub): https agents push with its installation tokens
+    # Network git operations at once per remote host: first clones at boot, the client's fetches.
+    forge_connections: int = DEFAULT_FORGE_CONNECTIONS
 
     def mints_token(self, agent: AgentSpec) -> bool:
         """Whether this agent pushes with GitHub App installation tokens the fleet mints (components/apptoken.py):

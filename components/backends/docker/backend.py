@@ -16,7 +16,7 @@ from typing import Any
 
 import pulumi
 
-from agentfleet.contract import WORKSPACE
+from agentfleet.contract import WORKSPACE, ForgeGate
 from components.backends import Endpoint, MachineContext
 from components.cloudinit import SHARED_OBJECTS
 from components.image import agent_image_tag
@@ -118,6 +118,8 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
         **placed(context, agent),
         **in_place_fields(agent),
     }
+    if agent.remote is not None:
+        fields["forge_gate"] = ForgeGate(host=agent.remote.host, connections=fleet.forge_connections)
     if agent.name in context.shared_objects:
         fields["shared_objects_volume"] = shared_objects_volume(context)
     if agent.ssh_port is not None:
@@ -174,6 +176,7 @@ class DockerBackend:
                     "labels": context.labels(),
                     "engine": engine_fields(host),
                     "state": "present",
+                    "forge_gate": ForgeGate(host=shared.remote.host, connections=fleet.forge_connections),
                 }, secret=shared.credential.secret, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                     depends_on=per_host[host_name],
                     # Kept while a kept workspace borrows from it.

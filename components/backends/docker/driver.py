@@ -22,13 +22,16 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
 from docker.errors import APIError, NotFound
 from docker.types import Mount
 
+from agentfleet.contract import CLONE_GATE, LOGIN_UID
+from agentfleet.throttle import ForgeGate
 from components.backends.docker.engines import (
     LINK_ERRORS,
     Engine,
@@ -55,6 +58,21 @@ until [ -e /run/cloud-init/result.json ] && [ -e /run/sshd.pid ]; do
     sleep 0.05
 done
 cat /run/cloud-init/result.json"""
+# The first-boot clone's gate (cloud-init/first-clone.sh): wait until the script waits for its
+# turn (prints `waiting`) or cloud-init ended without that (no clone to make, a workspace kept).
+WAIT_FOR_GATE = """deadline=$1 gate=$2
+until [ -e "$gate/waiting" ] || [ -e /run/cloud-init/result.json ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || exit 124
+    sleep 0.05
+done
+[ ! -e "$gate/waiting" ] || echo waiting"""
+# Its turn: admit it, and return once the clone ended (or cloud-init did, should the script die).
+ADMIT = """deadline=$1 gate=$2
+touch "$gate/admitted"
+until [ -e "$gate/done" ] || [ -e /run/cloud-init/result.json ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || exit 124
+    sleep 0.05
+done"""
 # Runs in the throwaway container that fills the shared objects volume: the credential was
 # copied to /run/agentfleet-credential before it started; it is removed before git runs long.
 MIRROR_CLONE = """set -eu
@@ -94,6 +112,21 @@ _locks: dict[str, threading.Lock] = {}
 # port before the engine lists it, so the next choice on that engine must not take it again.
 _chosen: dict[str, dict[str, int]] = {}
 _clients_lock = threading.Lock()
+_gates: dict[int, ForgeGate] = {}  # by connections: one per fleet limit, for the whole provider process
+
+
+@contextmanager
+def gated(fields: dict[str, Any]) -> Iterator[None]:
+    """Hold one of the remote host's slots (`forge_gate`: host, connections) for the block; the
+    fleet's network git operations of this process at once stay within the limit."""
+    gate = fields.get("forge_gate")
+    if not gate:
+        yield
+        return
+    with _clients_lock:
+        forge = _gates.setdefault(int(gate["connections"]), ForgeGate(int(gate["connections"])))
+    with forge.held(gate["host"]):
+        yield
 
 
 def engine_of(fields: dict[str, Any]) -> dict[str, Any]:
@@ -145,14 +178,14 @@ def _read_key(host: str, path: Path) -> str:
                                 "set `identity_file` for the host") from None
 
 
-def tar_of(files: dict[str, tuple[bytes, int]], directories: dict[str, int]) -> bytes:
-    """A tar archive of root-owned directories and files with the given modes."""
+def tar_of(files: dict[str, tuple[bytes, int]], directories: dict[str, int], owner: int = 0) -> bytes:
+    """A tar archive of directories (owned by uid `owner`) and root-owned files with the given modes."""
     buffer = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for path, mode in directories.items():
             entry = tarfile.TarInfo(path)
-            entry.type, entry.mode, entry.mtime = tarfile.DIRTYPE, mode, now
+            entry.type, entry.mode, entry.mtime, entry.uid, entry.gid = tarfile.DIRTYPE, mode, now, owner, owner
             archive.addfile(entry)
         for path, (content, mode) in files.items():
             entry = tarfile.TarInfo(path)
@@ -243,7 +276,7 @@ class ContainerDriver(Driver):
     secret_input = "the agent's cloud-config (user-data), delivered as a NoCloud seed"
     outputs = frozenset({"host", "engine"})
     chosen = frozenset({"port", "bind_address"})
-    hints = frozenset({"engines", "placement", "preferred_port", "port_base", "port_span"})
+    hints = frozenset({"engines", "placement", "preferred_port", "port_base", "port_span", "forge_gate"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         engine = engine_of(fields)
@@ -257,7 +290,10 @@ class ContainerDriver(Driver):
             for network in engine.get("attach_networks") or []:
                 docker.networks.get(network).connect(container)
             container.put_archive("/", seed_archive(name, fields["hostname"], secret or ""))
-            self._start(container, made)
+            if fields.get("forge_gate"):
+                gate = CLONE_GATE.lstrip("/")
+                container.put_archive("/", tar_of({f"{gate}/required": (b"", 0o644)}, {gate: 0o700}, LOGIN_UID))
+            self._start(container, made, admit=bool(fields.get("forge_gate")))
         except (DockerError, APIError, HostKeyTimeout) as error:
             logs = container.logs(tail=LOG_TAIL).decode(errors="replace").strip()
             _ignore_missing(lambda: container.remove(force=True))
@@ -356,10 +392,14 @@ class ContainerDriver(Driver):
         return mounts
 
     @staticmethod
-    def _start(container, fields: dict[str, Any]) -> None:
-        """Start and wait until cloud-init finished cleanly and sshd offers the pinned key."""
-        started = time.monotonic()
+    def _start(container, fields: dict[str, Any], admit: bool = False) -> None:
+        """Start and wait until cloud-init finished cleanly and sshd offers the pinned key; with
+        `admit`, let its first clone go when the remote host has a free slot (time waiting for
+        one does not count against the boot's timeout)."""
         container.start()
+        if admit:
+            ContainerDriver._admit(container, fields)
+        started = time.monotonic()
         deadline = int(time.time() + READY_TIMEOUT_S)
         status, output = container.exec_run(["sh", "-c", WAIT_FOR_BOOT, "wait-for-boot", str(deadline)])
         text = output.decode(errors="replace")
@@ -374,6 +414,21 @@ class ContainerDriver(Driver):
             raise DockerError(f"cloud-init reported errors: {'; '.join(map(str, errors))}")
         remaining = max(1.0, READY_TIMEOUT_S - (time.monotonic() - started))
         wait_for_host_key(fields["host"], int(fields["port"]), fields["host_public_key"], remaining)
+
+    @staticmethod
+    def _admit(container, fields: dict[str, Any]) -> None:
+        """Hold a slot of the remote host from the clone's admission to its end."""
+        def run(script: str) -> str:
+            deadline = str(int(time.time() + READY_TIMEOUT_S))
+            status, output = container.exec_run(["sh", "-c", script, "gate", deadline, CLONE_GATE])
+            if status == 124:
+                raise DockerError(f"the first clone's gate: cloud-init did not move within {READY_TIMEOUT_S}s")
+            return output.decode(errors="replace")
+
+        if run(WAIT_FOR_GATE).strip() != "waiting":
+            return
+        with gated(fields):
+            run(ADMIT)
 
 
 class VolumeDriver(Driver):
@@ -460,6 +515,7 @@ class MirrorDriver(Driver):
 
     replacing = frozenset({"remote", "kind", "known_hosts", "networks", "image", "labels", "engine", "secret"})
     changing = frozenset({"name", "state"})
+    hints = frozenset({"forge_gate"})
     secret_input = "the credential the mirror is cloned with (an SSH key or an HTTPS token)"
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
@@ -480,8 +536,9 @@ class MirrorDriver(Driver):
             if secret:
                 credential = secret.rstrip("\n") + "\n" if fields["kind"] == "ssh_key" else secret
                 cloner.put_archive("/run", tar_of({"agentfleet-credential": (credential.encode(), 0o600)}, {}))
-            cloner.start()
-            status = cloner.wait(timeout=READY_TIMEOUT_S)["StatusCode"]
+            with gated(fields):
+                cloner.start()
+                status = cloner.wait(timeout=READY_TIMEOUT_S)["StatusCode"]
             if status != 0:
                 logs = cloner.logs(tail=LOG_TAIL).decode(errors="replace").strip()
                 raise DockerError(f"shared objects: git clone --mirror {fields['remote']} failed:\n{logs}")
