@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from tests.e2e.support import TEST_LABEL, docker
 
 GITEA_HOME = Path(os.environ.get("AGENTFLEET_HOME", Path.home() / ".agentfleet")) / "gitea" / "current"
 ADMIN = "forge-admin"
+ACCESS_TOKEN = re.compile(r"[0-9a-f]{40}")  # what Gitea hands out
 REPOSITORY = "app"
 SSH_USER = "git"
 
@@ -106,13 +108,13 @@ class GiteaServer:
             self._network()
             self._configure()
             self._gitea("migrate")
+            self.token = self._user(ADMIN, "all", "--admin")
             self.process = subprocess.Popen([str(self.binary), "web", "--config", str(self.config)],
                                             cwd=self.work, stdin=subprocess.DEVNULL,
                                             stdout=(self.work / "web.log").open("wb"), stderr=subprocess.STDOUT,
                                             env=self._env())
             wait_until("Gitea's API", self._api_state, 60, hint=f"its log: {self.work / 'web.log'}")
             wait_until("Gitea's SSH server", self._ssh_state, 30)
-            self._admin()
             self._repository()
         except BaseException:
             self.stop()
@@ -148,10 +150,7 @@ class GiteaServer:
     def add_user(self, name: str) -> str:
         """A machine user and its API token (scopes an agent's forge user needs: its own SSH keys and
         reading the repository); the token stays in this process."""
-        self._gitea("admin", "user", "create", "--username", name, "--email", f"{name}@forge.test",
-                    "--random-password", "--must-change-password=false")
-        return self._gitea("admin", "user", "generate-access-token", "--username", name, "--token-name",
-                           "agentfleet-tests", "--scopes", "write:user,read:repository", "--raw").strip().splitlines()[-1]
+        return self._user(name, "write:user,read:repository")
 
     def grant(self, user: str, permission: str = "write") -> None:
         self.call("PUT", f"/repos/{self.repository}/collaborators/{user}", {"permission": permission})
@@ -212,12 +211,17 @@ class GiteaServer:
         except OSError as error:
             return str(error)
 
-    def _admin(self) -> None:
-        self._gitea("admin", "user", "create", "--admin", "--username", ADMIN, "--email", f"{ADMIN}@forge.test",
+    def _user(self, name: str, scopes: str, *extra: str) -> str:
+        """Make a user with `gitea admin` and return its new API token: the one line of the output
+        that is a token (Gitea's CLI may also print log lines, e.g. that it runs as root)."""
+        self._gitea("admin", "user", "create", *extra, "--username", name, "--email", f"{name}@forge.test",
                     "--random-password", "--must-change-password=false")
-        self.token = self._gitea("admin", "user", "generate-access-token", "--username", ADMIN,
-                                 "--token-name", "agentfleet-tests", "--scopes", "all", "--raw").strip().splitlines()[-1]
-        # (the lines before it warn that Gitea runs as root here)
+        said = self._gitea("admin", "user", "generate-access-token", "--username", name,
+                           "--token-name", "agentfleet-tests", "--scopes", scopes, "--raw")
+        tokens = [line for line in said.split() if ACCESS_TOKEN.fullmatch(line)]
+        if len(tokens) != 1:
+            raise GiteaError(f"gitea printed {len(tokens)} tokens for {name}, expected one")
+        return tokens[0]
 
     def _repository(self) -> None:
         self.call("POST", "/user/repos", {"name": REPOSITORY, "auto_init": True, "default_branch": "main",

@@ -3,8 +3,9 @@
 Why sample: a secret handed to a short-lived process in its arguments (readable by every user)
 or its environment (readable by its user and root) is there only while that process lives; one
 `ps` after `up` sees none of it. Why a control: a sampler too slow for the processes it must see
-would pass on nothing, so it plants a short process of its own during the run, with a marker in
-its arguments and environment, and `saw_its_marker` says whether it caught both.
+would pass on nothing, so it plants short processes of its own during the run (one each
+MARKER_EVERY_S: on a loaded machine one round of reading /proc can outlast a single one), with a
+marker in their arguments and environment, and `saw_its_marker` says whether it caught both.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import uuid
 from pathlib import Path
 
 MARKER_VARIABLE = "AGENTFLEET_SAMPLER_MARKER"
-MARKER_AFTER_S = 1.0  # planted once the run is under way
+MARKER_EVERY_S = 1.0  # planted once the run is under way, and again each second while it runs
 MARKER_LIFE_S = 0.2  # about as long as the short processes of an `up` (ssh-keyscan, git, a launcher)
 POLL_S = 0.02  # a round reads every process (a few ms of CPU): leave the cores to what is sampled
 # Where each Python language host hands the program its configuration, decrypted secrets included:
@@ -46,7 +47,8 @@ class ProcessSampler:
         self.marker = f"agentfleet-sampler-{uuid.uuid4().hex}"
         self._stop = threading.Event()
         self._sampling = threading.Thread(target=self._run, daemon=True)
-        self._planting = threading.Timer(MARKER_AFTER_S, self._plant)
+        self._planting = threading.Thread(target=self._plant_while_running, daemon=True)
+        self._planted = threading.Event()
 
     def __enter__(self) -> ProcessSampler:
         self._sampling.start()
@@ -54,8 +56,9 @@ class ProcessSampler:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._planting.join()  # a run shorter than MARKER_AFTER_S still gets its control
+        self._planted.wait()  # a run shorter than MARKER_EVERY_S still gets its control
         self._stop.set()
+        self._planting.join()
         self._sampling.join()
 
     def holders(self, needle: bytes, except_variables: tuple[bytes, ...] = ()) -> list[str]:
@@ -73,10 +76,12 @@ class ProcessSampler:
         parts = {holder.split(":")[0] for holder in self.holders(self.marker.encode())}
         return parts == {"cmdline", "environ"}
 
-    def _plant(self) -> None:
-        # Two commands, so that sh stays (with one it may exec sleep, and the marker leaves argv).
-        subprocess.run(["sh", "-c", f"sleep {MARKER_LIFE_S}; exit 0", "planted", self.marker],
-                       env={**os.environ, MARKER_VARIABLE: self.marker}, check=True)
+    def _plant_while_running(self) -> None:
+        while not self._stop.wait(MARKER_EVERY_S):
+            # Two commands, so that sh stays (with one it may exec sleep, and the marker leaves argv).
+            subprocess.run(["sh", "-c", f"sleep {MARKER_LIFE_S}; exit 0", "planted", self.marker],
+                           env={**os.environ, MARKER_VARIABLE: self.marker}, check=True)
+            self._planted.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
