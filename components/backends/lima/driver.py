@@ -3,11 +3,11 @@
 create: `limactl create` from the instance config, `limactl start`, read the SSH port Lima
 forwards (`limactl list --json`), wait until the guest's boot has finished (`wait_for_boot`), hand
 the agent's cloud-config to cloud-init inside the VM over Lima's own SSH session, and wait until
-sshd offers the pinned host key. On any failure after
-`limactl create` the half-made instance is deleted, and the message names the agent, what failed
-and what to do. read: the instance's status and forwarded port (a stopped VM, as after every
-host reboot, reads as stopped and `pulumi up` starts it). delete: `limactl delete --force`; an
-instance that is already gone counts as deleted.
+sshd offers the pinned host key. On any failure after `limactl create` the half-made instance is
+deleted, and the message names the agent, what failed and what to do. read: the instance's status
+and forwarded port (a stopped VM, as after every host reboot, reads as stopped and `pulumi up`
+starts it, with the same waits). delete: `limactl delete --force`; an instance that is already
+gone counts as deleted.
 
 Why the cloud-config travels this way: Lima writes its own cloud-init user-data (its user, its
 key, its boot script) and takes no other. So the VM boots with Lima's, and the agent's document
@@ -20,8 +20,9 @@ Why the boot wait: `limactl start` returns once Lima's own per-boot script has r
 cloud-init's final stage. The rest of that stage still runs: at every boot after the first, the
 agent's per-boot egress script, which loads the egress policy. A connection to sshd accepted before
 that load is not tracked by netfilter, and its next packet out of the VM is rejected: a client
-connecting then read no SSH banner, and a `limactl shell` open across the load never returned.
-Once cloud-init's boot has finished, every new connection is tracked from its first packet.
+connecting then reads no SSH banner or loses its session (as `pulumi up` after a stopped VM did),
+and a `limactl shell` open across the load never returns (as measured here). Once cloud-init's
+boot has finished, every new connection is tracked from its first packet.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ RUNNER = "agentfleet-lima"
 # Generous, because agents of one stack boot in parallel on the same cores.
 START_TIMEOUT_S = 900
 READY_TIMEOUT_S = 120
-# The rest of cloud-init's boot after `limactl start`: measured here ~2 s on the first boot, ~13 s
-# on later ones (the egress script). Each `limactl shell` waits at most BOOT_POLL_S in the guest.
+# The rest of cloud-init's boot after `limactl start`: measured here ~2 s on the first boot, 13 s
+# on later ones (the egress script), 37 s with the host loaded. Each `limactl shell` of the wait
+# waits at most BOOT_POLL_S in the guest, and BOOT_GRACE_S more on the host.
 BOOT_TIMEOUT_S = 300
 BOOT_POLL_S = 30
 BOOT_GRACE_S = 20
@@ -167,7 +169,7 @@ class Lima:
             raise LimaError(f"limactl is missing ({self.limactl}): run scripts/setup, which builds Lima from Go modules")
         if done.status == TIMED_OUT:
             raise LimaTimeout(f"`limactl {args[0]}` did not finish within {timeout:.0f}s" +
-                            (f"; {what}" if what else ""), tail(done.stderr))
+                              (f"; {what}" if what else ""), tail(done.stderr))
         if not done.ok:
             output = done.stderr or done.stdout
             hint = explain(output)
