@@ -26,7 +26,7 @@ from components.backends.lima.driver import (
     Lima,
     LimaError,
     VmDriver,
-    boot_status,
+    boot_state,
     explain,
     find_instance,
     parse_list,
@@ -156,11 +156,13 @@ if command == "shell" and "agentfleet-boot" in args:  # the boot wait: the statu
     waits = here / "boot-waits"
     done = int(waits.read_text()) if waits.exists() else 0
     waits.write_text(str(done + 1))
-    statuses = scenario.get("boot", ["done"])
-    status = statuses[min(done, len(statuses) - 1)]
-    if status == "hang":
+    states = scenario.get("boot", ["active"])
+    state = states[min(done, len(states) - 1)]
+    if state == "hang":
         time.sleep(60)
-    sys.stdout.write("status: %s\\ndetail:\\nDataSourceNoCloud\\n" % status)
+    sys.stdout.write("cloud-final: %s\\n" % state)
+    if state == "failed":
+        sys.stdout.write("status: error\\ndetail:\\n('scripts_per_boot', RuntimeError('runparts: 1 failures'))\\n")
     sys.exit(0)
 if command == "shell":
     sys.stderr.write(scenario.get("shell_stderr", ""))
@@ -247,7 +249,7 @@ def test_create_starts_the_vm_applies_the_cloud_config_over_limas_ssh_and_waits_
     assert yaml.safe_load(created["stdin"])["plain"] is True
     assert started["argv"] == ["start", "--timeout", f"{START_TIMEOUT_S}s", INSTANCE]
     assert boot["argv"][:6] == ["shell", "--workdir", "/", INSTANCE, "sudo", "sh"]
-    assert "cloud-init status --wait" in boot["argv"][7] and boot["stdin"] == ""
+    assert "cloud-final.service" in boot["argv"][7] and boot["stdin"] == ""
     # The document reaches the guest on the shell's stdin, as root, with the module list.
     assert shell["stdin"] == cloud_config
     assert shell["argv"][:6] == ["shell", "--workdir", "/", INSTANCE, "sudo", "sh"]
@@ -406,14 +408,14 @@ def test_up_after_the_vm_was_deleted_creates_it_anew(fake_limactl, local_sshd, c
 # --- the boot wait: cloud-init's boot finishes after `limactl start` returns ------------------------
 
 
-def test_the_boot_status_is_read_from_cloud_inits_long_status():
-    assert boot_status("...\nstatus: done\nextended_status: degraded done\ndetail:\nx\n") == "done"
-    assert boot_status("status: running\ntime: Sun\n") == "running"
-    assert boot_status("") == "unknown"
+def test_the_boot_state_is_the_one_the_wait_printed():
+    assert boot_state("cloud-final: active\n") == "active"
+    assert boot_state("cloud-final: failed\nstatus: error\n") == "failed"
+    assert boot_state("cloud-final: \n") == boot_state("") == "unknown"
 
 
-def test_the_boot_wait_asks_again_until_cloud_init_is_done(fake_limactl):
-    fake_limactl.configure(boot=["running", "running", "done"])
+def test_the_boot_wait_asks_again_until_cloud_final_has_run(fake_limactl):
+    fake_limactl.configure(boot=["activating", "activating", "active"])
     wait_for_boot(Lima(fake_limactl.path, "agent-1", INSTANCE), timeout_s=30, poll_s=1)
     assert [call["argv"][-1] for call in fake_limactl.calls()] == ["1", "1", "1"]  # seconds each waits in the VM
 
@@ -421,29 +423,35 @@ def test_the_boot_wait_asks_again_until_cloud_init_is_done(fake_limactl):
 def test_a_boot_wait_that_does_not_return_is_given_up_and_asked_again(fake_limactl, monkeypatch):
     # Its session opened just as the boot loaded the egress policy: the next one is tracked.
     monkeypatch.setattr(lima_driver, "BOOT_GRACE_S", 1)
-    fake_limactl.configure(boot=["hang", "done"])
+    fake_limactl.configure(boot=["hang", "active"])
     wait_for_boot(Lima(fake_limactl.path, "agent-1", INSTANCE), timeout_s=30, poll_s=1)
     assert fake_limactl.commands() == ["shell", "shell"]
 
 
 def test_a_boot_that_does_not_finish_fails_the_create_naming_the_agent_and_deletes_the_vm(fake_limactl, cloud_config):
-    fake_limactl.configure(boot=["running"])
+    fake_limactl.configure(boot=["activating"])
 
     with pytest.raises(LimaError) as failure:
         VmDriver(boot_timeout_s=2).create(INSTANCE, fields(cloud_config), cloud_config)
 
     message = str(failure.value)
     assert (f"agent agent-1 (Lima VM {INSTANCE}): cloud-init's boot in the VM did not finish within 2s after "
-            "`limactl start` (last status: running); the half-made VM was deleted") in message
-    assert "apply" not in " ".join(sum((call["argv"] for call in fake_limactl.calls()), []))  # no document sent
+            "`limactl start` (cloud-final.service: activating); the half-made VM was deleted") in message
+    assert "agentfleet-apply" not in json.dumps(fake_limactl.calls())  # the document was never sent
     assert fake_limactl.instances() == {}
 
 
-def test_a_boot_with_cloud_init_errors_fails_the_start_naming_the_agent_and_keeps_the_vm(fake_limactl, cloud_config):
+def test_a_failed_boot_fails_the_start_naming_the_agent_with_cloud_inits_status_and_keeps_the_vm(
+    fake_limactl, cloud_config
+):
     fake_limactl.holds(**{INSTANCE: "Stopped"})
-    fake_limactl.configure(boot=["error"])
+    fake_limactl.configure(boot=["failed"])
 
-    with pytest.raises(LimaError, match=rf"agent agent-1 \(Lima VM {INSTANCE}\): cloud-init reported errors in "
-                                        r"the VM's boot: see /var/log/cloud-init.log"):
+    with pytest.raises(LimaError) as failure:
         VmDriver().update(INSTANCE, fields(cloud_config), cloud_config)
+
+    message = str(failure.value)
+    assert (f"agent agent-1 (Lima VM {INSTANCE}): cloud-init's boot in the VM failed (cloud-final.service "
+            "failed): see /var/log/cloud-init.log in the VM") in message
+    assert "runparts: 1 failures" in message  # cloud-init's own account, above
     assert fake_limactl.commands()[-1] == "shell" and fake_limactl.instances() == {INSTANCE: "Running"}
