@@ -83,6 +83,26 @@ def update_plan(user_data: str) -> Plan:
                 scripts=tuple(per_boot_scripts(document)))
 
 
+# Shell lines for a script run over an SSH session that may predate the egress policy; the script
+# sends a line over the session right after them (driver.py's boot wait uses them too). Why: the
+# policy rejects what leaves the machine on connections netfilter has not seen as established, and
+# netfilter tracks connections only once a rule asks for it. A session opened before that (Lima's
+# SSH master connection, opened while the VM boots) is picked up mid-stream by the first packet
+# seen afterwards: when that packet leaves the machine it is "new", and rejected once the policy
+# is in place, and the host, waiting for output, sends nothing that would mend it, so the session
+# hangs (measured: a `limactl shell` open across the boot's policy load never returned). Tracked
+# now, the line's acknowledgement makes the session established before any policy applies; the
+# policy replaces this table.
+TRACK_SESSION = r"""if command -v nft >/dev/null 2>&1 && ! nft list table inet agentfleet >/dev/null 2>&1; then
+    nft -f - <<'TABLE'
+table inet agentfleet {
+    chain output { type filter hook output priority -150; policy accept; ct state established,related accept; }
+}
+TABLE
+fi
+"""
+
+
 SCRIPT = r"""set -eu
 document=$1 scrub=$2 steps=$3 count=$4
 shift 4
@@ -101,19 +121,7 @@ if [ "$digest" = "$applied" ]; then
     echo "agentfleet: the cloud-config is applied already" >&2
     exit 0
 fi
-# An egress policy rejects what leaves the machine on connections netfilter has not seen as
-# established, and netfilter tracks connections only once a rule asks for it. The session that
-# carries this script (Lima's SSH) may predate that: have it tracked now, and send a line over it,
-# whose acknowledgement makes it established long before the policy applies. (Without this its
-# last packets are rejected and it ends minutes later.) The policy replaces this table.
-if command -v nft >/dev/null 2>&1 && ! nft list table inet agentfleet >/dev/null 2>&1; then
-    nft -f - <<'TABLE'
-table inet agentfleet {
-    chain output { type filter hook output priority -150; policy accept; ct state established,related accept; }
-}
-TABLE
-fi
-echo "agentfleet: applying the cloud-config" >&2
+{track}echo "agentfleet: applying the cloud-config" >&2
 while [ "$count" -gt 0 ]; do
     rm -f "$1"
     shift
@@ -137,4 +145,4 @@ if [ "$scrub" = scrub ]; then
     done
 fi
 echo "$digest" >"$state/applied.sha256"
-"""
+""".replace("{track}", TRACK_SESSION)

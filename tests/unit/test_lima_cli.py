@@ -20,15 +20,19 @@ import yaml
 
 from components.backends import MachineContext
 from components.backends.lima import backend as lima
+from components.backends.lima import driver as lima_driver
 from components.backends.lima.driver import (
     START_TIMEOUT_S,
+    Lima,
     LimaError,
     VmDriver,
+    boot_state,
     explain,
     find_instance,
     parse_list,
     readable_log,
     ssh_endpoint,
+    wait_for_boot,
 )
 from components.cloudinit import AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
@@ -103,7 +107,7 @@ def test_deleting_a_missing_instance_succeeds_in_lima_1_2():
 FAKE_LIMACTL = '''#!{python}
 """FAKE limactl for agentfleet's tests: keeps its instances' states, records argv and stdin,
 replays recorded outputs."""
-import json, sys
+import json, sys, time
 from pathlib import Path
 
 here = Path(__file__).resolve().parent
@@ -148,6 +152,18 @@ if command == "start":
     if scenario.get("ha_log"):
         (here / name / "ha.stderr.log").write_text((Path({fixtures!r}) / scenario["ha_log"]).read_text())
     answer(case, name)
+if command == "shell" and "agentfleet-boot" in args:  # the boot wait: the statuses in turn
+    waits = here / "boot-waits"
+    done = int(waits.read_text()) if waits.exists() else 0
+    waits.write_text(str(done + 1))
+    states = scenario.get("boot", ["active"])
+    state = states[min(done, len(states) - 1)]
+    if state == "hang":
+        time.sleep(60)
+    sys.stdout.write("cloud-final: %s\\n" % state)
+    if state == "failed":
+        sys.stdout.write("status: error\\ndetail:\\n('scripts_per_boot', RuntimeError('runparts: 1 failures'))\\n")
+    sys.exit(0)
 if command == "shell":
     sys.stderr.write(scenario.get("shell_stderr", ""))
     sys.exit(scenario.get("shell_exit", 0))
@@ -226,11 +242,14 @@ def test_create_starts_the_vm_applies_the_cloud_config_over_limas_ssh_and_waits_
     made = VmDriver(ready_timeout_s=30).create(INSTANCE, declared, cloud_config)
 
     assert made == {"host": "127.0.0.1", "port": port, "state": "running"}
-    assert fake_limactl.commands() == ["list", "create", "start", "list", "shell"]
-    _, created, started, _, shell = fake_limactl.calls()
+    # After `limactl start`, the boot wait, then the document: in that order.
+    assert fake_limactl.commands() == ["list", "create", "start", "list", "shell", "shell"]
+    _, created, started, _, boot, shell = fake_limactl.calls()
     assert created["argv"] == ["create", "--name", INSTANCE, "-"] and created["stdin"] == declared["config"]
     assert yaml.safe_load(created["stdin"])["plain"] is True
     assert started["argv"] == ["start", "--timeout", f"{START_TIMEOUT_S}s", INSTANCE]
+    assert boot["argv"][:6] == ["shell", "--workdir", "/", INSTANCE, "sudo", "sh"]
+    assert "cloud-final.service" in boot["argv"][7] and boot["stdin"] == ""
     # The document reaches the guest on the shell's stdin, as root, with the module list.
     assert shell["stdin"] == cloud_config
     assert shell["argv"][:6] == ["shell", "--workdir", "/", INSTANCE, "sudo", "sh"]
@@ -359,7 +378,8 @@ def test_a_stopped_vm_reads_as_stopped_and_up_starts_it_and_waits_for_its_pinned
     assert started == {"host": "127.0.0.1", "port": port, "state": "running"}
     # Started, not rebuilt: no create; the declared cloud-config is handed over once more (the
     # apply script leaves a document it applied already as it is).
-    assert fake_limactl.commands() == ["list", "list", "start", "list", "shell", "list"]
+    assert fake_limactl.commands() == ["list", "list", "start", "list", "shell", "shell"]
+    assert "agentfleet-boot" in fake_limactl.calls()[4]["argv"]  # the boot finished before the key was asked
     assert fake_limactl.calls()[2]["argv"] == ["start", "--timeout", f"{START_TIMEOUT_S}s", INSTANCE]
     assert fake_limactl.instances() == {INSTANCE: "Running"}
 
@@ -382,4 +402,56 @@ def test_up_after_the_vm_was_deleted_creates_it_anew(fake_limactl, local_sshd, c
                                                cloud_config)
 
     assert made == {"host": "127.0.0.1", "port": port, "state": "running"}
-    assert fake_limactl.commands() == ["list", "list", "create", "start", "list", "shell"]
+    assert fake_limactl.commands() == ["list", "list", "create", "start", "list", "shell", "shell"]
+
+
+# --- the boot wait: cloud-init's boot finishes after `limactl start` returns ------------------------
+
+
+def test_the_boot_state_is_the_one_the_wait_printed():
+    assert boot_state("cloud-final: active\n") == "active"
+    assert boot_state("cloud-final: failed\nstatus: error\n") == "failed"
+    assert boot_state("cloud-final: \n") == boot_state("") == "unknown"
+
+
+def test_the_boot_wait_asks_again_until_cloud_final_has_run(fake_limactl):
+    fake_limactl.configure(boot=["activating", "activating", "active"])
+    wait_for_boot(Lima(fake_limactl.path, "agent-1", INSTANCE), timeout_s=30, poll_s=1)
+    assert [call["argv"][-1] for call in fake_limactl.calls()] == ["1", "1", "1"]  # seconds each waits in the VM
+
+
+def test_a_boot_wait_that_does_not_return_is_given_up_and_asked_again(fake_limactl, monkeypatch):
+    # Its session opened just as the boot loaded the egress policy: the next one is tracked.
+    monkeypatch.setattr(lima_driver, "BOOT_GRACE_S", 1)
+    fake_limactl.configure(boot=["hang", "active"])
+    wait_for_boot(Lima(fake_limactl.path, "agent-1", INSTANCE), timeout_s=30, poll_s=1)
+    assert fake_limactl.commands() == ["shell", "shell"]
+
+
+def test_a_boot_that_does_not_finish_fails_the_create_naming_the_agent_and_deletes_the_vm(fake_limactl, cloud_config):
+    fake_limactl.configure(boot=["activating"])
+
+    with pytest.raises(LimaError) as failure:
+        VmDriver(boot_timeout_s=2).create(INSTANCE, fields(cloud_config), cloud_config)
+
+    message = str(failure.value)
+    assert (f"agent agent-1 (Lima VM {INSTANCE}): cloud-init's boot in the VM did not finish within 2s after "
+            "`limactl start` (cloud-final.service: activating); the half-made VM was deleted") in message
+    assert "agentfleet-apply" not in json.dumps(fake_limactl.calls())  # the document was never sent
+    assert fake_limactl.instances() == {}
+
+
+def test_a_failed_boot_fails_the_start_naming_the_agent_with_cloud_inits_status_and_keeps_the_vm(
+    fake_limactl, cloud_config
+):
+    fake_limactl.holds(**{INSTANCE: "Stopped"})
+    fake_limactl.configure(boot=["failed"])
+
+    with pytest.raises(LimaError) as failure:
+        VmDriver().update(INSTANCE, fields(cloud_config), cloud_config)
+
+    message = str(failure.value)
+    assert (f"agent agent-1 (Lima VM {INSTANCE}): cloud-init's boot in the VM failed (cloud-final.service "
+            "failed): see /var/log/cloud-init.log in the VM") in message
+    assert "runparts: 1 failures" in message  # cloud-init's own account, above
+    assert fake_limactl.commands()[-1] == "shell" and fake_limactl.instances() == {INSTANCE: "Running"}

@@ -1,12 +1,13 @@
 """Lima VMs for agents through limactl: created, read back, started again, deleted.
 
 create: `limactl create` from the instance config, `limactl start`, read the SSH port Lima
-forwards (`limactl list --json`), hand the agent's cloud-config to cloud-init inside the VM over
-Lima's own SSH session, and wait until sshd offers the pinned host key. On any failure after
-`limactl create` the half-made instance is deleted, and the message names the agent, what failed
-and what to do. read: the instance's status and forwarded port (a stopped VM, as after every
-host reboot, reads as stopped and `pulumi up` starts it). delete: `limactl delete --force`; an
-instance that is already gone counts as deleted.
+forwards (`limactl list --json`), wait until the guest's boot has finished (`wait_for_boot`), hand
+the agent's cloud-config to cloud-init inside the VM over Lima's own SSH session, and wait until
+sshd offers the pinned host key. On any failure after `limactl create` the half-made instance is
+deleted, and the message names the agent, what failed and what to do. read: the instance's status
+and forwarded port (a stopped VM, as after every host reboot, reads as stopped and `pulumi up`
+starts it, with the same waits). delete: `limactl delete --force`; an instance that is already
+gone counts as deleted.
 
 Why the cloud-config travels this way: Lima writes its own cloud-init user-data (its user, its
 key, its boot script) and takes no other. So the VM boots with Lima's, and the agent's document
@@ -14,6 +15,14 @@ is then applied by cloud-init itself, every module the document uses in one `clo
 run (see backend.py for which). The document goes through `limactl shell`'s
 stdin (ssh) to a root-only file on the guest's tmpfs, removed once applied: it is never in argv,
 in the environment, or in a file on the host.
+
+Why the boot wait: `limactl start` returns once Lima's own per-boot script has run, the first of
+cloud-init's final stage. The rest of that stage still runs: at every boot after the first, the
+agent's per-boot egress script, which loads the egress policy. A connection to sshd accepted before
+that load is not tracked by netfilter, and its next packet out of the VM is rejected: a client
+connecting then reads no SSH banner or loses its session (as `pulumi up` after a stopped VM did),
+and a `limactl shell` open across the load never returns (as measured here). Once cloud-init's
+boot has finished, every new connection is tracked from its first packet.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +39,7 @@ from typing import Any, Optional
 from components.reconciled import Driver
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.process import NOT_FOUND, TIMED_OUT, run, tail
-from components.reapply import Plan, update_plan
+from components.reapply import TRACK_SESSION, Plan, update_plan
 
 LIST_TIMEOUT_S = 60
 DELETE_TIMEOUT_S = 120
@@ -41,12 +51,22 @@ RUNNER = "agentfleet-lima"
 # Generous, because agents of one stack boot in parallel on the same cores.
 START_TIMEOUT_S = 900
 READY_TIMEOUT_S = 120
+# The rest of cloud-init's boot after `limactl start`: measured here ~2 s on the first boot, 13 s
+# on later ones (the egress script), 37 s with the host loaded. Each `limactl shell` of the wait
+# waits at most BOOT_POLL_S in the guest, and BOOT_GRACE_S more on the host.
+BOOT_TIMEOUT_S = 300
+BOOT_POLL_S = 30
+BOOT_GRACE_S = 20
 # AF_UNIX socket paths (Lima's ha.sock, ssh.sock in the instance directory) are at most 107 bytes.
 MAX_SOCKET_PATH = 107
 LONGEST_SOCKET = "ha.sock"
 
 class LimaError(Exception):
     """One line for the operator: agent, what failed, what to do; optional detail lines below."""
+
+
+class LimaTimeout(LimaError):
+    """A limactl command did not return in time."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,8 +168,8 @@ class Lima:
         if done.status == NOT_FOUND and shutil.which(self.limactl) is None:
             raise LimaError(f"limactl is missing ({self.limactl}): run scripts/setup, which builds Lima from Go modules")
         if done.status == TIMED_OUT:
-            raise LimaError(f"`limactl {args[0]}` did not finish within {timeout:.0f}s" +
-                            (f"; {what}" if what else ""), tail(done.stderr))
+            raise LimaTimeout(f"`limactl {args[0]}` did not finish within {timeout:.0f}s" +
+                              (f"; {what}" if what else ""), tail(done.stderr))
         if not done.ok:
             output = done.stderr or done.stdout
             hint = explain(output)
@@ -212,7 +232,8 @@ def lima_home(limactl: str, directory: Path | None = None) -> str:
 
 
 def create(lima: Lima, host_public_key: str, config: str, steps: str, scripts: Sequence[str],
-           document: str, ready_timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+           document: str, ready_timeout_s: float = READY_TIMEOUT_S,
+           boot_timeout_s: float = BOOT_TIMEOUT_S) -> dict[str, Any]:
     """Make, boot and provision the VM; return its endpoint. A failure deletes the half-made VM."""
     if not os.access(lima.limactl, os.X_OK):
         raise LimaError(f"limactl is missing ({lima.limactl}): run scripts/setup, which builds Lima from Go modules")
@@ -223,7 +244,8 @@ def create(lima: Lima, host_public_key: str, config: str, steps: str, scripts: S
                         f"interrupted run?): remove it with `{lima.limactl} delete --force {lima.instance}`")
     lima.run("create", "--name", lima.instance, "-", stdin=config, what="creating the instance")
     try:
-        endpoint = start(lima, host_public_key, ready_timeout_s, apply=(steps, scripts, document))
+        endpoint = start(lima, host_public_key, ready_timeout_s, apply=(Plan(steps, (), tuple(scripts)), document),
+                         boot_timeout_s=boot_timeout_s)
     except (LimaError, ValueError, HostKeyTimeout) as error:
         message = error.args[0]
         detail = error.args[1] if len(error.args) > 1 else ""
@@ -241,8 +263,8 @@ def create(lima: Lima, host_public_key: str, config: str, steps: str, scripts: S
 
 
 def start(lima: Lima, host_public_key: str, ready_timeout_s: float,
-          apply: Optional[tuple[str, Sequence[str], str]] = None) -> dict[str, Any]:
-    """Boot the VM, apply the cloud-config on first boot (`apply`: steps, scripts, document),
+          apply: Optional[tuple[Plan, str]] = None, boot_timeout_s: float = BOOT_TIMEOUT_S) -> dict[str, Any]:
+    """Boot the VM, wait for its boot to finish, apply a cloud-config (`apply`: plan, document),
     and wait for the pinned host key; return the endpoint."""
     lima.run("start", "--timeout", f"{START_TIMEOUT_S}s", lima.instance, timeout=START_TIMEOUT_S + START_GRACE_S,
              what="the VM did not boot to SSH in time")
@@ -250,11 +272,58 @@ def start(lima: Lima, host_public_key: str, ready_timeout_s: float,
     if info is None:
         raise LimaError("the instance vanished after `limactl start`")
     endpoint = ssh_endpoint(info)
+    wait_for_boot(lima, boot_timeout_s)
     if apply is not None:
-        steps, scripts, document = apply
-        apply_document(lima, Plan(steps, (), tuple(scripts)), document)
+        apply_document(lima, *apply)
     wait_for_host_key(endpoint["host"], endpoint["port"], host_public_key, ready_timeout_s)
     return endpoint
+
+
+# Run by root in the guest: $1 seconds at most for cloud-init's boot to finish, then the state of
+# its last stage, cloud-final.service (a oneshot: "active" once it has run, "failed" when a module
+# or script failed). Asking systemd takes 0.2 s under emulation, `cloud-init status` 4-5 s. The
+# session is tracked first (reapply.TRACK_SESSION): it may be open while the boot loads the policy.
+BOOT_WAIT = TRACK_SESSION + r"""echo "agentfleet: waiting for cloud-init's boot to finish" >&2
+end=$(($(date +%s) + $1))
+while state=$(systemctl show --property ActiveState --value cloud-final.service); do
+    case $state in active | failed) break ;; esac
+    [ "$(date +%s)" -lt "$end" ] || break
+    sleep 1
+done
+echo "cloud-final: $state"
+[ "$state" != failed ] || cloud-init status --long
+"""
+
+
+def boot_state(output: str) -> str:
+    """The state of cloud-final.service that BOOT_WAIT printed ("active", "activating", …)."""
+    return next((line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("cloud-final:")),
+                "") or "unknown"
+
+
+def wait_for_boot(lima: Lima, timeout_s: float = BOOT_TIMEOUT_S, poll_s: float = BOOT_POLL_S) -> None:
+    """Return once cloud-init's boot in the VM has finished; raise if it failed or outlasts timeout_s.
+    A `limactl shell` that does not return (its session opened just as the boot loaded the egress
+    policy, before TRACK_SESSION ran) is given up after poll_s and the next one asks again: its
+    request reaches the guest after the load, so netfilter tracks that session from then on."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = max(1.0, deadline - time.monotonic())
+        wait = min(poll_s, left)
+        try:
+            output = lima.run("shell", "--workdir", "/", lima.instance, "sudo", "sh", "-c", BOOT_WAIT,
+                              "agentfleet-boot", f"{wait:.0f}", timeout=wait + BOOT_GRACE_S)
+        except LimaTimeout:
+            output = ""
+        state = boot_state(output)
+        if state == "active":
+            return
+        if state == "failed":
+            raise LimaError("cloud-init's boot in the VM failed (cloud-final.service failed): see "
+                            "/var/log/cloud-init.log in the VM (`limactl shell`)", output.strip())
+        if time.monotonic() >= deadline:
+            raise LimaError(f"cloud-init's boot in the VM did not finish within {timeout_s:.0f}s after "
+                            f"`limactl start` (cloud-final.service: {state})", output.strip())
 
 
 def apply_document(lima: Lima, plan: Plan, document: str) -> None:
@@ -269,9 +338,11 @@ class VmDriver(Driver):
     """An agent's Lima VM. A stopped VM is started in place, and a changed cloud-config is
     applied to the running VM (components/reapply.py); a change of the instance config, the
     module list, the packages or the pinned key replaces it. Its disk holds the workspace.
-    `ready_timeout_s` bounds the wait for the pinned key once Lima says the VM is up."""
+    `boot_timeout_s` bounds the wait for cloud-init's boot once Lima says the VM is up,
+    `ready_timeout_s` the wait for the pinned key after that."""
 
     ready_timeout_s: float = READY_TIMEOUT_S
+    boot_timeout_s: float = BOOT_TIMEOUT_S
 
     replacing = frozenset({"name", "agent", "config", "steps", "scripts", "packages", "host_public_key"})
     changing = frozenset({"state"})
@@ -291,7 +362,8 @@ class VmDriver(Driver):
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         try:
             endpoint = create(self._lima(name, fields), fields["host_public_key"], fields["config"],
-                              fields["steps"], fields["scripts"], secret or "", self.ready_timeout_s)
+                              fields["steps"], fields["scripts"], secret or "", self.ready_timeout_s,
+                              self.boot_timeout_s)
         except (LimaError, ValueError) as error:
             raise self._failed(name, fields, error) from None
         return {**endpoint, "state": "running"}
@@ -314,10 +386,15 @@ class VmDriver(Driver):
             return self.create(name, fields, secret)
         try:
             lima = self._lima(name, fields)
+            document = secret or ""
             if current["state"] != "running":
-                start(lima, fields["host_public_key"], self.ready_timeout_s)
-            apply_document(lima, update_plan(secret or ""), secret or "")
-            endpoint = ssh_endpoint(lima.instance_info() or {})
+                endpoint = start(lima, fields["host_public_key"], self.ready_timeout_s,
+                                 apply=(update_plan(document), document), boot_timeout_s=self.boot_timeout_s)
+            else:
+                apply_document(lima, update_plan(document), document)
+                endpoint = ssh_endpoint(lima.instance_info() or {})
+                wait_for_host_key(endpoint["host"], endpoint["port"], fields["host_public_key"],
+                                  self.ready_timeout_s)
         except (LimaError, ValueError, HostKeyTimeout) as error:
             raise self._failed(name, fields, error) from None
         return {**endpoint, "state": "running"}
