@@ -1,9 +1,9 @@
-"""Run one task per agent on a bounded thread pool; each agent's failure stays its own."""
+"""Run one task per agent on a bounded number of threads; each agent's failure stays its own."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from agentfleet.errors import AgentfleetError
@@ -16,16 +16,32 @@ def for_each(names: Sequence[str], task: Callable[[str], T], parallel: int) -> d
 
     An AgentfleetError becomes that agent's result so one dead agent does not hide the
     others' results; any other exception is a bug and propagates.
+
+    Why daemon threads and not a ThreadPoolExecutor: the interpreter joins an executor's workers
+    when it exits, so Ctrl-C (or a dashboard's poller stopped mid-reading) would wait for every
+    command in flight; the caller closes the connections, and nothing keeps the process alive.
     """
     if parallel < 1:
         raise ValueError(f"parallel must be at least 1, not {parallel}")
-    pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(names))))
-    try:
-        futures = {name: pool.submit(_captured, task, name) for name in names}
-        return {name: future.result() for name, future in futures.items()}
-    finally:
-        # On Ctrl-C, do not wait here: the caller closes the connections, which ends the tasks.
-        pool.shutdown(wait=False, cancel_futures=True)
+    slots = threading.BoundedSemaphore(max(1, min(parallel, len(names))))
+    results: dict[str, T | AgentfleetError] = {}
+    bugs: list[BaseException] = []
+
+    def run(name: str) -> None:
+        with slots:
+            try:
+                results[name] = _captured(task, name)
+            except BaseException as bug:  # handed to the caller's thread below
+                bugs.append(bug)
+
+    threads = [threading.Thread(target=run, args=(name,), daemon=True, name=f"agentfleet-{name}") for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if bugs:
+        raise bugs[0]
+    return {name: results[name] for name in names}
 
 
 def _captured(task: Callable[[str], T], name: str) -> T | AgentfleetError:
