@@ -45,6 +45,9 @@ def page_url(outputs: Path) -> Iterator[str]:
         [sys.executable, "-m", "agentfleet", "--outputs", str(outputs), "dashboard", "--interval", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        # Ctrl-C as in a terminal: a test run started in the background (`make test &`, a CI runner)
+        # hands its children SIGINT ignored, and Python then keeps it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         url = process.stdout.readline().strip()

@@ -9,7 +9,6 @@ the policy's and not a closed port; refused packets never leave the agent.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from datetime import UTC, datetime
@@ -18,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from agentfleet import Fleet
-from agentfleet.cli import main as cli
 from agentfleet.contract import DENIED_RECORD
 from components.egress import REFUSED_BURST, REFUSED_RATE
 from components.keys import generate_ed25519
 from tests.e2e.support import FleetStack, GitServer, listening_server
+from tests.e2e.test_audit import run_cli
 
 AGENT = "agent-x"
 OPEN = "agent-open"
@@ -54,13 +53,6 @@ def files(git_server: GitServer, forbidden_address: str, make_stack, tmp_path_fa
     outputs = directory / "outputs.json"
     outputs.write_text(json.dumps(stack.up()))
     return outputs, directory / "audit.jsonl"
-
-
-def run_cli(files: tuple[Path, Path], *argv: str) -> tuple[int, str, str]:
-    outputs, log = files
-    out, err = io.StringIO(), io.StringIO()
-    status = cli(["--outputs", str(outputs), *argv], out, err, {"AGENTFLEET_AUDIT_LOG": str(log)})
-    return status, out.getvalue(), err.getvalue()
 
 
 def agent_run(files: tuple[Path, Path], command: str):
