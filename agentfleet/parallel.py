@@ -23,22 +23,29 @@ def for_each(names: Sequence[str], task: Callable[[str], T], parallel: int) -> d
     """
     if parallel < 1:
         raise ValueError(f"parallel must be at least 1, not {parallel}")
-    slots = threading.BoundedSemaphore(max(1, min(parallel, len(names))))
+    queue = iter(names)
+    taking = threading.Lock()
     results: dict[str, T | AgentfleetError] = {}
     bugs: list[BaseException] = []
 
-    def run(name: str) -> None:
-        with slots:
+    def work() -> None:
+        """Take the next name until none is left: `parallel` of these, not one thread per agent."""
+        while not bugs:
+            with taking:
+                name = next(queue, None)
+            if name is None:
+                return
             try:
                 results[name] = _captured(task, name)
             except BaseException as bug:  # handed to the caller's thread below
                 bugs.append(bug)
 
-    threads = [threading.Thread(target=run, args=(name,), daemon=True, name=f"agentfleet-{name}") for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    workers = [threading.Thread(target=work, daemon=True, name="agentfleet-worker")
+               for _ in range(max(1, min(parallel, len(names))))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
     if bugs:
         raise bugs[0]
     return {name: results[name] for name in names}
