@@ -10,6 +10,12 @@ for every session: `docker system dial-stdio`, what an ssh:// Docker connection 
 reaches that host's dockerd and not the machine's.
 
 Everything lives under RIG_ROOT/<rig id> and in interfaces and namespaces named after the id;
+A host may run its dockerd with `userns-remap` (`RemoteHosts(2, remapped={"host-2"})`): its
+containers' root is an unprivileged uid of this machine. The remap user and its subordinate
+ranges exist only for that dockerd: it runs in a mount namespace of its own where /etc/passwd,
+/etc/group, /etc/subuid and /etc/subgid are the rig's copies with the user added, so the machine's
+own files never change.
+
 `close()` removes it all (processes and their children, mounts, namespaces, veths, bridge,
 data; /run/netns as the rig found it, once no other part of the run uses it:
 tests/shared_paths.py), also when starting failed. A rig whose test run died without cleaning
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -49,8 +56,13 @@ SHUTDOWN_TIMEOUT = 3  # s a container gets to stop when its host goes down
 STOP_TIMEOUT = 20.0
 PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start without it
 NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps namespaces, making it a mount point
-TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "dockerd": "docker.io", "docker": "docker.io", "iptables": "iptables",
+TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "mount": "mount",
+         "dockerd": "docker.io", "docker": "docker.io", "iptables": "iptables",
          "sshd": "openssh-server", "ssh-keygen": "openssh-client"}
+REMAP_USER = "agentfleet-remap"  # exists only in a remapped dockerd's mount namespace
+REMAP_BASE = 300_000  # host k's containers' root is uid REMAP_BASE + (k - 1) * REMAP_SIZE
+REMAP_SIZE = 65_536
+REMAP_FILES = ("passwd", "group", "subuid", "subgid")
 
 
 class RigError(Exception):
@@ -82,6 +94,7 @@ class RemoteHost:
     root: Path
     host_key: str  # "ssh-ed25519 AAAA..." of its sshd
     user: str = "root"
+    remapped_root: int | None = None  # with userns-remap: the machine's uid its containers' root runs as
 
     @property
     def url(self) -> str:
@@ -114,10 +127,14 @@ class _Processes:
 class RemoteHosts:
     """N remote hosts; a context manager: `with RemoteHosts(2) as rig: rig.hosts[0].url`."""
 
-    def __init__(self, count: int = 2, rig_id: str | None = None) -> None:
+    def __init__(self, count: int = 2, rig_id: str | None = None, remapped: frozenset[str] = frozenset()) -> None:
         if not 1 <= count <= 30:
             raise ValueError("count must be from 1 to 30 (each host takes its own address pool)")
+        unknown = set(remapped) - {f"host-{k}" for k in range(1, count + 1)}
+        if unknown:
+            raise ValueError(f"remapped names hosts the rig does not have: {sorted(unknown)}")
         self.count = count
+        self.remapped = frozenset(remapped)
         self.id = rig_id or secrets.token_hex(3)
         self.root = RIG_ROOT / self.id
         self.bridge = f"afbr{self.id}"
@@ -157,6 +174,8 @@ class RemoteHosts:
                 self._made = True
                 # Engines' data in memory: removing a loaded image from disk takes seconds.
                 _run("mount", "-t", "tmpfs", "-o", f"mode=0700,size={DATA_SIZE}", f"agentfleet-test-{self.id}", str(self.root))
+                if self.remapped:  # a remapped dockerd's root must traverse to its data root
+                    self.root.chmod(0o701)
                 (self.root / "owner").write_text(_owner_stamp(os.getpid()))
                 _run("ip", "link", "add", self.bridge, "type", "bridge")
                 _run("ip", "addr", "add", f"{self.gateway}/{subnet.prefixlen}", "dev", self.bridge)
@@ -240,8 +259,13 @@ class RemoteHosts:
         _run("ip", "-n", netns, "link", "set", "lo", "up")
         _, host_key = _keypair(root / "ssh_host_ed25519_key")
         (root / "authorized_keys").write_text(self.operator_public_key + "\n")
-        (root / "daemon.json").write_text("{}\n")  # not the machine's /etc/docker/daemon.json
-        host = RemoteHost(f"host-{k}", k, netns, address, root, " ".join(host_key.split()[:2]))
+        name = f"host-{k}"
+        remapped_root = REMAP_BASE + (k - 1) * REMAP_SIZE if name in self.remapped else None
+        daemon = {} if remapped_root is None else {"userns-remap": REMAP_USER}
+        (root / "daemon.json").write_text(json.dumps(daemon) + "\n")  # not the machine's /etc/docker/daemon.json
+        if remapped_root is not None:
+            _write_remap_files(root / "etc", remapped_root)
+        host = RemoteHost(name, k, netns, address, root, " ".join(host_key.split()[:2]), remapped_root=remapped_root)
         (root / "sshd_config").write_text(_sshd_config(host))
         return host
 
@@ -255,6 +279,9 @@ class RemoteHosts:
             "--containerd-namespace", host.netns, "--containerd-plugins-namespace", f"{host.netns}-plugins",
             "--shutdown-timeout", str(SHUTDOWN_TIMEOUT), "--bip", f"{pools}.0.1/24", "--default-address-pool", f"base={pools}.128.0/17,size=24",
         ]
+        if host.remapped_root is not None:
+            dockerd = [_tool("unshare"), "--mount", "--propagation", "private", "--", "sh", "-c", _BIND_REMAP_FILES,
+                       "bind-remap-files", str(host.root / "etc"), *dockerd]
         sshd = [_tool("sshd"), "-D", "-e", "-f", str(host.root / "sshd_config")]
         processes = self._processes.setdefault(host.name, _Processes())
         if processes.dockerd is None:
@@ -311,6 +338,29 @@ class RemoteHosts:
 
 def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
+
+
+# Runs as dockerd's parent in its own mount namespace: the rig's copies over the machine's files
+# (there only), then becomes dockerd.
+_BIND_REMAP_FILES = """set -e
+files=$1; shift
+for name in """ + " ".join(REMAP_FILES) + """; do mount --bind "$files/$name" "/etc/$name"; done
+exec "$@"
+"""
+
+
+def _write_remap_files(directory: Path, first: int) -> None:
+    """The machine's user files plus the remap user, whose subordinate ids start at `first`."""
+    directory.mkdir()
+    for name in REMAP_FILES:
+        machine = Path("/etc") / name
+        text = machine.read_text() if machine.exists() else ""
+        text = "".join(line + "\n" for line in text.splitlines() if not line.startswith(f"{REMAP_USER}:"))
+        entry = {"passwd": f"{REMAP_USER}:x:{first}:{first}::/nonexistent:/usr/sbin/nologin",
+                 "group": f"{REMAP_USER}:x:{first}:",
+                 "subuid": f"{REMAP_USER}:{first}:{REMAP_SIZE}", "subgid": f"{REMAP_USER}:{first}:{REMAP_SIZE}"}[name]
+        (directory / name).write_text(text + entry + "\n")
+        (directory / name).chmod(0o644)
 
 
 def _sshd_config(host: RemoteHost) -> str:

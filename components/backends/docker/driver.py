@@ -194,12 +194,19 @@ def tar_of(files: dict[str, tuple[bytes, int]], directories: dict[str, int], own
     return buffer.getvalue()
 
 
-def seed_archive(instance_id: str, hostname: str, user_data: str) -> bytes:
-    """cloud-init's NoCloud seed, readable by root only."""
+def seed_archive(instance_id: str, hostname: str, user_data: str, mounts: tuple[str, ...] = ()) -> bytes:
+    """cloud-init's NoCloud seed, readable by root only, and the directories above `mounts` as
+    root's (0755). Why those: on an engine with userns-remap, this upload (before the container
+    first starts) makes a mount's missing parents, such as the agent's home above its workspace,
+    owned by the host's root, which is nobody in the container's user namespace (Docker 20.10):
+    cloud-init could not make the home its own. Listed here, the upload gives them to the
+    container's root, as a start without the upload would."""
     meta = f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n"
+    parents = {str(parent).lstrip("/"): 0o755 for mount in mounts for parent in reversed(Path(mount).parents)
+               if parent != Path("/")}
     return tar_of(
         {f"{SEED_DIR}/user-data": (user_data.encode(), 0o600), f"{SEED_DIR}/meta-data": (meta.encode(), 0o600)},
-        {SEED_DIR: 0o700},
+        {**parents, SEED_DIR: 0o700},
     )
 
 
@@ -289,7 +296,8 @@ class ContainerDriver(Driver):
         try:
             for network in engine.get("attach_networks") or []:
                 docker.networks.get(network).connect(container)
-            container.put_archive("/", seed_archive(name, fields["hostname"], secret or ""))
+            mounts = tuple(mount["Target"] for mount in ContainerDriver._mounts(fields))
+            container.put_archive("/", seed_archive(name, fields["hostname"], secret or "", mounts))
             if fields.get("forge_gate"):
                 gate = CLONE_GATE.lstrip("/")
                 container.put_archive("/", tar_of({f"{gate}/required": (b"", 0o644)}, {gate: 0o700}, LOGIN_UID))

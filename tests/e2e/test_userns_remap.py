@@ -1,0 +1,157 @@
+"""Agents on a Docker engine that runs with `userns-remap`: root in their containers is an
+unprivileged uid of the host. A host of the remote-host rig (tests/e2e/remote_hosts.py) started
+that way, reached over ssh:// with its pinned key; a git server on this machine's engine,
+published on the rig's gateway address. The real Pulumi engine, sshd and git in the agent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentfleet import Fleet
+from agentfleet.cli import main as cli
+from components.keys import generate_ed25519
+from tests.e2e.remote_hosts import RemoteHost, RemoteHosts, RigError
+from tests.e2e.support import FleetStack, GitServer, start_git_server
+from tests.kubecluster.host_state import HostState
+
+AGENT = "remapped"
+AGENT_UID = 1000  # the agent user inside (cloud-init/agent.yaml)
+
+
+@pytest.fixture(scope="module")
+def rig(host_unchanged: HostState) -> Iterator[RemoteHosts]:
+    rig = RemoteHosts(1, remapped=frozenset({"host-1"}))
+    try:
+        rig.start()
+    except RigError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+@pytest.fixture(scope="module")
+def git_server(rig: RemoteHosts, agent_image: str) -> Iterator[GitServer]:
+    """Published on the rig's gateway: the address the remote host's containers reach this machine at."""
+    server = start_git_server(agent_image, publish_on=rig.gateway)
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+def fleet_config(rig: RemoteHosts, git: GitServer, key_file: Path) -> dict[str, Any]:
+    host = rig.host("host-1")
+    return {
+        "hosts": {host.name: {"address": host.url, "known_hosts": [host.known_hosts], "identity_file": str(key_file)}},
+        "defaults": {"resources": {"cpus": 0.5, "memory": "256m", "pids": 128}},
+        "agents": [{"name": AGENT, "host": host.name, "identity": {"name": "Remapped", "email": "remapped@fleet.test"},
+                    "remote": git.url, "known_hosts": [git.known_hosts_line], "credential": {"ssh_key": "deployKey"}}],
+    }
+
+
+@pytest.fixture(scope="module")
+def fleet(rig: RemoteHosts, git_server: GitServer, make_stack, tmp_path_factory, agent_image):
+    directory = tmp_path_factory.mktemp("userns")
+    key_file = directory / "id_ed25519"
+    key_file.write_text(rig.operator_key)
+    key_file.chmod(0o600)
+    stack: FleetStack = make_stack("userns")
+    private, public = generate_ed25519("userns-deploy-key")
+    git_server.authorize(public)
+    stack.set_secret("deployKey", private)
+    stack.set_fleet(fleet_config(rig, git_server, key_file))
+    try:
+        yield stack, stack.up(), directory
+    finally:
+        stack.destroy()  # while the host is up: the session's discard comes after the rig is gone
+
+
+def run_ok(outputs: dict[str, Any], stack: FleetStack, command: str) -> str:
+    with Fleet.from_outputs(outputs, stack.name) as client:
+        result = client.agent(AGENT).run(command, timeout=60)
+    assert result.ok, f"`{command}` exited {result.exit_status}: {result.stderr}"
+    return result.stdout.strip()
+
+
+def container(rig: RemoteHosts, stack: FleetStack) -> dict[str, Any]:
+    engine = rig.host("host-1").local_docker()
+    try:
+        return engine.api.inspect_container(f"agentfleet-{stack.name}-{AGENT}")
+    finally:
+        engine.close()
+
+
+def workspace_on_host(host: RemoteHost, stack: FleetStack) -> Path:
+    """The workspace volume's directory in the remapped engine's own data root (<uid>.<gid>)."""
+    root = host.data_root / f"{host.remapped_root}.{host.remapped_root}"
+    return root / "volumes" / f"agentfleet-{stack.name}-{AGENT}-workspace" / "_data"
+
+
+def test_the_engine_remaps_and_the_agent_runs_in_a_user_namespace(fleet, rig):
+    stack, outputs, _ = fleet
+    host = rig.host("host-1")
+    engine = host.local_docker()
+    try:
+        assert "name=userns" in engine.info()["SecurityOptions"]
+    finally:
+        engine.close()
+    assert outputs["agents"][AGENT]["host"] == host.address
+    # Root in the container is the remap range's first uid on the host; the agent user, 1000 above it.
+    uid_map = run_ok(outputs, stack, "cat /proc/self/uid_map").split()
+    assert uid_map == ["0", str(host.remapped_root), "65536"], uid_map
+    assert run_ok(outputs, stack, "id -u") == str(AGENT_UID)
+
+
+def test_the_workspace_is_cloned_owned_by_the_agent_and_it_pushes(fleet, rig, git_server: GitServer):
+    stack, outputs, _ = fleet
+    assert run_ok(outputs, stack, "git rev-parse --abbrev-ref HEAD") == f"agent/{AGENT}"
+    assert run_ok(outputs, stack, "stat -c %u .") == str(AGENT_UID)
+    workspace = workspace_on_host(rig.host("host-1"), stack)
+    assert (workspace / ".git").stat().st_uid == rig.host("host-1").remapped_root + AGENT_UID
+    run_ok(outputs, stack, "echo remapped > work.txt && git add work.txt && git commit -q -m 'work' && "
+                           "git push -q origin HEAD")
+    assert git_server.branch_authors()[f"agent/{AGENT}"] == "<remapped@fleet.test>"
+
+
+def test_egress_stays_restricted(fleet):
+    stack, outputs, _ = fleet
+    refused = run_ok(outputs, stack, "timeout 5 bash -c 'echo > /dev/tcp/1.1.1.1/443' 2>&1; echo exit=$?")
+    assert refused.splitlines()[-1] != "exit=0", refused
+    assert run_ok(outputs, stack, "git ls-remote origin | wc -l") != "0"
+
+
+def test_ls_and_doctor_say_the_agent_runs_in_a_user_namespace(fleet):
+    stack, outputs, directory = fleet
+    outputs_file = directory / "outputs.json"
+    outputs_file.write_text(json.dumps(outputs))
+    out, err = io.StringIO(), io.StringIO()
+    assert cli(["--outputs", str(outputs_file), "ls", "--json"], out, err, {}) == 0, err.getvalue()
+    [listed] = json.loads(out.getvalue())
+    assert listed["user_namespace"] == "remapped", listed
+    out = io.StringIO()
+    assert cli(["--outputs", str(outputs_file), "doctor", AGENT], out, err, {}) == 0, out.getvalue() + err.getvalue()
+    assert "user namespace" in out.getvalue() and "remapped" in out.getvalue(), out.getvalue()
+
+
+def test_replacement_keeps_the_workspace(fleet, rig, git_server: GitServer):
+    """A new SSH port replaces the container; the workspace volume, and the work in it, stays."""
+    stack, outputs, _ = fleet
+    before = container(rig, stack)["Id"]
+    config = stack.fleet()
+    config["agents"][0]["ssh_port"] = outputs["agents"][AGENT]["port"] + 1
+    stack.set_fleet(config)
+    again = stack.up()
+    assert container(rig, stack)["Id"] != before
+    assert again["agents"][AGENT]["port"] == outputs["agents"][AGENT]["port"] + 1
+    assert run_ok(again, stack, "cat work.txt && git log -1 --format=%s") == "remapped\nwork"
+    run_ok(again, stack, "echo again >> work.txt && git commit -qam again && git push -q origin HEAD")
+    assert git_server.git("log", "-1", "--format=%s", f"agent/{AGENT}") == "again"
