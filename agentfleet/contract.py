@@ -11,6 +11,11 @@ from typing import NotRequired, Optional, TypedDict
 
 # What an agent's machine can be.
 BACKENDS = ("docker", "lima", "multipass", "kubernetes")
+# Whether root in an agent's machine is root of its host (AgentOutput.user_namespace):
+# "remapped": no, a user namespace maps it to an unprivileged uid of the host (a Docker engine with
+# userns-remap, a pod with hostUsers: false); "none": yes, it shares the host's user namespace
+# (its capabilities still limit it); "vm": not applicable, the agent has a kernel of its own.
+USER_NAMESPACES = ("remapped", "none", "vm")
 
 # The guest's layout, the same on every backend.
 LOGIN_USER = "agent"
@@ -58,6 +63,7 @@ class AgentOutput(TypedDict):
     base: Optional[str]  # the fleet's base branch; None: the remote's default branch
     warn_behind: Optional[int]  # `exec` warns when the base lags the remote by more; None: never
     forge_gate: Optional[ForgeGate]  # None: no remote
+    user_namespace: Optional[str]  # one of USER_NAMESPACES; None: not read back yet
 
 
 class AppOutput(TypedDict):

@@ -60,16 +60,17 @@ def diagnose(connection: Connection) -> Diagnosis:
     """Run every check on one agent, in order."""
     endpoint = connection.endpoint
     reachable = check_reachable(connection)
+    isolation = judge_user_namespace(endpoint)  # from the outputs: known whether the agent answers or not
     if reachable.verdict is Verdict.FAIL:
         skipped = [Check(name, Verdict.SKIP, "not reachable") for name, _ in _REMOTE_CHECKS]
-        return Diagnosis(endpoint, (reachable, *skipped))
+        return Diagnosis(endpoint, (reachable, *skipped, isolation))
     checks = [reachable]
     for name, check in _REMOTE_CHECKS:
         try:
             checks.append(check(connection))
         except AgentfleetError as exc:
             checks.append(failed_run(name, exc))
-    return Diagnosis(endpoint, tuple(checks))
+    return Diagnosis(endpoint, (*checks, isolation))
 
 
 def check_reachable(connection: Connection) -> Check:
@@ -94,6 +95,29 @@ def failed_run(name: str, exc: AgentfleetError) -> Check:
     """A check whose command could not run to completion."""
     hint = "the agent is slow or stuck; run the check's command with agentfleet exec to see"
     return Check(name, Verdict.FAIL, str(exc), hint if isinstance(exc, CommandTimeout) else "")
+
+
+_USER_NAMESPACES = {
+    ("remapped", "docker"): "yes: root in the container is an unprivileged uid of its host (the engine runs with "
+                            "userns-remap)",
+    ("remapped", "kubernetes"): "yes: root in the pod is an unprivileged uid of its node (hostUsers: false)",
+    ("none", "docker"): "no: root in the container is its host's root, held by its capabilities (the engine does not "
+                        "run with userns-remap; docs/security.md)",
+    ("none", "kubernetes"): "no: root in the pod is its node's root, held by its capabilities (the cluster cannot "
+                            "give pods hostUsers: false; `pulumi preview` says why)",
+}
+
+
+def judge_user_namespace(endpoint: AgentEndpoint) -> Check:
+    """Whether root in the agent is root of its host, as the machine was read back (an
+    observation, never a failure: an agent without one is as usable)."""
+    if endpoint.user_namespace is None:
+        return Check("userns", Verdict.SKIP,
+                     "not in the outputs yet: `pulumi up --refresh` reads it back from the machine")
+    if endpoint.user_namespace == "vm":
+        return Check("userns", Verdict.OK, "not applicable: the agent has a kernel of its own (a VM)")
+    key = (endpoint.user_namespace, endpoint.backend)
+    return Check("userns", Verdict.OK, _USER_NAMESPACES.get(key, endpoint.user_namespace))
 
 
 def cloud_init_status(stdout: str) -> str:

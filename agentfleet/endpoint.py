@@ -40,6 +40,7 @@ class AgentEndpoint:
     warn_behind: int | None = None  # commits the base may lag the remote before `exec` warns
     forge_host: str | None = None  # the remote's host, whose connections the fleet limits
     forge_connections: int | None = None  # at most this many network git operations there at once
+    user_namespace: str | None = None  # contract.USER_NAMESPACES; None: not read back yet
 
     @property
     def address(self) -> str:

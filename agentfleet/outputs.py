@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from agentfleet.contract import BACKENDS
+from agentfleet.contract import BACKENDS, USER_NAMESPACES
 from agentfleet.endpoint import AgentEndpoint, Identity
 from agentfleet.errors import OutputsInvalid
 from agentfleet.sshkeys import load_private_key, parse_known_hosts
@@ -115,8 +115,11 @@ def _parse_agent(name: str, data: object, private_key: object, problems: list[st
         warn_behind=fields.nullable_count("warn_behind"),
         forge_host=gate.nullable_text("host"),
         forge_connections=gate.nullable_count("connections", "a number of connections", least=1),
+        # Outputs of a stack not brought up (with --refresh) since it was read back have none.
+        user_namespace=fields.nullable_text("user_namespace"),
     )
     fields.check("backend", endpoint.backend, _known_backend)
+    fields.check("user_namespace", endpoint.user_namespace or "", _known_user_namespace)
     if endpoint.host and endpoint.port:
         fields.check("known_hosts", endpoint.known_hosts, lambda text: _pins(text, endpoint))
     return endpoint if len(problems) == before else None
@@ -124,6 +127,10 @@ def _parse_agent(name: str, data: object, private_key: object, problems: list[st
 
 def _known_backend(backend: str) -> str | None:
     return None if backend in BACKENDS else f"must be one of {BACKENDS}"
+
+
+def _known_user_namespace(value: str) -> str | None:
+    return None if value in USER_NAMESPACES else f"must be one of {USER_NAMESPACES}"
 
 
 def _pins(known_hosts: str, endpoint: AgentEndpoint) -> str | None:

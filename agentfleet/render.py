@@ -33,6 +33,7 @@ def ls_record(agent: AgentEndpoint, error: AgentfleetError | None) -> dict[str, 
         "remote": agent.remote,
         "branch": agent.branch,
         "workspace": agent.workspace,
+        "user_namespace": agent.user_namespace,
     }
 
 
@@ -42,10 +43,11 @@ def render_ls_json(records: Sequence[Mapping[str, object]]) -> str:
 
 def render_ls_table(agents: Sequence[AgentEndpoint], errors: Mapping[str, AgentfleetError | None]) -> str:
     rows = [
-        [agent.name, agent.backend, agent.address, "no" if errors[agent.name] else "yes", str(agent.identity)]
+        [agent.name, agent.backend, agent.address, "no" if errors[agent.name] else "yes",
+         agent.user_namespace or "-", str(agent.identity)]
         for agent in agents
     ]
-    return render_table(["NAME", "BACKEND", "ENDPOINT", "REACHABLE", "IDENTITY"], rows)
+    return render_table(["NAME", "BACKEND", "ENDPOINT", "REACHABLE", "USERNS", "IDENTITY"], rows)
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

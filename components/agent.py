@@ -108,4 +108,5 @@ def agent_output(spec: AgentSpec, base: BaseSpec, stack: str, address: Endpoint,
         # Without a remote there is no base to lag behind, and `exec` need not ask.
         warn_behind=base.warn_behind if spec.remote else None,
         forge_gate=ForgeGate(host=spec.remote.host, connections=connections) if spec.remote else None,
+        user_namespace=address.get("user_namespace"),
     )

@@ -4,7 +4,8 @@ Every backend is a package whose backend.py offers a `BACKEND` object with the s
 `Backend` (registry.py loads it), so the Fleet and Agent components treat Docker, Lima and
 Multipass alike: what this machine lacks to drive it, what it checks before anything is
 created, the fleet-level resources its agents need, and each agent's machine (a `Reconciled`
-resource whose `host` and `port` outputs are the SSH endpoint).
+resource whose `host` and `port` outputs are the SSH endpoint, and whose `user_namespace` says
+whether root in it is root of its host).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from components.spec import AgentSpec, FleetSpec
 class Endpoint(TypedDict):
     host: str
     port: int
+    user_namespace: str | None  # agentfleet.contract.USER_NAMESPACES, as read back from the machine
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from agentfleet.doctor import (
     judge_cloud_init,
     judge_identity,
     judge_remote,
+    judge_user_namespace,
     remote_command,
 )
 from agentfleet.endpoint import AgentEndpoint, Identity
@@ -172,3 +173,21 @@ def test_diagnosis_rendering_shows_hints_for_failures_only():
         "  ok    git identity  Agent One <agent-1@example.com>\n"
         "  skip  remote        no remote\n"
     )
+
+
+def user_namespace_check(backend: str, value: str | None) -> Check:
+    return judge_user_namespace(AgentEndpoint("agent-1", backend, "127.0.0.1", 22001, "agent", "", EXPECTED, None,
+                                              "main", None, None, "", user_namespace=value))
+
+
+def test_user_namespace_is_reported_as_read_back_and_never_fails():
+    remapped = user_namespace_check("docker", "remapped")
+    assert (remapped.name, remapped.verdict) == ("userns", Verdict.OK)
+    assert remapped.detail.startswith("yes: root in the container is an unprivileged uid of its host")
+    assert "hostUsers: false" in user_namespace_check("kubernetes", "remapped").detail
+    shared = user_namespace_check("docker", "none")
+    assert shared.verdict is Verdict.OK and shared.detail.startswith("no: root in the container is its host's root")
+    assert "`pulumi preview` says why" in user_namespace_check("kubernetes", "none").detail
+    assert user_namespace_check("lima", "vm").detail == "not applicable: the agent has a kernel of its own (a VM)"
+    unknown = user_namespace_check("docker", None)
+    assert unknown.verdict is Verdict.SKIP and "pulumi up --refresh" in unknown.detail

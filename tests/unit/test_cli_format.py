@@ -39,16 +39,21 @@ def endpoint(index: int, **changes) -> AgentEndpoint:
     return AgentEndpoint(**values)
 
 
-AGENTS = [endpoint(1), endpoint(2, backend="multipass", name="agent-two")]
+AGENTS = [endpoint(1, user_namespace="remapped"), endpoint(2, backend="multipass", name="agent-two", user_namespace="vm")]
 DOWN = errors.Unreachable("agent-two", "127.0.0.1:22002", "connection refused")
 
 
 def test_ls_table():
     assert render_ls_table(AGENTS, {"agent-1": None, "agent-two": DOWN}) == (
-        "NAME       BACKEND    ENDPOINT         REACHABLE  IDENTITY\n"
-        "agent-1    docker     127.0.0.1:22001  yes        Agent 1 <agent-1@example.com>\n"
-        "agent-two  multipass  127.0.0.1:22002  no         Agent 2 <agent-2@example.com>\n"
+        "NAME       BACKEND    ENDPOINT         REACHABLE  USERNS    IDENTITY\n"
+        "agent-1    docker     127.0.0.1:22001  yes        remapped  Agent 1 <agent-1@example.com>\n"
+        "agent-two  multipass  127.0.0.1:22002  no         vm        Agent 2 <agent-2@example.com>\n"
     )
+
+
+def test_ls_table_shows_a_dash_for_outputs_that_do_not_say_yet():
+    table = render_ls_table([endpoint(1)], {"agent-1": None})
+    assert table.splitlines()[1].split()[:5] == ["agent-1", "docker", "127.0.0.1:22001", "yes", "-"]
 
 
 def test_ls_json_has_the_endpoint_and_why_not_reachable_but_no_key():
@@ -66,6 +71,7 @@ def test_ls_json_has_the_endpoint_and_why_not_reachable_but_no_key():
         "remote": None,
         "branch": "agent/agent-1",
         "workspace": "/home/agent/workspace",
+        "user_namespace": "remapped",
     }
     assert records[1]["reachable"] is False and "connection refused" in records[1]["error"]
     assert "PRIVATE" not in text

@@ -115,6 +115,8 @@ def test_every_missing_field_is_named_in_one_error(outputs):
             "agents.agent-1.known_hosts is not a known_hosts line",
         ),
         ("known_hosts", "just-one-field", "agents.agent-1.known_hosts is not a known_hosts line"),
+        ("user_namespace", "yes", "agents.agent-1.user_namespace must be one of ('remapped', 'none', 'vm')"),
+        ("user_namespace", "", "agents.agent-1.user_namespace must be a non-empty string"),
     ],
 )
 def test_ill_typed_fields_are_named(outputs, field, value, complaint):
@@ -131,9 +133,17 @@ def test_known_hosts_must_pin_this_endpoint(outputs):
 
 def test_nullable_fields_may_be_null(outputs):
     raw = copy.deepcopy(outputs)
-    raw["agents"]["agent-1"].update(remote=None, workspace=None, remote_public_key=None)
+    raw["agents"]["agent-1"].update(remote=None, workspace=None, remote_public_key=None, user_namespace=None)
     endpoint = Fleet.from_outputs(raw, "dev").endpoint("agent-1")
     assert (endpoint.remote, endpoint.workspace, endpoint.remote_public_key) == (None, None, None)
+    assert endpoint.user_namespace is None
+
+
+@pytest.mark.parametrize("value", ["remapped", "none", "vm"])
+def test_the_user_namespace_is_read_from_the_outputs(outputs, value):
+    raw = copy.deepcopy(outputs)
+    raw["agents"]["agent-1"]["user_namespace"] = value
+    assert Fleet.from_outputs(raw, "dev").endpoint("agent-1").user_namespace == value
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ class DockerContainer(Reconciled):
     KIND = "DockerContainer"
     host: pulumi.Output[str]
     port: pulumi.Output[int]
+    user_namespace: pulumi.Output[str]
 
 
 class DockerVolume(Reconciled):
@@ -201,8 +202,8 @@ class DockerBackend:
             secret=user_data,
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])),
         )
-        return pulumi.Output.all(container.host, container.port).apply(
-            lambda values: Endpoint(host=values[0], port=int(values[1])))
+        return pulumi.Output.all(container.host, container.port, container.user_namespace).apply(
+            lambda values: Endpoint(host=values[0], port=int(values[1]), user_namespace=values[2]))
 
 
 BACKEND = DockerBackend()

@@ -270,6 +270,12 @@ def _bindable(port: int) -> bool:
             return False
 
 
+def user_namespace(docker: HostClient, host_config: dict[str, Any]) -> str:
+    """"remapped" when the engine remaps and the container did not ask for the host's user
+    namespace (`--userns=host`), else "none" (agentfleet.contract.USER_NAMESPACES)."""
+    return "remapped" if docker.remaps_users and host_config.get("UsernsMode") != "host" else "none"
+
+
 class ContainerDriver(Driver):
     """An agent's container. Limits, restart policy, running state and the cloud-config change in
     place (apply.py); the rest (image, ports, mounts, networks, privileges, packages)
@@ -281,7 +287,7 @@ class ContainerDriver(Driver):
                            "workspace_mount", "shared_objects_mount", "host_public_key", "packages"})
     changing = frozenset({"name", "memory_mib", "cpus", "pids", "restart", "state"})
     secret_input = "the agent's cloud-config (user-data), delivered as a NoCloud seed"
-    outputs = frozenset({"host", "engine"})
+    outputs = frozenset({"host", "engine", "user_namespace"})
     chosen = frozenset({"port", "bind_address"})
     hints = frozenset({"engines", "placement", "preferred_port", "port_base", "port_span", "forge_gate"})
 
@@ -330,8 +336,9 @@ class ContainerDriver(Driver):
 
     @unless_unreachable
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
+        docker = client(engine_of(fields))
         try:
-            attrs = client(engine_of(fields)).containers.get(name).attrs
+            attrs = docker.containers.get(name).attrs
         except NotFound:
             return None
         host, config = attrs["HostConfig"], attrs["Config"]
@@ -354,6 +361,7 @@ class ContainerDriver(Driver):
             "state": attrs["State"].get("Status", "unknown"),
             "host": fields["host"],
             "engine": engine_of(fields),
+            "user_namespace": user_namespace(docker, host),
         }
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -150,6 +151,13 @@ class HostClient(docker.DockerClient):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @cached_property
+    def remaps_users(self) -> bool:
+        """Whether the engine runs with userns-remap (its containers' root is an unprivileged uid
+        of the host). Asked once: an engine changes it only with a restart under another data
+        root, where none of the containers made before exist."""
+        return "name=userns" in (self.info().get("SecurityOptions") or [])
 
 
 class _PinnedSSHAdapter(SSHHTTPAdapter):

@@ -10,6 +10,9 @@ Why this shape:
 - The cloud-config is a Secret mounted where the image's init waits for a NoCloud seed
   (/var/lib/cloud/seed/nocloud: user-data and meta-data). It is never in the pod spec, the
   environment, annotations or labels, and Pulumi keeps it as a secret.
+- A user namespace of its own (`hostUsers: false`: root in the pod is an unprivileged uid of the
+  node) where the cluster supports it (userns.py); elsewhere the preflight warns, and the pod runs
+  in the node's user namespace. The Deployment's pod template, as read back, says which.
 - The same least privilege as Docker (components/backends/docker/backend.py): every capability
   dropped but the ones sshd and cloud-init need (plus NET_ADMIN to apply a restricted egress
   policy at boot), no privilege escalation, the runtime's default seccomp profile, CPU and memory
@@ -45,6 +48,7 @@ from components.backends.kubernetes.preflight import (
     cluster_field,
     cluster_image,
     cluster_problems,
+    cluster_user_namespaces,
     kubectl,
 )
 from components.reconciled import digest
@@ -72,6 +76,7 @@ class KubernetesAgentArgs:
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
     storage_class: Optional[str] = None
+    user_namespace: bool = False  # hostUsers: false (the cluster supports it)
 
     @property
     def machine_name(self) -> str:
@@ -127,6 +132,8 @@ def pod_spec(args: KubernetesAgentArgs, seed_secret: pulumi.Input[str], claim: s
             {"name": "workspace", "persistentVolumeClaim": {"claimName": claim}},
         ],
     }
+    if args.user_namespace:
+        spec["hostUsers"] = False
     if args.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": name} for name in args.image_pull_secrets]
     return spec
@@ -156,7 +163,7 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
     )
     # The pod names the claim by its fixed name, not its output: the claim of a
     # WaitForFirstConsumer class is bound only once its pod exists.
-    k8s.apps.v1.Deployment(
+    deployment = k8s.apps.v1.Deployment(
         f"{agent.name}-pod",
         metadata=metadata,
         spec={
@@ -181,11 +188,15 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
               "ports": [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT}]},
         opts=opts,
     )
+    # As the API server kept it: one without UserNamespacesSupport drops hostUsers.
+    user_namespace = deployment.spec.template.spec.host_users.apply(lambda kept: "remapped" if kept is False else "none")
     if args.service_type == "LoadBalancer":
         # The provider awaits the load balancer's address before the Service is done.
-        return service.status.load_balancer.ingress.apply(
-            lambda ingress: {"host": ingress[0].ip or ingress[0].hostname, "port": SSH_PORT})
-    return service.spec.ports[0].node_port.apply(lambda port: {"host": args.node_address, "port": int(port)})
+        address = service.status.load_balancer.ingress.apply(lambda ingress: ingress[0].ip or ingress[0].hostname)
+        return pulumi.Output.all(address, user_namespace).apply(
+            lambda v: {"host": v[0], "port": SSH_PORT, "user_namespace": v[1]})
+    return pulumi.Output.all(service.spec.ports[0].node_port, user_namespace).apply(
+        lambda v: {"host": args.node_address, "port": int(v[0]), "user_namespace": v[1]})
 
 
 def resource_suffix(host: HostSpec) -> str:
@@ -200,6 +211,7 @@ class KubernetesBackend:
 
     def __init__(self) -> None:
         self._providers: dict[tuple[str, str], k8s.Provider] = {}  # (stack, host) -> its Provider
+        self._user_namespaces: set[tuple[str, str]] = set()  # (stack, host) whose pods get their own
 
     def missing_tools(self) -> list[str]:
         return [] if kubectl() else ["kubectl (run scripts/setup kubernetes)"]
@@ -207,8 +219,21 @@ class KubernetesBackend:
     def preflight(self, fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
         problems: list[str] = []
         for host, placed in fleet.placed(agents).items():
-            problems += cluster_problems(fleet.stack, host, placed)
+            found = cluster_problems(fleet.stack, host, placed)
+            problems += found
+            if not found:
+                self._judge_user_namespaces(fleet.stack, host, placed)
         return problems
+
+    def _judge_user_namespaces(self, stack: str, host: HostSpec, agents: list[AgentSpec]) -> None:
+        gap = cluster_user_namespaces(host)
+        if gap is None:
+            self._user_namespaces.add((stack, host.name))
+            return
+        self._user_namespaces.discard((stack, host.name))
+        pulumi.log.warn(f'stack "{stack}": cluster "{host.name}" (agents {", ".join(a.name for a in agents)}): '
+                        f"pods run in the node's user namespace (root in them is the node's root, held by their "
+                        f"capabilities): {gap}")
 
     def fleet_resources(self, fleet: FleetSpec, context: MachineContext,
                         opts: pulumi.ResourceOptions) -> dict[str, list[pulumi.Resource]]:
@@ -252,10 +277,11 @@ class KubernetesBackend:
                                    image=cluster_image(cluster, agent), node_address=cluster.node_address,
                                    service_type=cluster.service_type,
                                    image_pull_policy=cluster.image_pull_policy,
-                                   image_pull_secrets=cluster.image_pull_secrets, storage_class=cluster.storage_class)
+                                   image_pull_secrets=cluster.image_pull_secrets, storage_class=cluster.storage_class,
+                                   user_namespace=(context.stack, host.name) in self._user_namespaces)
         endpoint = provision(args, user_data, pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(provider=self._providers[(context.stack, host.name)])))
-        return endpoint.apply(lambda e: Endpoint(host=e["host"], port=int(e["port"])))
+        return endpoint.apply(lambda e: Endpoint(host=e["host"], port=int(e["port"]), user_namespace=e["user_namespace"]))
 
 
 BACKEND = KubernetesBackend()

@@ -1,6 +1,7 @@
 """What `up` checks on each cluster before it creates anything: the cluster answers, the namespace
 is there (or may be made), the objects of an agent may be made in it, the storage class exists,
-the pull secrets exist, and an image that must not be pulled is on a node.
+the pull secrets exist, and an image that must not be pulled is on a node. Apart from those, whether
+the cluster can give pods a user namespace of their own (userns.py): a warning, not a refusal.
 
 Each problem names the stack, the cluster host, its agents and the config field to change. The
 checks are kubectl calls (the kubectl setup builds, matching the cluster binaries), made side by
@@ -12,10 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
+from components.backends.kubernetes.userns import server_version, user_namespace_gap
 from components.image import agent_image_tag
 from components.process import Completed, run, tail
 from components.spec import FLEET_CLUSTER, AgentSpec, ClusterSpec, HostSpec
@@ -66,12 +69,7 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
     config = Path(cluster.kubeconfig).expanduser()
     if not config.is_file():
         return [f"{where}: field {cluster_field(host, 'kubeconfig')}: no file {config}"]
-    base = [kubectl() or "kubectl", "--kubeconfig", str(config), "--request-timeout", "10s",
-            *(["--context", cluster.context] if cluster.context else [])]
-
-    def call(*argv: str) -> Completed:
-        return run([*base, *argv], timeout_s=30)
-
+    call = kubectl_on(cluster)
     ready = call("get", "--raw", "/readyz")
     if not ready.ok:
         return [f"{where}: does not answer ({tail(ready.stderr or ready.stdout, 2)})"]
@@ -107,6 +105,27 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
     if cluster.image_pull_policy == "Never":
         problems += _image_problems(where, host, cluster, agents, done["nodes"])
     return problems
+
+
+def kubectl_on(cluster: ClusterSpec) -> Callable[..., Completed]:
+    """kubectl with the cluster's kubeconfig and context, its calls bounded in time."""
+    base = [kubectl() or "kubectl", "--kubeconfig", str(Path(cluster.kubeconfig).expanduser()),
+            "--request-timeout", "10s", *(["--context", cluster.context] if cluster.context else [])]
+
+    def call(*argv: str) -> Completed:
+        return run([*base, *argv], timeout_s=30)
+
+    return call
+
+
+def cluster_user_namespaces(host: HostSpec) -> str | None:
+    """Why the cluster's pods cannot have a user namespace of their own (userns.py), or None."""
+    assert host.cluster is not None
+    call = kubectl_on(host.cluster)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        version, nodes = pool.map(lambda argv: call(*argv), [("version", "-o", "json"), ("get", "nodes", "-o", "json")])
+    listed = json.loads(nodes.stdout)["items"] if nodes.ok else None
+    return user_namespace_gap(server_version(version.stdout) if version.ok else None, listed)
 
 
 def _namespace_problems(where: str, stack: str, host: HostSpec, cluster: ClusterSpec, found: Completed,

@@ -216,7 +216,7 @@ class LimaBackend:
             "host_public_key": host_public_key,
             **in_place_fields(agent),
         }, secret=user_data, opts=opts)
-        return pulumi.Output.all(vm.host, vm.port).apply(lambda v: Endpoint(host=v[0], port=int(v[1])))
+        return pulumi.Output.all(vm.host, vm.port).apply(lambda v: Endpoint(host=v[0], port=int(v[1]), user_namespace="vm"))
 
 
 BACKEND = LimaBackend()

@@ -69,7 +69,7 @@ class MultipassBackend:
             raise pulumi.RunError(f'stack "{context.stack}", agent "{agent.name}": {problem}')
         vm = MultipassVm(f"{agent.name}-vm", {**vm_fields(context, agent), "host_public_key": host_public_key},
                          secret=user_data, opts=opts)
-        return pulumi.Output.all(vm.host, vm.port).apply(lambda v: Endpoint(host=v[0], port=int(v[1])))
+        return pulumi.Output.all(vm.host, vm.port).apply(lambda v: Endpoint(host=v[0], port=int(v[1]), user_namespace="vm"))
 
 
 BACKEND = MultipassBackend()

@@ -1,0 +1,38 @@
+"""components/backends/docker/driver.py: what goes into an agent's container before it first
+starts, and how its user namespace is read back, without an engine."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from types import SimpleNamespace
+
+from components.backends.docker.driver import SEED_DIR, seed_archive, user_namespace
+
+
+def members(archive: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {member.name: member for member in tar.getmembers()}
+
+
+def test_the_seed_is_roots_alone():
+    found = members(seed_archive("agent-1", "agent-1", "#cloud-config\n"))
+    assert list(found) == [SEED_DIR, f"{SEED_DIR}/user-data", f"{SEED_DIR}/meta-data"]
+    assert all(member.uid == 0 and member.mode & 0o077 == 0 for member in found.values())
+
+
+def test_the_directories_above_the_mounts_come_first_and_are_roots():
+    """On a userns-remap engine the upload would otherwise make them the host root's (nobody inside)."""
+    found = members(seed_archive("agent-1", "agent-1", "", ("/home/agent/workspace", "/var/lib/agentfleet/shared.git")))
+    parents = ["home", "home/agent", "var", "var/lib", "var/lib/agentfleet"]
+    assert list(found)[:len(parents)] == parents
+    assert all(found[name].isdir() and (found[name].uid, found[name].gid, found[name].mode) == (0, 0, 0o755)
+               for name in parents)
+    assert "home/agent/workspace" not in found, "the mount point itself is the volume's"
+
+
+def test_the_user_namespace_is_the_engines_unless_the_container_asked_for_the_hosts():
+    remapping, plain = SimpleNamespace(remaps_users=True), SimpleNamespace(remaps_users=False)
+    assert user_namespace(remapping, {"UsernsMode": ""}) == "remapped"
+    assert user_namespace(remapping, {"UsernsMode": "host"}) == "none"
+    assert user_namespace(plain, {}) == "none"
