@@ -22,6 +22,7 @@ from tests.e2e.support import FleetStack, GitServer, start_git_server
 from tests.kubecluster.host_state import HostState
 
 AGENT = "remapped"
+PLAIN = "plain"  # on this machine's engine, which does not remap
 AGENT_UID = 1000  # the agent user inside (cloud-init/agent.yaml)
 
 
@@ -54,7 +55,8 @@ def fleet_config(rig: RemoteHosts, git: GitServer, key_file: Path) -> dict[str, 
         "hosts": {host.name: {"address": host.url, "known_hosts": [host.known_hosts], "identity_file": str(key_file)}},
         "defaults": {"resources": {"cpus": 0.5, "memory": "256m", "pids": 128}},
         "agents": [{"name": AGENT, "host": host.name, "identity": {"name": "Remapped", "email": "remapped@fleet.test"},
-                    "remote": git.url, "known_hosts": [git.known_hosts_line], "credential": {"ssh_key": "deployKey"}}],
+                    "remote": git.url, "known_hosts": [git.known_hosts_line], "credential": {"ssh_key": "deployKey"}},
+                   {"name": PLAIN, "host": "local", "identity": {"name": "Plain", "email": "plain@fleet.test"}}],
     }
 
 
@@ -135,8 +137,8 @@ def test_ls_and_doctor_say_the_agent_runs_in_a_user_namespace(fleet):
     outputs_file.write_text(json.dumps(outputs))
     out, err = io.StringIO(), io.StringIO()
     assert cli(["--outputs", str(outputs_file), "ls", "--json"], out, err, {}) == 0, err.getvalue()
-    [listed] = json.loads(out.getvalue())
-    assert listed["user_namespace"] == "remapped", listed
+    listed = {agent["name"]: agent for agent in json.loads(out.getvalue())}
+    assert {name: agent["user_namespace"] for name, agent in listed.items()} == {AGENT: "remapped", PLAIN: "none"}
     out = io.StringIO()
     assert cli(["--outputs", str(outputs_file), "doctor", AGENT], out, err, {}) == 0, out.getvalue() + err.getvalue()
     assert "  ok    userns        yes: root in the container is an unprivileged uid of its host (the engine runs " \
