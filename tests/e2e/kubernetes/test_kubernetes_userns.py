@@ -78,7 +78,7 @@ def test_an_agent_falls_back_to_the_nodes_user_namespace_and_says_so(kube_cluste
                                                                      make_stack, tmp_path: Path) -> None:
     stack: FleetStack = make_stack("kuserns")
     stack.set_fleet({"kubernetes": cluster_config(kube_cluster, namespace, create_namespace=False),
-                     "defaults": {"resources": {"cpus": 0.5, "memory": "256m", "pids": 128, "disk": 1}},
+                     "defaults": {"resources": {"cpus": 0.5, "memory": "256m", "pids": 128, "disk": 2}},
                      "agents": [{"name": "pod", "backend": "kubernetes",
                                  "identity": {"name": "Pod", "email": "pod@fleet.test"}}]})
     said: list[str] = []
