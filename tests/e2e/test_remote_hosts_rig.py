@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.remote_hosts import NETNS_DIR, RIG_ROOT, remove_abandoned_rigs
+from tests.e2e.remote_hosts import NETNS_DIR, REMAP_FILES, REMAP_USER, RIG_ROOT, RemoteHosts, remove_abandoned_rigs
 from tests.e2e.support import PROJECT_ROOT
 from tests.shared_paths import SHARED_PATHS
 
@@ -77,3 +77,27 @@ def test_a_killed_run_is_removed_by_the_next(held) -> None:
     assert leftovers(rig_id), "SIGKILL gave the rig no chance to clean up, so something must be left"
     assert rig_id in remove_abandoned_rigs()
     assert leftovers(rig_id) == []
+
+
+def test_a_remapped_host_remaps_without_touching_the_machines_user_files() -> None:
+    """The remap user and its ranges exist in that dockerd's mount namespace only."""
+    files = {name: (Path("/etc") / name).read_bytes() if (Path("/etc") / name).exists() else None
+             for name in REMAP_FILES}
+    with RemoteHosts(1, remapped=frozenset({"host-1"})) as rig:
+        host = rig.host("host-1")
+        engine = host.local_docker()
+        try:
+            info = engine.info()
+        finally:
+            engine.close()
+        assert "name=userns" in info["SecurityOptions"]
+        assert info["DockerRootDir"] == f"{host.data_root}/{host.remapped_root}.{host.remapped_root}"
+        assert subprocess.run(["getent", "passwd", REMAP_USER], capture_output=True).returncode == 2
+        assert {name: (Path("/etc") / name).read_bytes() if (Path("/etc") / name).exists() else None
+                for name in REMAP_FILES} == files
+    assert leftovers(rig.id) == []
+
+
+def test_only_hosts_the_rig_has_can_be_remapped() -> None:
+    with pytest.raises(ValueError, match=r"remapped names hosts the rig does not have: \['host-3'\]"):
+        RemoteHosts(2, remapped=frozenset({"host-3"}))
