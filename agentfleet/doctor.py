@@ -113,7 +113,7 @@ def judge_user_namespace(endpoint: AgentEndpoint) -> Check:
     observation, never a failure: an agent without one is as usable)."""
     if endpoint.user_namespace is None:
         return Check("userns", Verdict.SKIP,
-                     "not in the outputs yet: `pulumi up --refresh` reads it back from the machine")
+                     "not in the outputs yet: the next `pulumi up` reads it back from the machine")
     if endpoint.user_namespace == "vm":
         return Check("userns", Verdict.OK, "not applicable: the agent has a kernel of its own (a VM)")
     key = (endpoint.user_namespace, endpoint.backend)

@@ -190,4 +190,4 @@ def test_user_namespace_is_reported_as_read_back_and_never_fails():
     assert "`pulumi preview` says why" in user_namespace_check("kubernetes", "none").detail
     assert user_namespace_check("lima", "vm").detail == "not applicable: the agent has a kernel of its own (a VM)"
     unknown = user_namespace_check("docker", None)
-    assert unknown.verdict is Verdict.SKIP and "pulumi up --refresh" in unknown.detail
+    assert unknown.verdict is Verdict.SKIP and "the next `pulumi up`" in unknown.detail

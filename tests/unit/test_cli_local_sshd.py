@@ -290,7 +290,7 @@ def test_doctor_passes_a_healthy_agent(outputs_file, cloud_init_replay, local_ss
     assert lines[4].endswith(f"{local_sshd.homes['agent-1'] / 'workspace'} holds a clone of {local_sshd.agent_outputs('agent-1')['remote']}")
     assert "answers through the workspace's origin: 2 refs" in lines[5]
     # These outputs were written without it: the check says where it comes from, and fails nothing.
-    assert lines[6] == "  skip  userns        not in the outputs yet: `pulumi up --refresh` reads it back from the machine"
+    assert lines[6] == "  skip  userns        not in the outputs yet: the next `pulumi up` reads it back from the machine"
     assert lines[7] == "all 1 agents healthy"
 
 
