@@ -179,6 +179,9 @@ class Reconciled(pulumi.CustomResource):
             props[SECRET] = pulumi.Output.secret(secret)
         own = pulumi.ResourceOptions(
             version=__version__,
+            # Names (containers, VMs, ports) are unique: also a replacement asked for with
+            # `pulumi up --replace`, where the provider's diff has no say, deletes first.
+            delete_before_replace=True,
             # The same resource as agentfleet 0.1 made it with a dynamic provider: nothing is replaced.
             aliases=[pulumi.Alias(type_=f"pulumi-python:dynamic/agentfleet:{self.KIND}")],
         )
