@@ -41,6 +41,36 @@ stop_resolver() {
     done
 }
 
+# A machine with a service manager (a VM) loads the table again at every boot before sshd starts,
+# without name servers (so DNS is refused until this script runs in cloud-init's final stage):
+# nobody logs in to open egress, and every connection is tracked from its first packet. A
+# container runs this script before its sshd starts anyway.
+early=/etc/systemd/system/agentfleet-egress-early.service
+if [ -d /run/systemd/system ]; then
+    cat >"$early.new" <<UNIT
+[Unit]
+Description=agentfleet: the agent's egress policy, before anyone can log in
+DefaultDependencies=no
+After=local-fs.target
+Before=ssh.service ssh.socket sshd.service
+ConditionPathExists=$conf/egress.nft
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c '{ echo "table inet agentfleet"; echo "delete table inet agentfleet"; cat $conf/egress.nft; } | nft -f -'
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    if cmp -s "$early.new" "$early"; then
+        rm "$early.new"
+    else
+        mv "$early.new" "$early"
+        systemctl daemon-reload
+        systemctl enable --quiet agentfleet-egress-early.service
+    fi
+fi
+
 if [ ! -e "$conf/egress.nft" ]; then
     nft delete table inet agentfleet 2>/dev/null || true
     stop_resolver

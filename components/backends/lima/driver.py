@@ -18,11 +18,12 @@ in the environment, or in a file on the host.
 
 Why the boot wait: `limactl start` returns once Lima's own per-boot script has run, the first of
 cloud-init's final stage. The rest of that stage still runs: at every boot after the first, the
-agent's per-boot egress script, which loads the egress policy. A connection to sshd accepted before
-that load is not tracked by netfilter, and its next packet out of the VM is rejected: a client
-connecting then reads no SSH banner or loses its session (as `pulumi up` after a stopped VM did),
-and a `limactl shell` open across the load never returns (as measured here). Once cloud-init's
-boot has finished, every new connection is tracked from its first packet.
+agent's per-boot egress script, which loads the egress policy with the name servers and starts the
+resolver (the table itself is loaded before sshd by a unit that script installs, but names resolve
+only after it). On a VM whose first boot predates that unit, a connection to sshd accepted before
+the load is not tracked by netfilter, and its next packet out of the VM is rejected: a client
+connecting then reads no SSH banner or loses its session, and a `limactl shell` open across the
+load never returns (as measured here). Once cloud-init's boot has finished, the agent is whole.
 """
 
 from __future__ import annotations
