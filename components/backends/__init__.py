@@ -10,10 +10,12 @@ resource whose `host` and `port` outputs are the SSH endpoint).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import pulumi
 
+from agentfleet.contract import ForgeGate
+from agentfleet.throttle import DEFAULT_FORGE_CONNECTIONS
 from components.spec import AgentSpec, FleetSpec
 
 
@@ -35,6 +37,14 @@ class MachineContext:
     def machine_name(self, agent: str) -> str:
         """The name of an agent's container or VM: unique per stack, the same in create and delete."""
         return f"agentfleet-{self.stack}-{agent}"
+
+    def forge_gate(self, agent: AgentSpec) -> dict[str, Any]:
+        """`forge_gate` for a machine's inputs where the agent has a remote: the provider holds one
+        of that host's slots while the machine's first clone runs (agentfleet/throttle.py)."""
+        if agent.remote is None:
+            return {}
+        connections = self.fleet.forge_connections if self.fleet else DEFAULT_FORGE_CONNECTIONS
+        return {"forge_gate": ForgeGate(host=agent.remote.host, connections=connections)}
 
     def labels(self, agent: str | None = None) -> dict[str, str]:
         labels = {"agentfleet.stack": self.stack}

@@ -117,9 +117,8 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
         "port_span": PORT_SPAN,
         **placed(context, agent),
         **in_place_fields(agent),
+        **context.forge_gate(agent),
     }
-    if agent.remote is not None:
-        fields["forge_gate"] = ForgeGate(host=agent.remote.host, connections=fleet.forge_connections)
     if agent.name in context.shared_objects:
         fields["shared_objects_volume"] = shared_objects_volume(context)
     if agent.ssh_port is not None:

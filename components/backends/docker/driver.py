@@ -23,7 +23,6 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,7 +30,7 @@ from docker.errors import APIError, NotFound
 from docker.types import Mount
 
 from agentfleet.contract import CLONE_GATE, LOGIN_UID
-from agentfleet.throttle import ForgeGate
+from agentfleet.throttle import held_for
 from components.backends.docker.engines import (
     LINK_ERRORS,
     Engine,
@@ -112,21 +111,6 @@ _locks: dict[str, threading.Lock] = {}
 # port before the engine lists it, so the next choice on that engine must not take it again.
 _chosen: dict[str, dict[str, int]] = {}
 _clients_lock = threading.Lock()
-_gates: dict[int, ForgeGate] = {}  # by connections: one per fleet limit, for the whole provider process
-
-
-@contextmanager
-def gated(fields: dict[str, Any]) -> Iterator[None]:
-    """Hold one of the remote host's slots (`forge_gate`: host, connections) for the block; the
-    fleet's network git operations of this process at once stay within the limit."""
-    gate = fields.get("forge_gate")
-    if not gate:
-        yield
-        return
-    with _clients_lock:
-        forge = _gates.setdefault(int(gate["connections"]), ForgeGate(int(gate["connections"])))
-    with forge.held(gate["host"]):
-        yield
 
 
 def engine_of(fields: dict[str, Any]) -> dict[str, Any]:
@@ -427,7 +411,7 @@ class ContainerDriver(Driver):
 
         if run(WAIT_FOR_GATE).strip() != "waiting":
             return
-        with gated(fields):
+        with held_for(fields.get("forge_gate")):
             run(ADMIT)
 
 
@@ -536,7 +520,7 @@ class MirrorDriver(Driver):
             if secret:
                 credential = secret.rstrip("\n") + "\n" if fields["kind"] == "ssh_key" else secret
                 cloner.put_archive("/run", tar_of({"agentfleet-credential": (credential.encode(), 0o600)}, {}))
-            with gated(fields):
+            with held_for(fields.get("forge_gate")):
                 cloner.start()
                 status = cloner.wait(timeout=READY_TIMEOUT_S)["StatusCode"]
             if status != 0:

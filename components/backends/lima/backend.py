@@ -162,6 +162,7 @@ def vm_fields(context: MachineContext, agent: AgentSpec, image: VmImage | None) 
         "agent": agent.name,
         "config": render_instance_config(instance_config(agent, image)),
         "state": "running",
+        **context.forge_gate(agent),
     }
 
 

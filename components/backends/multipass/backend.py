@@ -42,6 +42,7 @@ def vm_fields(context: MachineContext, agent: AgentSpec) -> dict:
                               disk_gib=agent.resources.disk_gib, image=agent.image),
         "state": "running",
         **in_place_fields(agent),
+        **context.forge_gate(agent),
     }
 
 
