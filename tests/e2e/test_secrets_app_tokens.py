@@ -43,6 +43,13 @@ def github():
     api.stop()
 
 
+@pytest.fixture
+def stack(github: GitHubApi, make_stack):
+    made: FleetStack = make_stack("apptokens")
+    yield made
+    made.destroy()  # while the stand-in is up (destroy revokes up's token there); again is a no-op
+
+
 def fleet_config(github: GitHubApi) -> dict[str, Any]:
     return {
         "defaults": {"resources": {"cpus": 0.5, "memory": "192m", "pids": 128}},
@@ -84,8 +91,7 @@ def line_of(token: str) -> str:
     return f"https://x-access-token:{token}@{REMOTE_HOST}\n"
 
 
-def test_no_app_key_or_token_leaves_the_secrets_during_up_and_exec(github: GitHubApi, make_stack, monkeypatch):
-    stack: FleetStack = make_stack("apptokens")
+def test_no_app_key_or_token_leaves_the_secrets_during_up_and_exec(github: GitHubApi, stack: FleetStack, monkeypatch):
     stack.set_secret("githubAppKey", PRIVATE)
     stack.set_fleet(fleet_config(github))
     logged = Logged()
