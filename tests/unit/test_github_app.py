@@ -19,6 +19,7 @@ from agentfleet.githubapp import PERMISSIONS, GitHubApp, app_jwt, key_problem, m
 from agentfleet.pulls import forge_from_outputs, open_pull, pull_client
 from components.keys import generate_ed25519
 from components.apptoken import AppTokenDriver
+from components.deploykey import forge_problems
 from tests.unit.github_api import TOKEN, GitHubApi, app_key_pair
 from tests.unit.spec_helpers import agent, load, problems
 
@@ -324,3 +325,15 @@ def test_pr_without_an_app_still_needs_the_forge_token(github):
     del raw["forge"]["app"]
     with pytest.raises(OutputsInvalid, match="must hold kind, api, repository, token"):
         forge_from_outputs(raw, "stack 'dev'")
+
+
+def test_an_app_fleet_needs_no_forge_token_unless_an_agent_registers_a_deploy_key(github):
+    config = fleet_config()
+    del config["forge"]["token"]
+    found = problems(config, {"github_app_key": PRIVATE})  # agent-2's ssh remote needs a deploy key
+    assert len(found) == 1 and 'stack "test", field "forge.token"' in found[0] and "agents agent-2" in found[0]
+    config["agents"] = config["agents"][:1]
+    config["forge"]["api"] = github.url
+    spec = load(config, {"github_app_key": PRIVATE})
+    assert spec.forge.token == "" and spec.mints_token(spec.agents[0])
+    assert forge_problems(spec) == [] and github.sent == []  # nothing to ask with: the App's tokens say at `up`
