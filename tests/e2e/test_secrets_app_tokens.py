@@ -1,7 +1,8 @@
 """GitHub App tokens during `up` and `exec`, end to end: a real `pulumi up` of a Docker agent whose
 fleet names a GitHub App (its API: the GitHub stand-in of tests/unit/github_api.py on loopback,
 which verifies the App's JWT as GitHub documents it and mints tokens of the lifetime the test
-sets), then `agentfleet exec` refreshing the agent's token, then another `up`.
+sets), then `agentfleet exec` refreshing the agent's token, another `up`, and `agentfleet pr`
+opening the agent's pull request with a token minted for that.
 
 While each runs, every process's arguments and environment are sampled (tests/e2e/process_sampler.py).
 Neither the App's private key nor any token minted (by `up` or by `exec`) may appear in them (but
@@ -143,8 +144,18 @@ def test_no_app_key_or_token_leaves_the_secrets_during_up_and_exec(github: GitHu
     exec_("true")
     assert len(github.minted) == 3 and credential(outputs) == line_of(by_up_again)
 
+    # 4. `agentfleet pr` opens the agent's pull request with a token of its own (no forge.token here).
+    github.branches.add(f"agent/{AGENT}")
+    out, err = io.StringIO(), io.StringIO()
+    with ProcessSampler() as sampler:
+        status = cli(["--stack", stack.name, "--cwd", str(stack.project_dir), "pr", AGENT, "--json"], out, err)
+    samplers.append(sampler)
+    assert (status, err.getvalue()) == (0, "") and json.loads(out.getvalue())[0]["action"] == "opened"
+    by_pr = github.minted[3]
+    assert github.tokens.get(by_pr) is None and github.pulls[0]["head"]["ref"] == f"agent/{AGENT}"  # revoked
+
     # Nowhere but in the secrets.
-    tokens = [by_up, by_exec, by_up_again]
+    tokens = [by_up, by_exec, by_up_again, by_pr]
     secrets = [*tokens, *KEY_LINES]
     channel = config_channel()[1]
     for sampler in samplers:
