@@ -117,7 +117,9 @@ def app_from_output(forge: Mapping[str, Any]) -> Optional[GitHubApp]:
     app = forge.get("app")
     if not isinstance(app, Mapping):
         return None
-    return GitHubApp(int(app["id"]), int(app["installation"]), "forge.app.private_key", app["private_key"])
+    # The outputs do not say which config key held the key: a refusal's hint names the field instead.
+    return GitHubApp(int(app["id"]), int(app["installation"]), "<the config key forge.app.private_key names>",
+                     app["private_key"])
 
 
 def refresh_from_outputs(raw: object, directory: Optional[Path]) -> Optional[TokenRefresh]:
