@@ -67,6 +67,7 @@ class AppOutput(TypedDict):
     installation: int
     private_key: str
     agents: list[str]  # the agents that push with its tokens
+    expires: dict[str, float]  # agent -> when the token `pulumi up` wrote into it expires (epoch seconds)
 
 
 class ForgeOutput(TypedDict):
@@ -75,7 +76,7 @@ class ForgeOutput(TypedDict):
     kind: str
     api: str
     repository: str
-    token: str
+    token: str  # "" when the fleet has none (a GitHub App opens its pull requests)
     app: NotRequired[AppOutput]  # a GitHub App: `agentfleet exec` refreshes these agents' tokens with it
 
 
