@@ -115,7 +115,9 @@ def test_the_agent_reports_its_identity_and_runs_unprivileged_in_its_own_kernel(
     assert run_ok(client, "git config user.email") == "lima-agent@fleet.test"
     assert run_ok(client, "pwd") == "/home/agent/workspace"
     assert run_ok(client, "id -u") == "1000"
+    # No path to root: no sudo, no group that administers the VM (sudo, adm, systemd-journal, …).
     assert not client.agent("agent-1").run("sudo -n true", timeout=COMMAND_TIMEOUT_S).ok
+    assert run_ok(client, "id -Gn") == "agent"
     assert run_ok(client, "uname -r") != os.uname().release
 
 
