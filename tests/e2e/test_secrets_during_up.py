@@ -81,7 +81,7 @@ def test_the_sampler_and_recorder_saw_the_up(observed):
     assert sampler.rounds > 100
     assert sampler.saw_its_marker(), "the sampler missed the short process it planted during up"
     paths = [path for _, path, _ in recorder.calls()]
-    assert sum(1 for path in paths if "/containers/create" in path) == 3
+    assert sum(1 for path in paths if "/containers/create" in path) == 6  # each agent's and its policy container
 
 
 def test_no_key_or_token_in_any_process_arguments_or_environment_during_up(observed):
