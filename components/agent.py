@@ -69,7 +69,8 @@ class Agent(pulumi.ComponentResource):
             host_key.public_key,
             remote_key.private_key if remote_key else given_secret if spec.credential.kind == "ssh_key" else None,
             https_token,
-        ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference, fleet))
+        ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference, fleet,
+                                                 policy=backend(spec.backend).policy_in_machine))
 
         # With a forge, the key is registered (as a deploy key, or as the agent's forge user's key) before
         # the machine is made: its first clone at boot works.

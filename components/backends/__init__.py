@@ -52,6 +52,10 @@ class MachineContext:
 
 
 class Backend(Protocol):
+    # Whether the agent's cloud-config carries its egress policy (applied inside the machine by
+    # its root), or the backend applies it out of the machine's reach.
+    policy_in_machine: bool
+
     def missing_tools(self) -> list[str]:
         """What this machine lacks to drive the backend, each with what to install."""
 

@@ -174,6 +174,8 @@ def step_fields(user_data: str) -> dict[str, Any]:
 
 
 class LimaBackend:
+    policy_in_machine = True
+
     def missing_tools(self) -> list[str]:
         missing = []
         limactl = limactl_command()

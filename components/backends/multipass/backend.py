@@ -47,6 +47,8 @@ def vm_fields(context: MachineContext, agent: AgentSpec) -> dict:
 
 
 class MultipassBackend:
+    policy_in_machine = True
+
     def missing_tools(self) -> list[str]:
         if shutil.which("multipass") is None:
             return ["multipass (install it: `sudo snap install multipass`)"]
