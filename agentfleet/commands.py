@@ -262,15 +262,14 @@ def cmd_deploy_keys(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_pr(args: argparse.Namespace, ctx: Context) -> int:
     """Pull requests through the forge's API; reads the outputs, connects to no agent."""
-    from agentfleet.forge import ForgeClient
-    from agentfleet.pulls import forge_from_outputs, open_pull
+    from agentfleet.pulls import open_pull, pull_client
 
-    client = ForgeClient(forge_from_outputs(ctx.source.read(), ctx.source.describe()))
     names = [ctx.fleet.endpoint(args.name).name] if args.name else list(ctx.fleet.names)
-    base = client.repository().default_branch
-    existing = client.open_pulls()
-    outcomes = [open_pull(client, ctx.fleet.name, name, ctx.fleet.endpoint(name).branch, base, args.title, existing)
-                for name in names]
+    with pull_client(ctx.source.read(), ctx.source.describe()) as client:
+        base = client.repository().default_branch
+        existing = client.open_pulls()
+        outcomes = [open_pull(client, ctx.fleet.name, name, ctx.fleet.endpoint(name).branch, base, args.title,
+                              existing) for name in names]
     if args.json:
         ctx.out.write(json.dumps([outcome.to_json() for outcome in outcomes], indent=2) + "\n")
     else:

@@ -25,7 +25,8 @@ GIT_CREDENTIALS_PATH = f"{HOME}/.git-credentials"  # an https remote's token, re
 WORKSPACE = f"{HOME}/workspace"
 TRACE2_DIR = "/var/log/agentfleet/git-trace2"
 # What the egress policy refused (cloud-init/agentfleet_denied.py writes it, root's, rotated once).
-DENIED_RECORD = "/var/log/agentfleet/denied.jsonl"
+# A directory of its own: Docker agents mount their policy container's record there read-only.
+DENIED_RECORD = "/var/log/agentfleet/egress/denied.jsonl"
 EGRESS_RULESET = "/etc/agentfleet/egress.nft"
 # The first-boot clone's gate (cloud-init/first-clone.sh): the Docker driver puts `required` there
 # before the machine starts; the script says `waiting`, clones once it finds `admitted` (the remote
@@ -73,6 +74,7 @@ class AppOutput(TypedDict):
     installation: int
     private_key: str
     agents: list[str]  # the agents that push with its tokens
+    expires: dict[str, float]  # agent -> when the token `pulumi up` wrote into it expires (epoch seconds)
 
 
 class ForgeOutput(TypedDict):
@@ -81,7 +83,7 @@ class ForgeOutput(TypedDict):
     kind: str
     api: str
     repository: str
-    token: str
+    token: str  # "" when the fleet has none (a GitHub App opens its pull requests)
     app: NotRequired[AppOutput]  # a GitHub App: `agentfleet exec` refreshes these agents' tokens with it
 
 

@@ -28,6 +28,9 @@ from agentfleet.forge import Forge, ForgeClient, ForgeError
 
 # What an agent's token may do: push its branch (contents) and open pull requests, nothing else.
 PERMISSIONS = {"contents": "write", "pull_requests": "write"}
+# What `agentfleet pr`'s token may do: read the repository and its branches (metadata, which every
+# installation token has) and open pull requests.
+PULL_PERMISSIONS = {"pull_requests": "write"}
 JWT_LIFETIME = 540  # seconds; GitHub refuses an `exp` more than ten minutes ahead
 CLOCK_SKEW = 60  # `iat` this far in the past, as GitHub advises against clock drift
 REFRESH_MARGIN = 600  # seconds: a token with less left is minted again before it is used
@@ -89,20 +92,26 @@ MINT_HINTS = {
     404: ("forge.app.installation", "no installation {installation} of App {id}: install the App on the repository "
           "and name the number in its URL (github.com/settings/installations/<number>)"),
     422: ("forge.app.installation", "installation {installation} cannot reach {repository} or lacks the permissions "
-          "contents: write and pull_requests: write; add the repository to the installation and grant them"),
+          "{permissions}; add the repository to the installation, and grant them in the App's settings (Permissions: "
+          "{names}, Read and write) and accept them on the installation"),
 }
 
 
-def mint(app: GitHubApp, forge: Forge, now: Optional[float] = None) -> InstallationToken:
-    """A fresh installation token for `forge.repository` alone, with PERMISSIONS alone."""
+def mint(app: GitHubApp, forge: Forge, now: Optional[float] = None,
+         permissions: Optional[dict[str, str]] = None) -> InstallationToken:
+    """A fresh installation token for `forge.repository` alone, with `permissions` (PERMISSIONS:
+    an agent's) alone."""
+    permissions = PERMISSIONS if permissions is None else permissions
     now = time.time() if now is None else now
     client = ForgeClient(Forge("github", forge.api, forge.repository, app_jwt(app, now)),
                          token_field="forge.app.private_key")
     try:
-        answer = client.mint_installation_token(app.installation, forge.repository.split("/")[1], PERMISSIONS)
+        answer = client.mint_installation_token(app.installation, forge.repository.split("/")[1], permissions)
     except ForgeError as error:
         field_name, hint = MINT_HINTS.get(error.status, ("forge.app", ""))
-        hint = hint.format(key=app.config_key, installation=app.installation, id=app.id, repository=forge.repository)
+        hint = hint.format(key=app.config_key, installation=app.installation, id=app.id, repository=forge.repository,
+                           permissions=" and ".join(f"{name}: {level}" for name, level in permissions.items()),
+                           names=", ".join(name.replace("_", " ").capitalize() for name in permissions))
         raise ForgeError(f'field "{field_name}": GitHub App {app.id} could not mint a token: {error}'
                          f"{f'; {hint}' if hint else ''}", error.status) from None
     return InstallationToken(answer["token"], parse_time(answer["expires_at"]))

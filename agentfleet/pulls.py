@@ -3,18 +3,23 @@
 Why ask the forge and not the agent: the pull request is about what the forge has (the pushed
 branch), so an agent need not be up to open one. An open pull request from the branch is shown,
 never opened twice; a branch the forge does not have, or one with nothing to merge, is skipped
-with what to do.
+with what to do. A fleet with a GitHub App opens them with an installation token minted for that
+alone (pull requests: write; the App's key from the stack output `forge`, as `exec` reads it),
+revoked when `pr` is done: no personal token needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
+from agentfleet.apptokens import app_from_output
 from agentfleet.contract import FORGE_OUTPUT
 from agentfleet.errors import OutputsInvalid, UsageError
 from agentfleet.forge import FORGE_KINDS, Forge, ForgeClient, ForgeError, PullRequest
+from agentfleet.githubapp import PULL_PERMISSIONS, GitHubApp, mint, revoke
 from agentfleet.outputs import HIDDEN_SECRET
 
 
@@ -46,18 +51,35 @@ class PullOutcome:
         return f"{self.agent}: {said} #{self.pull.number} {self.pull.url} ({self.branch} -> {self.base})\n"
 
 
-def forge_from_outputs(raw: object, source: str) -> Forge:
-    """The stack's forge (output `forge`), or an error saying how to get one."""
+def forge_from_outputs(raw: object, source: str) -> tuple[Forge, Optional[GitHubApp]]:
+    """The stack's forge (output `forge`) and its GitHub App if it has one, or an error saying how
+    to get them. Without an App the forge's token is required."""
     data = raw.get(FORGE_OUTPUT) if isinstance(raw, Mapping) else None
     if data is None:
         raise UsageError(f"{source} has no forge: add `forge:` to its fleet config (docs/forge.md) and run `pulumi up`")
     if data == HIDDEN_SECRET:
         raise OutputsInvalid(source, [f"'{FORGE_OUTPUT}' is hidden ({HIDDEN_SECRET}); read the outputs with --show-secrets"])
-    fields = ("kind", "api", "repository", "token")
+    app = app_from_output(data) if isinstance(data, Mapping) else None
+    fields = ("kind", "api", "repository") if app is not None else ("kind", "api", "repository", "token")
     if not isinstance(data, Mapping) or not all(isinstance(data.get(key), str) and data[key] for key in fields) \
             or data["kind"] not in FORGE_KINDS:
         raise OutputsInvalid(source, [f"'{FORGE_OUTPUT}' must hold {', '.join(fields)} (kind one of {FORGE_KINDS})"])
-    return Forge(data["kind"], data["api"], data["repository"], data["token"])
+    return Forge(data["kind"], data["api"], data["repository"], data.get("token") or ""), app
+
+
+@contextmanager
+def pull_client(raw: object, source: str) -> Iterator[ForgeClient]:
+    """The client `pr` asks the forge with: with a GitHub App, an installation token that may open
+    pull requests and nothing else (revoked on the way out); without, the fleet's `forge.token`."""
+    forge, app = forge_from_outputs(raw, source)
+    if app is None:
+        yield ForgeClient(forge)
+        return
+    token = mint(app, forge, permissions=PULL_PERMISSIONS)
+    try:
+        yield ForgeClient(replace(forge, token=token.token), token_field="forge.app")
+    finally:
+        revoke(forge, token.token)
 
 
 def default_title(fleet: str, agent: str, branch: str) -> str:

@@ -2,15 +2,16 @@
 
 One ForgeGate per process holds a counting semaphore per remote host; whoever starts a network
 git operation (a first clone, a fetch) holds a slot of that host for its duration. The Pulumi
-provider holds one for the Docker agents' first clones at boot (components/backends/docker), the
-client one for its fleet-wide commands; see docs/configuration.md, "Gentle on the forge".
+provider holds one for the agents' first clones at boot (`held_for` a machine's `forge_gate`:
+Docker from the clone's admission to its end, Lima while the document that clones is applied,
+Multipass for its launch), the client one for its fleet-wide commands; see docs/configuration.md, "Gentle on the forge".
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 DEFAULT_FORGE_CONNECTIONS = 8
@@ -63,3 +64,20 @@ def touches_forge(command: Sequence[str] | str) -> bool:
         index += 2 if words[index] in _VALUED else 1
     return index < len(words) and words[index] in _NETWORK
 
+
+_provider_lock = threading.Lock()
+_provider_gates: dict[int, ForgeGate] = {}  # by limit: one per fleet's forge_connections, process-wide
+
+
+@contextmanager
+def held_for(gate: Mapping[str, object] | None) -> Iterator[None]:
+    """Hold one slot of a machine's `forge_gate` (host, connections) for the block, in one gate
+    per limit for the whole provider process: every first clone of the fleets it serves counts."""
+    if not gate:
+        yield
+        return
+    connections = int(str(gate["connections"]))
+    with _provider_lock:
+        forge = _provider_gates.setdefault(connections, ForgeGate(connections))
+    with forge.held(str(gate["host"])):
+        yield

@@ -18,13 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import exec_latency, footprint, hosts, kubernetes, overlaps, provider, provisioning, readiness, scale, update
+from bench import (exec_latency, footprint, hosts, kubernetes, overlaps, provider, provisioning, readiness, scale, state,
+                   update)
 from bench.common import Workbench
 from bench.report import write_reports
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("provisioning", "provider", "readiness", "update", "footprint", "scale", "exec_latency", "overlaps", "hosts",
-              "kubernetes")
+BENCHMARKS = ("provisioning", "provider", "readiness", "update", "footprint", "scale", "state", "exec_latency", "overlaps",
+              "hosts", "kubernetes")
 
 
 def sizes(text: str) -> list[int]:
@@ -78,6 +79,7 @@ def main() -> None:
         "update": lambda b: update.run(b, args.update_agents, args.update_rounds),
         "footprint": lambda b: footprint.run(b, args.footprint_agents, args.commits, args.files),
         "scale": lambda b: scale.run(b, args.scale_sizes, args.scale_budget),
+        "state": state.run,
         "exec_latency": lambda b: exec_latency_run(b, args.exec_rounds),
         "overlaps": lambda b: overlaps.run(b, args.overlaps_agents, args.overlaps_files, args.overlaps_commits,
                                            args.overlaps_rounds),

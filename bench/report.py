@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ORDER = ("provisioning", "provider", "readiness", "no_change_update", "footprint", "scale", "exec_latency", "overlaps", "kubernetes")
+ORDER = ("provisioning", "provider", "readiness", "no_change_update", "footprint", "scale", "state", "exec_latency", "overlaps", "kubernetes")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -184,6 +184,12 @@ def _overlaps(axis: Any, result: dict[str, Any]) -> None:
     axis.legend(fontsize=7)
 
 
+def _state(axis: Any, result: dict[str, Any]) -> None:
+    rows = result["results"]
+    _bars(axis, [r["resource"] for r in rows], [r["kb"] for r in rows], "%.1f", "kB in `pulumi stack export`",
+          f"State of one more agent: {result['per_agent_kb']:.1f} kB", label_size=7)
+
+
 PANELS = {"provisioning": _provisioning, "provider": _provider, "readiness": _readiness, "no_change_update": _update,
-          "footprint": _footprint, "scale": _scale, "exec_latency": _exec_latency,
+          "footprint": _footprint, "scale": _scale, "state": _state, "exec_latency": _exec_latency,
           "overlaps": _overlaps, "kubernetes": _kubernetes}

@@ -6,7 +6,9 @@ fields from `container_fields` (the resource's inputs) and turns them into `dock
 options the engine applies alike; the cloud-config is rendered by the product with fresh keys
 and travels as the same NoCloud seed archive, copied in before the container starts
 (`docker cp - NAME:/`, the CLI's form of the API's archive upload); the wait in the container
-for cloud-init and sshd is the backend's own script.
+for cloud-init and sshd is the backend's own script. One simplification: the script applies the
+egress policy inside the agent's container (its root holding NET_ADMIN, the cloud-config carrying
+the policy), where the product runs it in a policy container of its own.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def create_options(fields: dict[str, Any]) -> list[str]:
         options += ["--mount", f"type=volume,src={fields['shared_objects_volume']},"
                                f"dst={fields['shared_objects_mount']},readonly"]
     options += ["--cap-drop", "ALL"]
-    for capability in fields["capabilities"]:
+    for capability in [*fields["capabilities"], "NET_ADMIN"]:  # the policy applied inside (see above)
         options += ["--cap-add", capability]
     memory = f"{int(fields['memory_mib'])}m"
     options += ["--security-opt", "no-new-privileges", "--restart", fields["restart"],

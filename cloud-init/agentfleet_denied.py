@@ -29,7 +29,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
-RECORD = "/var/log/agentfleet/denied.jsonl"
+RECORD = "/var/log/agentfleet/egress/denied.jsonl"
 MAX_BYTES = 1 << 20
 GROUP = 7  # these three as components/egress.py writes the table
 UNRECORDED = "unrecorded"

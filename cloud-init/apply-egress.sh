@@ -2,10 +2,11 @@
 # Apply this agent's egress policy (components/egress.py wrote the files in /etc/agentfleet):
 # the firewall table (egress.nft) with the machine's name servers, and the resolver that answers
 # only allowed names (/usr/local/lib/agentfleet/resolver) and records what the policy refuses in
-# /var/log/agentfleet/denied.jsonl (root's: the agent user reads it, cannot change it). Without
+# /var/log/agentfleet/egress/denied.jsonl (root's: the agent user reads it, cannot change it). Without
 # egress.nft the egress is open: the table and the resolver are removed. Runs as root at every
 # boot, before sshd admits anyone, and again after every in-place update; safe to run any number
-# of times. The agent user has no capability to change any of it.
+# of times. The agent user has no capability to change any of it. In Docker it runs in the agent's
+# policy container (images/agentfleet-policy), which holds the network namespace the agent joins.
 set -eu
 conf=/etc/agentfleet
 run=/run/agentfleet
@@ -41,6 +42,36 @@ stop_resolver() {
     done
 }
 
+# A machine with a service manager (a VM) loads the table again at every boot before sshd starts,
+# without name servers (so DNS is refused until this script runs in cloud-init's final stage):
+# nobody logs in to open egress, and every connection is tracked from its first packet. A
+# container runs this script before its sshd starts anyway.
+early=/etc/systemd/system/agentfleet-egress-early.service
+if [ -d /run/systemd/system ]; then
+    cat >"$early.new" <<UNIT
+[Unit]
+Description=agentfleet: the agent's egress policy, before anyone can log in
+DefaultDependencies=no
+After=local-fs.target
+Before=ssh.service ssh.socket sshd.service
+ConditionPathExists=$conf/egress.nft
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c '{ echo "table inet agentfleet"; echo "delete table inet agentfleet"; cat $conf/egress.nft; } | nft -f -'
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    if cmp -s "$early.new" "$early"; then
+        rm "$early.new"
+    else
+        mv "$early.new" "$early"
+        systemctl daemon-reload
+        systemctl enable --quiet agentfleet-egress-early.service
+    fi
+fi
+
 if [ ! -e "$conf/egress.nft" ]; then
     nft delete table inet agentfleet 2>/dev/null || true
     stop_resolver
@@ -48,7 +79,9 @@ if [ ! -e "$conf/egress.nft" ]; then
 fi
 
 # The machine's name servers; behind systemd-resolved's stub, the servers it forwards to.
-nameservers=$(awk '$1 == "nameserver" {print $2}' /etc/resolv.conf)
+# AGENTFLEET_RESOLV_CONF: a Docker policy container's copy, pinned before the agent (whose root may
+# write the shared /etc/resolv.conf) joined its network namespace.
+nameservers=$(awk '$1 == "nameserver" {print $2}' "${AGENTFLEET_RESOLV_CONF:-/etc/resolv.conf}")
 machine=$nameservers
 if echo "$nameservers" | grep -qx '127\.0\.0\.5[34]' && [ -e /run/systemd/resolve/resolv.conf ]; then
     machine=$(awk '$1 == "nameserver" {print $2}' /run/systemd/resolve/resolv.conf)

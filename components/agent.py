@@ -30,10 +30,12 @@ class AgentArgs:
 
 
 class Agent(pulumi.ComponentResource):
-    """Outputs: `endpoint` (plain, what the client needs) and `private_key` (secret)."""
+    """Outputs: `endpoint` (plain, what the client needs), `private_key` (secret) and, for an agent
+    pushing with GitHub App tokens, `token_expires_at`: when the token `up` wrote into it expires."""
 
     endpoint: pulumi.Output[AgentOutput]
     private_key: pulumi.Output[str]
+    token_expires_at: Optional[pulumi.Output[float]]
 
     def __init__(self, name: str, args: AgentArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("agentfleet:index:Agent", name, None, opts)
@@ -51,9 +53,11 @@ class Agent(pulumi.ComponentResource):
         given_secret = pulumi.Output.secret(spec.credential.secret) if spec.credential.secret else None
         fleet = args.context.fleet
         minted = fleet is not None and fleet.mints_token(spec)
+        self.token_expires_at = None
         if minted:  # its https remote's credential: an App installation token, minted before the machine is made
             assert fleet is not None and fleet.forge is not None and fleet.app is not None
-            given_secret = AppToken(f"{name}-app-token", fleet.forge, fleet.app, name, child).token
+            app_token = AppToken(f"{name}-app-token", fleet.forge, fleet.app, name, child)
+            given_secret, self.token_expires_at = app_token.token, app_token.expires_at
         https_token = given_secret if spec.credential.kind == "https_token" or minted else None
 
         base = fleet.base if fleet else BaseSpec()
@@ -65,7 +69,8 @@ class Agent(pulumi.ComponentResource):
             host_key.public_key,
             remote_key.private_key if remote_key else given_secret if spec.credential.kind == "ssh_key" else None,
             https_token,
-        ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference, fleet))
+        ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference, fleet,
+                                                 policy=backend(spec.backend).policy_in_machine))
 
         # With a forge, the key is registered (as a deploy key, or as the agent's forge user's key) before
         # the machine is made: its first clone at boot works.

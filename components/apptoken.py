@@ -68,6 +68,7 @@ class AppToken(Reconciled):
 
     KIND = "AppToken"
     token: pulumi.Output[str]
+    expires_at: pulumi.Output[float]  # seconds since the epoch; `exec` compares it with its own record
 
     def __init__(self, resource_name: str, forge: Forge, app: GitHubApp, agent: str,
                  opts: Optional[pulumi.ResourceOptions] = None) -> None:

@@ -115,10 +115,11 @@ def _credential_files(agent: AgentSpec, keys: AgentKeys) -> list[dict[str, Any]]
 
 
 def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[str] = None,
-                        fleet: Optional[FleetSpec] = None) -> str:
+                        fleet: Optional[FleetSpec] = None, policy: bool = True) -> str:
     """The complete `#cloud-config` user-data for one agent; `reference` is the path of a
     repository whose objects the first clone borrows (SHARED_OBJECTS where the backend mounts it);
-    `fleet` gives the base branch and the other agents' branches its push guard refuses."""
+    `fleet` gives the base branch and the other agents' branches its push guard refuses; `policy`
+    False leaves the egress policy out (the backend applies it outside the machine: Docker)."""
     document = yaml.safe_load((TEMPLATES / "agent.yaml").read_text())
     document["users"][0]["ssh_authorized_keys"] = [keys.operator_public_key]
     document["ssh_keys"] = {
@@ -130,7 +131,7 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[s
     else:
         del document["packages"]  # no package module run, so no `apt-get update`
     document["write_files"] = [
-        *_egress_files(agent),
+        *(_egress_files(agent) if policy else []),
         _root_file("/etc/gitconfig", system_gitconfig(PushGuard.of(agent, fleet)), "0o644"),
         *(_root_file(path, content, "0o755") for path, content in hook_files().items()),
         _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys, reference), "0o644"),

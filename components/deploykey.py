@@ -93,6 +93,8 @@ def forge_problems(fleet: FleetSpec) -> list[str]:
     if forge is None:
         return []
     where = f'stack "{fleet.stack}", field "forge'
+    if not forge.token:  # a GitHub App's fleet: its tokens are minted, and refusals named, at `up`
+        return _users_problems(fleet)
     try:
         repository = ForgeClient(forge).repository()
     except ForgeError as error:
@@ -102,6 +104,10 @@ def forge_problems(fleet: FleetSpec) -> list[str]:
         return [f'{where}.token": the token may not manage the deploy keys of {forge.repository} (agents '
                 f'{", ".join(registering)} need theirs registered); use a token of an admin of the repository '
                 "(GitHub: Administration: write; Gitea: an owner's token with scope write:repository)"]
+    return _users_problems(fleet)
+
+
+def _users_problems(fleet: FleetSpec) -> list[str]:
     return [problem for agent in fleet.agents if agent.forge_user is not None
             for problem in _forge_user_problems(fleet, agent, agent.forge_user)]
 

@@ -9,7 +9,8 @@ Why names go through the agent's own resolver (cloud-init/agentfleet-resolver): 
 addresses change over time, so an address is admitted when the resolver answers a query for an
 allowed name, for as long as that answer's record lives, not once at boot. Addresses and ranges
 in the policy are fixed rules. Everything else, whatever the protocol (TCP, UDP, ICMP) or family
-(IPv4, IPv6), is rejected, DNS included: only root (the resolver) may ask the upstream servers.
+(IPv4, IPv6), is rejected, DNS included: only the resolver's marked sockets may ask the upstream
+servers.
 
 Why refusals are on record (cloud-init/agentfleet_denied.py): an operator sees what an agent tried
 to reach, an exfiltration attempt or an allow entry a build misses. Every refusing rule copies the
@@ -37,6 +38,10 @@ REFUSED_LIMIT = "refusals"
 UNRECORDED = "unrecorded"
 REFUSED_RATE = 20
 REFUSED_BURST = 100
+# The mark the resolver sets on its own upstream queries (SO_MARK, which takes CAP_NET_ADMIN or
+# CAP_NET_RAW): only they may reach the upstream servers. Why not its uid: root in a Docker agent
+# shares the policy's network namespace and may take any uid, but holds neither capability.
+RESOLVER_MARK = 0x6166
 REFUSE = (f'limit name "{REFUSED_LIMIT}" log group {REFUSED_GROUP} reject',
           f'counter name "{UNRECORDED}" reject')
 
@@ -78,7 +83,7 @@ def ruleset(agent: AgentSpec) -> str:
         "    set allowed4 { type ipv4_addr . inet_proto . inet_service; flags timeout; }",
         "    set allowed6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }",
         "    # The machine's name servers (users' queries to them go to the resolver) and the",
-        "    # servers the resolver asks (only root may).",
+        "    # servers the resolver asks (only its marked sockets may).",
         "    set nameservers4 { type ipv4_addr; }",
         "    set nameservers6 { type ipv6_addr; }",
         "    set upstreams4 { type ipv4_addr; }",
@@ -89,7 +94,7 @@ def ruleset(agent: AgentSpec) -> str:
         "",
         "    chain redirect_dns {",
         f"        type nat hook output priority {NAT_PRIORITY}; policy accept;",
-        "        meta skuid 0 return",
+        f"        meta mark {RESOLVER_MARK:#x} return",
         "        ip daddr @nameservers4 meta l4proto { tcp, udp } th dport 53 redirect to :53",
         "        ip6 daddr @nameservers6 meta l4proto { tcp, udp } th dport 53 redirect to :53",
         "    }",
@@ -101,9 +106,13 @@ def ruleset(agent: AgentSpec) -> str:
         "        ip daddr . meta l4proto . th dport @allowed4 accept",
         "        ip6 daddr . meta l4proto . th dport @allowed6 accept",
         "        meta l4proto { tcp, udp } th dport 53 jump dns",
+        "        # The name servers on any other port (Docker's resolver listens on a second one):",
+        "        # only the resolver may, or DNS would leave past it.",
+        f"        ip daddr @nameservers4 meta mark != {RESOLVER_MARK:#x} jump refuse",
+        f"        ip6 daddr @nameservers6 meta mark != {RESOLVER_MARK:#x} jump refuse",
         '        oif "lo" accept',
         f"        icmpv6 type {{ {ICMPV6_NEEDED} }} accept",
-        *(f"        {rule}" for rule in REFUSE),
+        "        jump refuse",
         "    }",
         "",
         "    chain dns {",
@@ -111,8 +120,13 @@ def ruleset(agent: AgentSpec) -> str:
         '        oif "lo" ip6 daddr ::1 accept',
         "        ip daddr @nameservers4 accept",
         "        ip6 daddr @nameservers6 accept",
-        "        meta skuid 0 ip daddr @upstreams4 accept",
-        "        meta skuid 0 ip6 daddr @upstreams6 accept",
+        f"        meta mark {RESOLVER_MARK:#x} ip daddr @upstreams4 accept",
+        f"        meta mark {RESOLVER_MARK:#x} ip6 daddr @upstreams6 accept",
+        "        jump refuse",
+        "    }",
+        "",
+        "    # Every refusal: recorded under the limit, counted over it.",
+        "    chain refuse {",
         *(f"        {rule}" for rule in REFUSE),
         "    }",
         "}",

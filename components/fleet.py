@@ -46,12 +46,20 @@ class Fleet(pulumi.ComponentResource):
         self.agent_private_keys = pulumi.Output.secret(
             pulumi.Output.all(**{n: a.private_key for n, a in agents.items()})
         )
-        forge = spec.forge
-        output = None if forge is None else ForgeOutput(kind=forge.kind, api=forge.api, repository=forge.repository,
-                                                        token=forge.token)
-        if output is not None and spec.app is not None:
-            output["app"] = AppOutput(id=spec.app.id, installation=spec.app.installation,
-                                      private_key=spec.app.private_key,
-                                      agents=[agent.name for agent in spec.agents if spec.mints_token(agent)])
-        self.forge = None if output is None else pulumi.Output.secret(output)
+        self.forge = None if spec.forge is None else pulumi.Output.secret(forge_output(spec, agents))
         self.register_outputs({})  # the stack exports them; a copy here would double their state
+
+
+def forge_output(spec: FleetSpec, agents: dict[str, Agent]) -> pulumi.Output[ForgeOutput]:
+    """The stack output `forge`; with an App, the expiry of each token `up` wrote into an agent
+    (`exec` reads it to know which token the agent holds: agentfleet/apptokens.py)."""
+    forge = spec.forge
+    assert forge is not None
+    output = ForgeOutput(kind=forge.kind, api=forge.api, repository=forge.repository, token=forge.token)
+    app = spec.app
+    if app is None:
+        return pulumi.Output.from_input(output)
+    minting = {name: agent.token_expires_at for name, agent in agents.items() if agent.token_expires_at is not None}
+    return pulumi.Output.all(**minting).apply(lambda expires: ForgeOutput(
+        **output, app=AppOutput(id=app.id, installation=app.installation, private_key=app.private_key,
+                                agents=sorted(expires), expires=expires)))

@@ -93,8 +93,10 @@ def update_plan(user_data: str) -> Plan:
 # hangs (measured: a `limactl shell` open across the boot's policy load never returned). Tracked
 # now, the line's acknowledgement makes the session established before any policy applies; the
 # policy replaces this table.
+# Where root holds no NET_ADMIN (a Docker agent: its policy container applies the policy) there is
+# nothing to track, and nft fails quietly.
 TRACK_SESSION = r"""if command -v nft >/dev/null 2>&1 && ! nft list table inet agentfleet >/dev/null 2>&1; then
-    nft -f - <<'TABLE'
+    nft -f - <<'TABLE' 2>/dev/null || true
 table inet agentfleet {
     chain output { type filter hook output priority -150; policy accept; ct state established,related accept; }
 }

@@ -11,10 +11,12 @@ whether root in it is root of its host).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import pulumi
 
+from agentfleet.contract import ForgeGate
+from agentfleet.throttle import DEFAULT_FORGE_CONNECTIONS
 from components.spec import AgentSpec, FleetSpec
 
 
@@ -38,12 +40,24 @@ class MachineContext:
         """The name of an agent's container or VM: unique per stack, the same in create and delete."""
         return f"agentfleet-{self.stack}-{agent}"
 
+    def forge_gate(self, agent: AgentSpec) -> dict[str, Any]:
+        """`forge_gate` for a machine's inputs where the agent has a remote: the provider holds one
+        of that host's slots while the machine's first clone runs (agentfleet/throttle.py)."""
+        if agent.remote is None:
+            return {}
+        connections = self.fleet.forge_connections if self.fleet else DEFAULT_FORGE_CONNECTIONS
+        return {"forge_gate": ForgeGate(host=agent.remote.host, connections=connections)}
+
     def labels(self, agent: str | None = None) -> dict[str, str]:
         labels = {"agentfleet.stack": self.stack}
         return {**labels, "agentfleet.agent": agent} if agent else labels
 
 
 class Backend(Protocol):
+    # Whether the agent's cloud-config carries its egress policy (applied inside the machine by
+    # its root), or the backend applies it out of the machine's reach.
+    policy_in_machine: bool
+
     def missing_tools(self) -> list[str]:
         """What this machine lacks to drive the backend, each with what to install."""
 

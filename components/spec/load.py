@@ -289,7 +289,15 @@ def _load_forge(raw: Any, agents: list[AgentSpec], problems: _Problems, read_sec
     repository = raw.get("repository")
     if not isinstance(repository, str) or not REPOSITORY.fullmatch(repository):
         problems.add(None, "forge.repository", f"{repository!r} is not a repository; use owner/name")
-    token = _load_token(raw.get("token"), None, "forge.token", "forge_token", problems, read_secret)
+    # With a GitHub App and no deploy key to register, the App's tokens do all: no API token needed.
+    deploy_keys = [agent.name for agent in agents if agent.generates_remote_key and agent.forge_user is None]
+    token = None
+    if raw.get("token") is not None or raw.get("app") is None:
+        token = _load_token(raw.get("token"), None, "forge.token", "forge_token", problems, read_secret)
+    elif deploy_keys:
+        problems.add(None, "forge.token", f"agents {', '.join(deploy_keys)} have generated keys to register as deploy "
+                     "keys, which needs the forge's API token (a GitHub App's installation token cannot): "
+                     "`pulumi config set --secret forge_token` and `token: forge_token`, or give them https remotes")
     if len(problems.items) > before:
         return None
     for agent in agents:
@@ -299,7 +307,7 @@ def _load_forge(raw: Any, agents: list[AgentSpec], problems: _Problems, read_sec
             what = "deploy key is registered" if agent.generates_remote_key else "App token is minted for"
             problems.add(agent.name, "remote", f"is the repository {remote.path!r}, but forge.repository is "
                          f"{repository!r}, where the agent's {what}; point the remote there")
-    return Forge(kind=kind, api=api.rstrip("/"), repository=repository, token=token)
+    return Forge(kind=kind, api=api.rstrip("/"), repository=repository, token=token or "")
 
 
 def _load_app(forge: Mapping[str, Any], agents: list[AgentSpec], problems: _Problems,

@@ -115,7 +115,9 @@ def test_the_agent_reports_its_identity_and_runs_unprivileged_in_its_own_kernel(
     assert run_ok(client, "git config user.email") == "lima-agent@fleet.test"
     assert run_ok(client, "pwd") == "/home/agent/workspace"
     assert run_ok(client, "id -u") == "1000"
+    # No path to root: no sudo, no group that administers the VM (sudo, adm, systemd-journal, …).
     assert not client.agent("agent-1").run("sudo -n true", timeout=COMMAND_TIMEOUT_S).ok
+    assert run_ok(client, "id -Gn") == "agent"
     assert run_ok(client, "uname -r") != os.uname().release
 
 
@@ -173,6 +175,33 @@ def test_a_vm_stopped_with_limactl_is_started_by_up_and_answers_with_its_pinned_
         result = again.agent("agent-1").run("git log -1 --format=%s", timeout=COMMAND_TIMEOUT_S)
         assert result.ok and result.stdout.strip() == "work of the Lima agent", result.stderr
     assert set(stack.stack.preview(on_output=lambda _: None).change_summary) == {"same"}
+
+
+def test_a_vm_restarted_behind_pulumis_back_has_its_policy_before_anyone_can_log_in(fleet):
+    """After a reboot (here `limactl stop` and `start`, as a host reboot would), the egress table is
+    loaded before sshd starts, not in cloud-init's final stage 15-30 s after logins work."""
+    stack, _, client, command, instance, _ = fleet
+    client.close()
+    for verb in ("stop", "start"):
+        subprocess.run([command, "--tty=false", verb, instance], capture_output=True, text=True,
+                       timeout=STOP_TIMEOUT_S, check=True)
+    # At once, while cloud-init's final stage may still run (Lima returns from `start` before it):
+    table = subprocess.run([command, "--tty=false", "shell", instance, "sudo", "nft", "list", "table",
+                            "inet", "agentfleet"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert table.returncode == 0 and "chain output" in table.stdout, table.stderr
+    # And systemd says why: the table's unit had finished when sshd was started.
+    def timestamp(unit: str, prop: str) -> int:
+        shown = subprocess.run([command, "--tty=false", "shell", instance, "systemctl", "show", "--value",
+                                "--property", prop, unit], capture_output=True, text=True,
+                               timeout=COMMAND_TIMEOUT_S, check=True)
+        return int(shown.stdout.strip())
+
+    early_done = timestamp("agentfleet-egress-early.service", "ExecMainExitTimestampMonotonic")
+    assert 0 < early_done <= timestamp("ssh.service", "ExecMainStartTimestampMonotonic")
+    assert set(stack.stack.preview(on_output=lambda _: None).change_summary) == {"same"}
+    with Fleet.from_outputs(stack.outputs(), stack.name) as again:
+        result = again.agent("agent-1").run("git log -1 --format=%s", timeout=COMMAND_TIMEOUT_S)
+        assert result.ok and result.stdout.strip() == "work of the Lima agent", result.stderr
 
 
 def test_a_changed_identity_and_allow_list_are_applied_in_place_in_the_running_vm(fleet, git_server: GitServer):

@@ -7,6 +7,7 @@ import pulumi
 from components.keys import generate_ed25519
 
 VM_ADDRESS = "10.108.7.23"
+APP_TOKEN, APP_TOKEN_EXPIRES = "ghs_mockInstallationToken", 1_800_003_600.0
 
 
 class FleetMocks(pulumi.runtime.Mocks):
@@ -23,6 +24,8 @@ class FleetMocks(pulumi.runtime.Mocks):
             outputs["private_key"], outputs["public_key"] = generate_ed25519(args.inputs["comment"])
         if args.typ.endswith(":DockerContainer"):
             outputs.update(host=args.inputs.get("bind_address", "127.0.0.1"), port=args.inputs.get("port", 22555))
+        if args.typ.endswith(":AppToken"):  # a GitHub App installation token, as the driver reads it back
+            outputs.update(token=APP_TOKEN, expires_at=APP_TOKEN_EXPIRES)
         if args.typ.endswith(("Vm")):
             outputs.update(host=VM_ADDRESS, port=22)
         return f"{args.name}-id", outputs

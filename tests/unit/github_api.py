@@ -3,13 +3,16 @@ deploy keys, branches and pull requests, and the SSH keys of the users whose tok
 answered with the status codes and JSON fields GitHub's REST documentation gives for these
 endpoints (docs.github.com/rest: deploy-keys, branches, pulls, users/keys, users; apps
 "Create an installation access token" and installation "Revoke an installation access token"),
-written from those documented examples, not recorded from github.com. It keeps every request it
-was sent, so tests check headers and bodies.
+written from those documented examples, not recorded from github.com. An installation token it
+minted is taken on the repository's endpoints for its hour, as far as its permissions reach
+(GitHub's "Resource not accessible by integration" beyond them). It keeps every request it was
+sent, so tests check headers and bodies.
 """
 
 from __future__ import annotations
 
 import base64
+import calendar
 import json
 import re
 import threading
@@ -21,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 TOKEN = "github_pat_11AAAAAAA0unitTestTokenNotReal"  # octocat's: an admin of the repository
 BOT_TOKEN = "github_pat_11BBBBBBB0unitTestBotTokenNotReal"  # octo-bot's: a machine user
@@ -60,7 +63,9 @@ class GitHubApi:
     installation_repositories: set[str] = field(default_factory=lambda: {"app"})
     installation_permissions: dict[str, str] = field(default_factory=lambda: {
         "contents": "write", "pull_requests": "write", "metadata": "read", "administration": "write"})
-    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # live ones: a revoked token leaves
+    minted: list[str] = field(default_factory=list)  # every token it ever minted, revoked or not
+    token_lifetime: int = 3600  # seconds, as GitHub's
     clock: Any = time.time
 
     @property
@@ -106,14 +111,21 @@ class GitHubApi:
         scheme, _, token = (headers.get("Authorization") or "").partition(" ")
         if path.startswith("/app/") or path == "/installation/token":
             return self._app(method, path, token if scheme == "Bearer" else "", body)
+        granted = self._installation(token) if scheme == "Bearer" else None
         login = self.users.get(token) if scheme == "Bearer" else None
+        if granted is not None:
+            login = "octo-app[bot]"
         if login is None:
             return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest",
                          "status": "401"}
+        repo = f"/repos/{self.repository}"
+        if granted is not None and _integration_denied(granted, method, path[len(repo):] if path.startswith(repo)
+                                                       else path):
+            return 403, {"message": "Resource not accessible by integration",
+                         "documentation_url": "https://docs.github.com/rest", "status": "403"}
         if path == "/user" or path.startswith("/user/"):
             return self._user(login, method, path, body)
         admin = self.admin and token == TOKEN
-        repo = f"/repos/{self.repository}"
         if path == repo and method == "GET":
             return 200, {"id": 1296269, "full_name": self.repository, "default_branch": "main", "private": True,
                          "permissions": {"admin": admin, "maintain": admin, "push": login in self.pushers,
@@ -211,13 +223,22 @@ class GitHubApi:
         permissions = (body or {}).get("permissions", self.installation_permissions)
         if any(self.installation_permissions.get(name) not in (level, "write") for name, level in permissions.items()):
             return 422, {"message": "The permissions requested are not granted to this installation.", "status": "422"}
-        token = f"ghs_unitTestInstallationToken{len(self.tokens):08d}"
-        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock() + 3600))
+        token = f"ghs_unitTestInstallationToken{len(self.minted):08d}"
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock() + self.token_lifetime))
         self.tokens[token] = {"expires_at": expires, "repositories": repositories, "permissions": permissions}
+        self.minted.append(token)
         owner = self.repository.split("/")[0]
         return 201, {"token": token, "expires_at": expires, "permissions": permissions,
                      "repository_selection": "selected",
                      "repositories": [{"name": name, "full_name": f"{owner}/{name}"} for name in repositories]}
+
+    def _installation(self, token: str) -> Optional[dict[str, str]]:
+        """The permissions of a live installation token on the repository (None: not one)."""
+        minted = self.tokens.get(token)
+        if minted is None or self.repository.split("/")[1] not in minted["repositories"]:
+            return None
+        expires = calendar.timegm(time.strptime(minted["expires_at"], "%Y-%m-%dT%H:%M:%SZ"))
+        return minted["permissions"] if expires > self.clock() else None
 
     def _jwt_problem(self, jwt: str) -> Optional[str]:
         if self.app_public_key is None:
@@ -246,6 +267,24 @@ class GitHubApi:
         size = int(query.get("per_page", ["30"])[0])
         page = int(query.get("page", ["1"])[0])
         return items[(page - 1) * size:page * size]
+
+
+def app_key_pair() -> tuple[str, str]:
+    """A GitHub App's private key (PEM, as GitHub hands it out) and its public half (PEM), generated."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+def _integration_denied(granted: dict[str, str], method: str, rest: str) -> bool:
+    """Whether an installation token with `granted` may not make this call on the repository (`rest`:
+    the path after /repos/{owner}/{name}; every token may read the repository and its branches)."""
+    if rest.startswith("/pulls"):
+        return granted.get("pull_requests") not in (("read", "write") if method == "GET" else ("write",))
+    return not (rest == "" or rest.startswith("/branches/")) or method != "GET"
 
 
 def _unb64(text: str) -> bytes:

@@ -6,7 +6,8 @@ import json
 
 import pulumi
 
-from tests.unit.fleet_mocks import FleetMocks
+from tests.unit.fleet_mocks import APP_TOKEN, APP_TOKEN_EXPIRES, FleetMocks
+from tests.unit.github_api import app_key_pair
 
 
 MOCKS = FleetMocks()
@@ -57,8 +58,11 @@ def test_container_runs_least_privileged_on_a_private_port():
 
     def check(_):
         container = inputs("agent-2-container")
+        # No NET_ADMIN: the egress policy is its policy container's, given as data (no scripts).
         assert container["capabilities"] == sorted(
-            ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "NET_ADMIN", "SETGID", "SETUID", "SYS_CHROOT"])
+            ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "SYS_CHROOT"])
+        assert set(container["egress"]) >= {"code", "ruleset", "names"}
+        assert "table inet agentfleet" in container["egress"]["ruleset"] and "set -e" not in json.dumps(container["egress"])
         assert (container["memory_mib"], container["cpus"], container["pids"]) == (768, 2, 99)
         # No port or bind address in the config: both are chosen on the agent's host when it is made.
         assert "port" not in container and "bind_address" not in container
@@ -100,3 +104,24 @@ def test_private_keys_are_exported_as_secrets_only():
         assert not any(PRIVATE_KEY in json.dumps(agent) for agent in agents.values())
 
     return pulumi.Output.all(fleet.agent_private_keys.is_secret(), fleet.agents).apply(check)
+
+
+@pulumi.runtime.test
+def test_with_a_github_app_the_forge_output_carries_each_tokens_expiry_and_no_token():
+    """`exec` compares its own record with the expiry of the token `up` wrote (agentfleet/apptokens.py)."""
+    private, _ = app_key_pair()
+    spec = load_fleet("unit", {
+        "forge": {"kind": "github", "repository": "org/app",
+                  "app": {"id": 1, "installation": 2, "private_key": "appKey"}},
+        "agents": [{"name": "agent-3", "identity": {"name": "Three", "email": "three@example.com"},
+                    "remote": "https://github.com/org/app.git"}],
+    }, {"appKey": private}.get)
+    fleet = Fleet("app-fleet", FleetArgs(spec))
+
+    def check(args):
+        is_secret, forge = args
+        assert is_secret and forge["token"] == "" and APP_TOKEN not in json.dumps(forge)
+        assert forge["app"]["agents"] == ["agent-3"] and forge["app"]["expires"] == {"agent-3": APP_TOKEN_EXPIRES}
+
+    assert fleet.forge is not None
+    return pulumi.Output.all(fleet.forge.is_secret(), fleet.forge).apply(check)

@@ -158,7 +158,7 @@ def test_pr_reads_the_forge_from_the_outputs_or_says_how_to_get_one():
     with pytest.raises(Exception, match="read the outputs with --show-secrets"):
         forge_from_outputs({"forge": "[secret]"}, "stack 'dev'")
     raw = {"forge": {"kind": "gitea", "api": "http://127.0.0.1:3000/api/v1", "repository": "o/r", "token": "t"}}
-    assert forge_from_outputs(raw, "x") == Forge("gitea", "http://127.0.0.1:3000/api/v1", "o/r", "t")
+    assert forge_from_outputs(raw, "x") == (Forge("gitea", "http://127.0.0.1:3000/api/v1", "o/r", "t"), None)
 
 
 @pytest.mark.parametrize("argv", [["pr"], ["pr", "agent-1", "--all"], ["pr", "--all", "--title", "x"]])

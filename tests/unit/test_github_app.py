@@ -4,34 +4,29 @@ time claims as GitHub documents them, and answers with GitHub's documented shape
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentfleet.apptokens import WRITE_CREDENTIAL, TokenRefresh, refresh_from_outputs
-from agentfleet.forge import Forge, ForgeError
+from agentfleet.errors import OutputsInvalid
+from agentfleet.forge import Forge, ForgeClient, ForgeError
 from agentfleet.githubapp import PERMISSIONS, GitHubApp, app_jwt, key_problem, mint, revoke, token_due
+from agentfleet.pulls import forge_from_outputs, open_pull, pull_client
 from components.keys import generate_ed25519
 from components.apptoken import AppTokenDriver
-from tests.unit.github_api import TOKEN, GitHubApi
+from components.deploykey import forge_problems
+from tests.unit.github_api import TOKEN, GitHubApi, app_key_pair
 from tests.unit.spec_helpers import agent, load, problems
 
 NOW = 1_800_000_000.0
 
 
-def rsa_pem() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return private, public
-
-
-PRIVATE, PUBLIC = rsa_pem()
+PRIVATE, PUBLIC = app_key_pair()
 
 
 @pytest.fixture
@@ -84,7 +79,7 @@ def test_the_jwt_lives_less_than_ten_minutes_and_a_later_clock_mints_again(githu
 
 
 def test_another_key_is_refused_naming_the_private_key_field(github):
-    other, _ = rsa_pem()
+    other, _ = app_key_pair()
     with pytest.raises(ForgeError) as raised:
         mint(app(other), forge(github), now=NOW)
     message = str(raised.value)
@@ -218,7 +213,127 @@ def test_exec_refreshes_a_due_token_over_stdin_and_keeps_only_its_expiry(github,
 
 
 def test_a_refused_key_during_exec_is_an_error_naming_the_field(github, tmp_path):
-    other, _ = rsa_pem()
+    other, _ = app_key_pair()
     refresh = TokenRefresh(forge(github), app(other), frozenset({"agent-1"}), tmp_path / "r.json", lambda: NOW)
     with pytest.raises(ForgeError, match='field "forge.app.private_key"'):
         refresh.before(FakeAgent("agent-1"))
+
+
+# --- which token the agent holds: exec's own record against the expiry `up` exported ---
+
+
+def outputs_with(github: GitHubApi, expires: dict) -> dict:
+    return {"forge": {"kind": "github", "api": github.url, "repository": "octo-org/app", "token": "",
+                      "app": {"id": 123456, "installation": 7654321, "private_key": PRIVATE, "agents": ["agent-1"],
+                              "expires": expires}}}
+
+
+def exec_process(raw: dict, tmp_path, clock: list[float]) -> TokenRefresh:
+    """What one `agentfleet exec` process builds from the stack's outputs and the record."""
+    refresh = refresh_from_outputs(raw, tmp_path)
+    refresh.clock = lambda: clock[0]
+    return refresh
+
+
+def test_after_up_exec_goes_by_the_expiry_up_exported_and_mints_nothing_while_it_is_fresh(github, tmp_path):
+    clock = [NOW + 60]
+    github.clock = lambda: clock[0]
+    agent_1 = FakeAgent("agent-1")
+    raw = outputs_with(github, {"agent-1": NOW + 3600})  # `up` wrote a token a minute ago
+    assert not exec_process(raw, tmp_path, clock).before(agent_1) and github.minted == []
+    clock[0] = NOW + 3100  # that token is due: exec mints over it
+    assert exec_process(raw, tmp_path, clock).before(agent_1) and len(github.minted) == 1
+    record = json.loads((tmp_path / "app-tokens.json").read_text())
+    assert record == {"agent-1": {"expires_at": NOW + 3100 + 3600, "over": NOW + 3600}}
+    clock[0] = NOW + 3200  # the outputs still say up's old token: the record holds, nothing minted
+    assert not exec_process(raw, tmp_path, clock).before(agent_1) and len(github.minted) == 1
+
+
+def test_a_token_up_wrote_after_exec_minted_is_the_one_exec_goes_by(github, tmp_path):
+    """The gap the record alone had: exec's record says an hour, but a later `up` wrote its own
+    token into the agent (it minted one: the outputs name another expiry), which runs out first."""
+    clock = [NOW + 3100]
+    github.clock = lambda: clock[0]
+    agent_1 = FakeAgent("agent-1")
+    assert exec_process(outputs_with(github, {"agent-1": NOW + 3600}), tmp_path, clock).before(agent_1)
+    # 5 minutes later an `up` mints (say, the App key changed) and rewrites the agent's cloud-config:
+    # the agent now holds up's token, which lives to NOW + 3400 + 3600, less than exec's record says.
+    later = outputs_with(github, {"agent-1": NOW + 3400 + 1800})
+    clock[0] = NOW + 3400 + 1300  # exec's own would have 40 minutes left; up's has 8: exec mints
+    assert exec_process(later, tmp_path, clock).before(agent_1) and len(github.minted) == 2
+    assert json.loads((tmp_path / "app-tokens.json").read_text())["agent-1"]["over"] == NOW + 3400 + 1800
+
+
+def test_an_older_record_or_older_outputs_still_work(github, tmp_path):
+    clock = [NOW]
+    github.clock = lambda: clock[0]
+    (tmp_path / "app-tokens.json").write_text(json.dumps({"agent-1": NOW + 3000}))  # agentfleet's earlier format
+    assert not exec_process(outputs_with(github, {"agent-1": NOW + 3600}), tmp_path, clock).before(FakeAgent("agent-1"))
+    raw = outputs_with(github, {})
+    del raw["forge"]["app"]["expires"]  # outputs of an `up` before the expiry was exported
+    (tmp_path / "app-tokens.json").unlink()
+    refresh = exec_process(raw, tmp_path, clock)
+    assert refresh.expiry("agent-1") is None and refresh.before(FakeAgent("agent-1"))  # unknown: minted
+    assert refresh.expiry("agent-1") == NOW + 3600
+
+
+# --- `agentfleet pr` with the App: no personal token ---
+
+
+def test_pr_with_an_app_opens_the_pull_request_with_a_token_minted_for_it_alone_then_revoked(github):
+    github.clock = time.time  # `pr` signs its JWT with this machine's clock
+    github.branches.add("agent/agent-1")
+    raw = outputs_with(github, {"agent-1": NOW + 3600})  # no forge.token: the App's fleet has none
+    with pull_client(raw, "stack 'dev'") as client:
+        outcome = open_pull(client, "dev", "agent-1", "agent/agent-1", client.repository().default_branch, None,
+                            client.open_pulls())
+    assert outcome.action == "opened" and github.pulls[0]["head"]["ref"] == "agent/agent-1"
+    (token,) = github.minted
+    assert github.sent[0].body == {"repositories": ["app"], "permissions": {"pull_requests": "write"}}
+    opened = next(sent for sent in github.sent if (sent.method, sent.path) == ("POST", "/repos/octo-org/app/pulls"))
+    assert opened.headers["authorization"] == f"Bearer {token}"
+    assert token not in github.tokens  # revoked once `pr` is done
+
+
+def test_pr_with_an_app_that_may_not_open_pull_requests_names_the_field_and_the_permission(github):
+    github.clock = time.time
+    github.installation_permissions = {"contents": "write", "metadata": "read"}
+    with pytest.raises(ForgeError) as raised:
+        with pull_client(outputs_with(github, {}), "stack 'dev'"):
+            pass
+    message = str(raised.value)
+    assert raised.value.status == 422 and 'field "forge.app.installation"' in message
+    assert "lacks the permissions pull_requests: write" in message and "Permissions: Pull requests" in message
+    assert github.minted == []
+
+
+def test_an_installation_token_reaches_only_as_far_as_its_permissions(github):
+    """The stand-in, as GitHub: a token minted for contents alone may not open a pull request."""
+    github.branches.add("agent/agent-1")
+    token = mint(app(), forge(github), now=NOW, permissions={"contents": "write"})
+    client = ForgeClient(Forge("github", github.url, "octo-org/app", token.token), token_field="forge.app")
+    assert client.repository().default_branch == "main" and client.branch_exists("agent/agent-1")
+    with pytest.raises(ForgeError, match=r"HTTP 403: Resource not accessible by integration"):
+        client.create_pull("agent/agent-1", "main", "t", "b")
+    revoke(forge(github), token.token)
+    with pytest.raises(ForgeError, match=r"HTTP 401"):
+        client.repository()
+
+
+def test_pr_without_an_app_still_needs_the_forge_token(github):
+    raw = outputs_with(github, {})
+    del raw["forge"]["app"]
+    with pytest.raises(OutputsInvalid, match="must hold kind, api, repository, token"):
+        forge_from_outputs(raw, "stack 'dev'")
+
+
+def test_an_app_fleet_needs_no_forge_token_unless_an_agent_registers_a_deploy_key(github):
+    config = fleet_config()
+    del config["forge"]["token"]
+    found = problems(config, {"github_app_key": PRIVATE})  # agent-2's ssh remote needs a deploy key
+    assert len(found) == 1 and 'stack "test", field "forge.token"' in found[0] and "agents agent-2" in found[0]
+    config["agents"] = config["agents"][:1]
+    config["forge"]["api"] = github.url
+    spec = load(config, {"github_app_key": PRIVATE})
+    assert spec.forge.token == "" and spec.mints_token(spec.agents[0])
+    assert forge_problems(spec) == [] and github.sent == []  # nothing to ask with: the App's tokens say at `up`

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from agentfleet.throttle import held_for
 from components.backends import MachineContext
 from components.backends.lima import backend as lima
 from components.backends.lima import driver as lima_driver
@@ -258,6 +261,30 @@ def test_create_starts_the_vm_applies_the_cloud_config_over_limas_ssh_and_waits_
     for text in [json.dumps(declared), *(json.dumps(call["argv"]) for call in fake_limactl.calls())]:
         assert PRIVATE_KEY not in text and "#cloud-config" not in text
     assert fake_limactl.instances() == {INSTANCE: "Running"}
+
+
+def test_the_document_that_clones_waits_for_a_slot_of_the_remote_host_the_boot_does_not(
+    fake_limactl, local_sshd, cloud_config
+):
+    fake_limactl.configure(port=local_sshd.ports["agent-1"])
+    gate = {"host": "forge.lab.test", "connections": 1}
+    declared = {**fields(cloud_config, local_sshd.host_key.public), "forge_gate": gate}
+    made: list[dict] = []
+    creating = threading.Thread(target=lambda: made.append(VmDriver(ready_timeout_s=30).create(
+        INSTANCE, declared, cloud_config)))
+
+    with held_for(gate):  # the host's one slot, taken (another agent's first clone)
+        creating.start()
+        deadline = time.monotonic() + 20
+        while fake_limactl.commands() != ["list", "create", "start", "list", "shell"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        # Booted and waited for its boot, but the document (its first clone) is not applied.
+        assert fake_limactl.commands() == ["list", "create", "start", "list", "shell"]
+    creating.join(30)
+
+    assert made and made[0]["state"] == "running"
+    assert fake_limactl.commands()[-1] == "shell" and fake_limactl.calls()[-1]["stdin"] == cloud_config
 
 
 @pytest.mark.parametrize("scenario, says", [

@@ -59,6 +59,23 @@ def test_a_gate_needs_a_slot():
         ForgeGate(0)
 
 
+@pytest.mark.parametrize("backend", ["docker", "lima", "multipass"])
+def test_every_machine_with_a_remote_carries_the_gate_of_its_host(backend):
+    from components.backends import MachineContext
+    from components.backends.docker.backend import container_fields
+    from components.backends.lima.backend import VmImage, vm_fields as lima_fields
+    from components.backends.multipass.backend import vm_fields as multipass_fields
+
+    fleet = load({"forge_connections": 3, "agents": [agent("a-1", backend=backend, remote=REMOTE),
+                                                     agent("a-2", backend=backend)]})
+    context = MachineContext(fleet.stack, fleet=fleet)
+    make = {"docker": container_fields, "multipass": multipass_fields,
+            "lima": lambda c, a: lima_fields(c, a, VmImage("/disk", "/vmlinuz", "/initrd", "ro"))}[backend]
+    with_remote, without = (make(context, a) for a in fleet.agents)
+    assert with_remote["forge_gate"] == {"host": "git.example.com", "connections": 3}
+    assert "forge_gate" not in without
+
+
 @pytest.mark.parametrize(("command", "touches"), [
     (["git", "fetch"], True),
     (["git", "-C", "/w", "-c", "a.b=c", "pull", "--rebase"], True),

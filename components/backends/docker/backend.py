@@ -4,7 +4,8 @@ shared objects).
 Why these choices (see DESIGN.md): the cloud-config reaches the container as a NoCloud seed in
 the API's request body, never in argv, environment or labels; the SSH port is fixed for the
 container's life and bound to 127.0.0.1 unless configured; capabilities are dropped to what sshd
-and cloud-init need; the workspace is a named volume that outlives the container. Every piece is
+and cloud-init need, and the egress policy runs in a policy container whose network namespace the
+agent's container joins (policy.py), out of its reach; the workspace is a named volume that outlives the container. Every piece is
 a `Reconciled` resource driven by driver.py, so refresh sees it and up heals it.
 """
 
@@ -18,6 +19,7 @@ import pulumi
 
 from agentfleet.contract import WORKSPACE, ForgeGate
 from components.backends import Endpoint, MachineContext
+from components.backends.docker.policy import policy_fields, policy_name
 from components.cloudinit import SHARED_OBJECTS
 from components.image import agent_image_tag
 from components.reapply import in_place_fields
@@ -51,12 +53,6 @@ class DockerImage(Reconciled):
 
 class SharedObjectsVolume(Reconciled):
     KIND = "SharedObjects"
-
-
-def capabilities(agent: AgentSpec) -> tuple[str, ...]:
-    """Root in the container also needs NET_ADMIN to apply the egress policy; every agent gets it,
-    so that `egress` changes in place. The agent user has no capabilities either way."""
-    return CAPABILITIES + ("NET_ADMIN",)
 
 
 def network_name(context: MachineContext) -> str:
@@ -106,7 +102,7 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
         "workspace_volume": volume_name(context, agent.name),
         "workspace_mount": WORKSPACE,
         "shared_objects_mount": SHARED_OBJECTS,
-        "capabilities": sorted(capabilities(agent)),
+        "capabilities": sorted(CAPABILITIES),
         "memory_mib": agent.resources.memory_mib,
         "cpus": agent.resources.cpus,
         "pids": agent.resources.pids,
@@ -116,11 +112,11 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
         "preferred_port": agent.preferred_port,
         "port_base": fleet.port_base,
         "port_span": PORT_SPAN,
+        "egress": policy_fields(agent),
         **placed(context, agent),
         **in_place_fields(agent),
+        **context.forge_gate(agent),
     }
-    if agent.remote is not None:
-        fields["forge_gate"] = ForgeGate(host=agent.remote.host, connections=fleet.forge_connections)
     if agent.name in context.shared_objects:
         fields["shared_objects_volume"] = shared_objects_volume(context)
     if agent.ssh_port is not None:
@@ -131,6 +127,9 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
 
 
 class DockerBackend:
+    # The egress policy runs in each agent's policy container (policy.py), not in its cloud-config.
+    policy_in_machine = False
+
     def missing_tools(self) -> list[str]:
         from components.backends.docker.driver import client
         from components.backends.docker.engines import EngineError
@@ -236,7 +235,7 @@ def host_problems(fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:
         for agent in placed_agents:
             if agent.ssh_port is None:
                 continue
-            mine = context_name(fleet, agent)
+            mine = policy_name(context_name(fleet, agent))  # its policy container publishes the port
             holders = [c.name for c in docker.containers.list(all=True, filters={"publish": str(agent.ssh_port)})]
             others = [name for name in holders if name != mine]
             if others or (agent.ssh_port in held and mine not in holders) or (

@@ -23,7 +23,6 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,7 +30,7 @@ from docker.errors import APIError, NotFound
 from docker.types import Mount
 
 from agentfleet.contract import CLONE_GATE, LOGIN_UID
-from agentfleet.throttle import ForgeGate
+from agentfleet.throttle import held_for
 from components.backends.docker.engines import (
     LINK_ERRORS,
     Engine,
@@ -41,6 +40,16 @@ from components.backends.docker.engines import (
     has_image,
     held_ports,
     open_client,
+)
+from components.backends.docker.policy import (
+    PolicyError,
+    apply_policy,
+    create_policy,
+    joined,
+    policed_state,
+    policy_name,
+    remove_policy,
+    start_policy,
 )
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.reconciled import Driver
@@ -112,21 +121,6 @@ _locks: dict[str, threading.Lock] = {}
 # port before the engine lists it, so the next choice on that engine must not take it again.
 _chosen: dict[str, dict[str, int]] = {}
 _clients_lock = threading.Lock()
-_gates: dict[int, ForgeGate] = {}  # by connections: one per fleet limit, for the whole provider process
-
-
-@contextmanager
-def gated(fields: dict[str, Any]) -> Iterator[None]:
-    """Hold one of the remote host's slots (`forge_gate`: host, connections) for the block; the
-    fleet's network git operations of this process at once stay within the limit."""
-    gate = fields.get("forge_gate")
-    if not gate:
-        yield
-        return
-    with _clients_lock:
-        forge = _gates.setdefault(int(gate["connections"]), ForgeGate(int(gate["connections"])))
-    with forge.held(gate["host"]):
-        yield
 
 
 def engine_of(fields: dict[str, Any]) -> dict[str, Any]:
@@ -285,7 +279,7 @@ class ContainerDriver(Driver):
     replacing = frozenset({"image", "hostname", "network", "bind_address", "port", "engine_host",
                            "workspace_volume", "shared_objects_volume", "capabilities", "labels",
                            "workspace_mount", "shared_objects_mount", "host_public_key", "packages"})
-    changing = frozenset({"name", "memory_mib", "cpus", "pids", "restart", "state"})
+    changing = frozenset({"name", "memory_mib", "cpus", "pids", "restart", "state", "egress"})
     secret_input = "the agent's cloud-config (user-data), delivered as a NoCloud seed"
     outputs = frozenset({"host", "engine", "user_namespace"})
     chosen = frozenset({"port", "bind_address"})
@@ -294,14 +288,17 @@ class ContainerDriver(Driver):
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         engine = engine_of(fields)
         docker = client(engine)
+        remove_policy(docker, name)  # one left behind by an agent's container removed out of band
         bind = fields.get("bind_address") or engine.get("endpoint_address", "127.0.0.1")
         port = claim_port(docker, engine, name, fields)  # two agents of one run never choose the same port
-        container = self._create(docker, name, fields, bind, port)
         made = {**fields, "engine": engine, "bind_address": bind, "port": port,
                 "host": engine.get("endpoint_address", "127.0.0.1") if bind == "0.0.0.0" else bind}
         try:
-            for network in engine.get("attach_networks") or []:
-                docker.networks.get(network).connect(container)
+            create_policy(docker, name, fields, bind, port, engine)
+        except PolicyError as error:
+            raise DockerError(f"container {name} on {docker.engine.describe()}: {error}") from None
+        container = self._create(docker, name, fields)
+        try:
             mounts = tuple(mount["Target"] for mount in ContainerDriver._mounts(fields))
             container.put_archive("/", seed_archive(name, fields["hostname"], secret or "", mounts))
             if fields.get("forge_gate"):
@@ -311,22 +308,26 @@ class ContainerDriver(Driver):
         except (DockerError, APIError, HostKeyTimeout) as error:
             logs = container.logs(tail=LOG_TAIL).decode(errors="replace").strip()
             _ignore_missing(lambda: container.remove(force=True))
+            remove_policy(docker, name)
             detail = getattr(error, "explanation", None) or str(error)
             raise DockerError(f"container {name} on {docker.engine.describe()}: {detail}; the half-made "
                               "container was removed" + (f"\n--- its last output:\n{logs}" if logs else "")) from None
         return self.read(name, made) or {}
 
     @staticmethod
-    def _create(docker: HostClient, name: str, fields: dict[str, Any], bind: str, port: int):
+    def _create(docker: HostClient, name: str, fields: dict[str, Any]):
+        """The agent's container, in its policy container's network namespace: the network, port
+        and hostname are that one's; the record of refusals is mounted read-only."""
         try:
             return docker.containers.create(
-                fields["image"], name=name, hostname=fields["hostname"], detach=True,
-                network=fields["network"], labels=fields["labels"],
-                ports={"22/tcp": (bind, port)}, mounts=ContainerDriver._mounts(fields),
+                fields["image"], name=name, detach=True, network_mode=f"container:{policy_name(name)}",
+                labels=fields["labels"], mounts=ContainerDriver._mounts(fields),
+                volumes_from=[f"{policy_name(name)}:ro"],
                 cap_drop=["ALL"], cap_add=list(fields["capabilities"]), security_opt=["no-new-privileges"],
                 restart_policy={"Name": fields["restart"]}, **ContainerDriver._limits(fields),
             )
         except APIError as error:
+            remove_policy(docker, name)
             if error.status_code == 409:
                 raise DockerError(f"container {name}: a container of that name exists on {docker.engine.describe()} "
                                   f"but is not in this stack's state (left by an interrupted run?): remove it "
@@ -341,15 +342,15 @@ class ContainerDriver(Driver):
             attrs = docker.containers.get(name).attrs
         except NotFound:
             return None
+        try:
+            policy = docker.containers.get(policy_name(name)).attrs
+        except NotFound:
+            policy = None
         host, config = attrs["HostConfig"], attrs["Config"]
-        binding = ((host.get("PortBindings") or {}).get("22/tcp") or [{}])[0]
         mounts = {m.get("Destination"): m.get("Name") for m in attrs.get("Mounts") or []}
         return {
             "image": config.get("Image"),
-            "hostname": config.get("Hostname"),
-            "network": host.get("NetworkMode"),
-            "bind_address": binding.get("HostIp") or "0.0.0.0",
-            "port": int(binding.get("HostPort") or 0),
+            **self._network_owner(fields, attrs, policy),
             "workspace_volume": mounts.get(fields["workspace_mount"]),
             "shared_objects_volume": mounts.get(fields["shared_objects_mount"]),
             "capabilities": sorted(cap.removeprefix("CAP_") for cap in host.get("CapAdd") or []),
@@ -358,17 +359,38 @@ class ContainerDriver(Driver):
             "cpus": (host.get("CpuQuota") or 0) / (host.get("CpuPeriod") or CPU_PERIOD),
             "pids": host.get("PidsLimit") or 0,
             "restart": (host.get("RestartPolicy") or {}).get("Name", ""),
-            "state": attrs["State"].get("Status", "unknown"),
+            "state": policed_state(attrs, policy),
             "host": fields["host"],
             "engine": engine_of(fields),
             "user_namespace": user_namespace(docker, host),
         }
+
+    @staticmethod
+    def _network_owner(fields: dict[str, Any], agent: dict[str, Any], policy: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """The hostname, network and port, which are the policy container's. Gone, its container
+        is made again with the declared ones (the `state` says so); an agent of an earlier release,
+        without one, has them itself."""
+        if policy is None and (agent["HostConfig"].get("NetworkMode") or "").startswith("container:"):
+            return {key: fields.get(key) for key in ("hostname", "network", "bind_address", "port")}
+        owner = policy or agent
+        binding = ((owner["HostConfig"].get("PortBindings") or {}).get("22/tcp") or [{}])[0]
+        return {"hostname": owner["Config"].get("Hostname"), "network": owner["HostConfig"].get("NetworkMode"),
+                "bind_address": binding.get("HostIp") or "0.0.0.0", "port": int(binding.get("HostPort") or 0)}
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         docker = client(engine_of(fields))
         try:
             container = docker.containers.get(name)
         except NotFound:
+            return self.create(name, fields, secret)
+        try:
+            policy = docker.containers.get(policy_name(name))
+        except NotFound:
+            policy = None
+        if policy is None or container.attrs["HostConfig"].get("NetworkMode") != f"container:{policy.id}":
+            # Its network namespace's owner is gone: a new one cannot be joined, so both are made
+            # again (the same port, host key and workspace).
+            _ignore_missing(lambda: container.remove(force=True))
             return self.create(name, fields, secret)
         limits = self._limits(fields)
         body = {
@@ -379,7 +401,17 @@ class ContainerDriver(Driver):
         # The SDK's update_container knows neither PidsLimit nor MemorySwap-with-Memory in one call.
         api = docker.api
         api._result(api._post_json(api._url("/containers/{0}/update", container.id), data=body), True)
+        api.update_container(policy.id, restart_policy={"Name": fields["restart"]})
+        try:
+            if policy.status != "running":
+                start_policy(policy)
+            apply_policy(policy, fields["egress"])
+        except PolicyError as error:
+            raise DockerError(str(error)) from None
         container.reload()
+        if container.status == "running" and not joined(container.attrs, policy.attrs):
+            container.stop()  # in a namespace its policy container left (restarted): join the new one
+            container.reload()
         if container.status != "running":
             try:
                 self._start(container, {**fields, **(self.read(name, fields) or {})})
@@ -391,7 +423,9 @@ class ContainerDriver(Driver):
         return self.read(name, fields) or {}
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
-        _ignore_missing(lambda: client(engine_of(fields)).api.remove_container(name, force=True))
+        docker = client(engine_of(fields))
+        _ignore_missing(lambda: docker.api.remove_container(name, force=True))
+        remove_policy(docker, name)
 
     @staticmethod
     def _limits(fields: dict[str, Any]) -> dict[str, Any]:
@@ -443,7 +477,7 @@ class ContainerDriver(Driver):
 
         if run(WAIT_FOR_GATE).strip() != "waiting":
             return
-        with gated(fields):
+        with held_for(fields.get("forge_gate")):
             run(ADMIT)
 
 
@@ -552,7 +586,7 @@ class MirrorDriver(Driver):
             if secret:
                 credential = secret.rstrip("\n") + "\n" if fields["kind"] == "ssh_key" else secret
                 cloner.put_archive("/run", tar_of({"agentfleet-credential": (credential.encode(), 0o600)}, {}))
-            with gated(fields):
+            with held_for(fields.get("forge_gate")):
                 cloner.start()
                 status = cloner.wait(timeout=READY_TIMEOUT_S)["StatusCode"]
             if status != 0:

@@ -41,7 +41,7 @@ import pulumi_kubernetes as k8s
 
 from agentfleet.contract import WORKSPACE as WORKSPACE_MOUNT
 from components.backends import Endpoint, MachineContext
-from components.backends.docker.backend import capabilities
+from components.backends.docker.backend import CAPABILITIES
 from components.backends.kubernetes.preflight import (
     MANAGED_BY_LABEL,
     NAMESPACE_STACK_LABEL,
@@ -112,7 +112,7 @@ def container_spec(args: KubernetesAgentArgs, seed_volume: str, workspace_volume
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "privileged": False,
-            "capabilities": {"drop": ["ALL"], "add": list(capabilities(agent))},
+            "capabilities": {"drop": ["ALL"], "add": [*CAPABILITIES, "NET_ADMIN"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "readinessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": READINESS_PERIOD_S},
@@ -205,6 +205,8 @@ def resource_suffix(host: HostSpec) -> str:
 
 
 class KubernetesBackend:
+    policy_in_machine = True
+
     """`backend: kubernetes`: agents as pods on the fleet's clusters (its `kubernetes:` block and
     `hosts.<name>.kubernetes`), through one explicit pulumi-kubernetes Provider per cluster made
     from its kubeconfig."""

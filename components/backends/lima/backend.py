@@ -162,6 +162,7 @@ def vm_fields(context: MachineContext, agent: AgentSpec, image: VmImage | None) 
         "agent": agent.name,
         "config": render_instance_config(instance_config(agent, image)),
         "state": "running",
+        **context.forge_gate(agent),
     }
 
 
@@ -173,6 +174,8 @@ def step_fields(user_data: str) -> dict[str, Any]:
 
 
 class LimaBackend:
+    policy_in_machine = True
+
     def missing_tools(self) -> list[str]:
         missing = []
         limactl = limactl_command()

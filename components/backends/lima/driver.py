@@ -18,11 +18,12 @@ in the environment, or in a file on the host.
 
 Why the boot wait: `limactl start` returns once Lima's own per-boot script has run, the first of
 cloud-init's final stage. The rest of that stage still runs: at every boot after the first, the
-agent's per-boot egress script, which loads the egress policy. A connection to sshd accepted before
-that load is not tracked by netfilter, and its next packet out of the VM is rejected: a client
-connecting then reads no SSH banner or loses its session (as `pulumi up` after a stopped VM did),
-and a `limactl shell` open across the load never returns (as measured here). Once cloud-init's
-boot has finished, every new connection is tracked from its first packet.
+agent's per-boot egress script, which loads the egress policy with the name servers and starts the
+resolver (the table itself is loaded before sshd by a unit that script installs, but names resolve
+only after it). On a VM whose first boot predates that unit, a connection to sshd accepted before
+the load is not tracked by netfilter, and its next packet out of the VM is rejected: a client
+connecting then reads no SSH banner or loses its session, and a `limactl shell` open across the
+load never returns (as measured here). Once cloud-init's boot has finished, the agent is whole.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from agentfleet.throttle import held_for
 from components.reconciled import Driver
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.process import NOT_FOUND, TIMED_OUT, run, tail
@@ -233,8 +235,9 @@ def lima_home(limactl: str, directory: Path | None = None) -> str:
 
 def create(lima: Lima, host_public_key: str, config: str, steps: str, scripts: Sequence[str],
            document: str, ready_timeout_s: float = READY_TIMEOUT_S,
-           boot_timeout_s: float = BOOT_TIMEOUT_S) -> dict[str, Any]:
-    """Make, boot and provision the VM; return its endpoint. A failure deletes the half-made VM."""
+           boot_timeout_s: float = BOOT_TIMEOUT_S, forge_gate: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Make, boot and provision the VM; return its endpoint. A failure deletes the half-made VM.
+    The document's first clone runs while a slot of `forge_gate` is held."""
     if not os.access(lima.limactl, os.X_OK):
         raise LimaError(f"limactl is missing ({lima.limactl}): run scripts/setup, which builds Lima from Go modules")
     if shutil.which("qemu-system-x86_64") is None:
@@ -245,7 +248,7 @@ def create(lima: Lima, host_public_key: str, config: str, steps: str, scripts: S
     lima.run("create", "--name", lima.instance, "-", stdin=config, what="creating the instance")
     try:
         endpoint = start(lima, host_public_key, ready_timeout_s, apply=(Plan(steps, (), tuple(scripts)), document),
-                         boot_timeout_s=boot_timeout_s)
+                         boot_timeout_s=boot_timeout_s, forge_gate=forge_gate)
     except (LimaError, ValueError, HostKeyTimeout) as error:
         message = error.args[0]
         detail = error.args[1] if len(error.args) > 1 else ""
@@ -263,9 +266,10 @@ def create(lima: Lima, host_public_key: str, config: str, steps: str, scripts: S
 
 
 def start(lima: Lima, host_public_key: str, ready_timeout_s: float,
-          apply: Optional[tuple[Plan, str]] = None, boot_timeout_s: float = BOOT_TIMEOUT_S) -> dict[str, Any]:
-    """Boot the VM, wait for its boot to finish, apply a cloud-config (`apply`: plan, document),
-    and wait for the pinned host key; return the endpoint."""
+          apply: Optional[tuple[Plan, str]] = None, boot_timeout_s: float = BOOT_TIMEOUT_S,
+          forge_gate: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Boot the VM, wait for its boot to finish, apply a cloud-config (`apply`: plan, document;
+    holding a slot of `forge_gate` meanwhile), and wait for the pinned host key; return the endpoint."""
     lima.run("start", "--timeout", f"{START_TIMEOUT_S}s", lima.instance, timeout=START_TIMEOUT_S + START_GRACE_S,
              what="the VM did not boot to SSH in time")
     info = lima.instance_info()
@@ -274,7 +278,8 @@ def start(lima: Lima, host_public_key: str, ready_timeout_s: float,
     endpoint = ssh_endpoint(info)
     wait_for_boot(lima, boot_timeout_s)
     if apply is not None:
-        apply_document(lima, *apply)
+        with held_for(forge_gate):
+            apply_document(lima, *apply)
     wait_for_host_key(endpoint["host"], endpoint["port"], host_public_key, ready_timeout_s)
     return endpoint
 
@@ -347,6 +352,7 @@ class VmDriver(Driver):
     replacing = frozenset({"name", "agent", "config", "steps", "scripts", "packages", "host_public_key"})
     changing = frozenset({"state"})
     secret_input = "the agent's cloud-config, applied by cloud-init in the VM"
+    hints = frozenset({"forge_gate"})
     outputs = frozenset({"host", "port"})
 
     @staticmethod
@@ -363,7 +369,7 @@ class VmDriver(Driver):
         try:
             endpoint = create(self._lima(name, fields), fields["host_public_key"], fields["config"],
                               fields["steps"], fields["scripts"], secret or "", self.ready_timeout_s,
-                              self.boot_timeout_s)
+                              self.boot_timeout_s, fields.get("forge_gate"))
         except (LimaError, ValueError) as error:
             raise self._failed(name, fields, error) from None
         return {**endpoint, "state": "running"}

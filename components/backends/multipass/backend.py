@@ -42,10 +42,13 @@ def vm_fields(context: MachineContext, agent: AgentSpec) -> dict:
                               disk_gib=agent.resources.disk_gib, image=agent.image),
         "state": "running",
         **in_place_fields(agent),
+        **context.forge_gate(agent),
     }
 
 
 class MultipassBackend:
+    policy_in_machine = True
+
     def missing_tools(self) -> list[str]:
         if shutil.which("multipass") is None:
             return ["multipass (install it: `sudo snap install multipass`)"]

@@ -50,6 +50,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from agentfleet.throttle import held_for
 from components.reconciled import Driver
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.process import run, tail
@@ -362,10 +363,12 @@ class VmDriver(Driver):
     changing = frozenset({"state"})
     secret_input = "the agent's cloud-config, given to `multipass launch --cloud-init -`"
     outputs = frozenset({"host", "port"})
+    hints = frozenset({"forge_gate"})
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
-        endpoint = create(fields["agent"], name, fields["host_public_key"], fields["launch"], secret or "",
-                          self.ready_timeout_s, self.ssh_port)
+        with held_for(fields.get("forge_gate")):  # the launch's boot makes the first clone
+            endpoint = create(fields["agent"], name, fields["host_public_key"], fields["launch"], secret or "",
+                              self.ready_timeout_s, self.ssh_port)
         return {**endpoint, "state": "running"}
 
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
