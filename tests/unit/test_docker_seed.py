@@ -8,6 +8,7 @@ import tarfile
 from types import SimpleNamespace
 
 from components.backends.docker.driver import SEED_DIR, seed_archive, user_namespace
+from components.backends.docker.policy import RECORD_DIR, policy_archive
 
 
 def members(archive: bytes) -> dict[str, tarfile.TarInfo]:
@@ -36,3 +37,11 @@ def test_the_user_namespace_is_the_engines_unless_the_container_asked_for_the_ho
     assert user_namespace(remapping, {"UsernsMode": ""}) == "remapped"
     assert user_namespace(remapping, {"UsernsMode": "host"}) == "none"
     assert user_namespace(plain, {}) == "none"
+
+
+def test_the_policy_upload_gives_the_records_parents_to_root():
+    archive, _, _ = policy_archive({"code": "x"})
+    found = members(archive)
+    parents = ["var", "var/log", "var/log/agentfleet"]
+    assert RECORD_DIR == "/var/log/agentfleet/egress" and list(found)[:3] == parents
+    assert all((found[name].uid, found[name].mode) == (0, 0o755) for name in parents)

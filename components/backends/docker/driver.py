@@ -23,7 +23,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
 from docker.errors import APIError, NotFound
@@ -42,6 +42,7 @@ from components.backends.docker.engines import (
     open_client,
 )
 from components.backends.docker.policy import (
+    RECORD_DIR,
     PolicyError,
     apply_policy,
     create_policy,
@@ -188,19 +189,22 @@ def tar_of(files: dict[str, tuple[bytes, int]], directories: dict[str, int], own
     return buffer.getvalue()
 
 
+def mount_parents(mounts: tuple[str, ...]) -> dict[str, int]:
+    """The directories above a container's mount points, as root's 0755 entries of an archive to
+    upload before it first starts. Why: on an engine with userns-remap, that upload makes a mount's
+    missing parents (the agent's home above its workspace) owned by the host's root, which is
+    nobody in the container's user namespace (Docker 20.10), so root there could not make them its
+    own. Listed in the upload, they are the container's root's, as a start without it makes them."""
+    return {str(parent).lstrip("/"): 0o755 for mount in mounts for parent in reversed(PurePosixPath(mount).parents)
+            if parent != PurePosixPath("/")}
+
+
 def seed_archive(instance_id: str, hostname: str, user_data: str, mounts: tuple[str, ...] = ()) -> bytes:
-    """cloud-init's NoCloud seed, readable by root only, and the directories above `mounts` as
-    root's (0755). Why those: on an engine with userns-remap, this upload (before the container
-    first starts) makes a mount's missing parents, such as the agent's home above its workspace,
-    owned by the host's root, which is nobody in the container's user namespace (Docker 20.10):
-    cloud-init could not make the home its own. Listed here, the upload gives them to the
-    container's root, as a start without the upload would."""
+    """cloud-init's NoCloud seed, readable by root only, and the directories above `mounts`."""
     meta = f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n"
-    parents = {str(parent).lstrip("/"): 0o755 for mount in mounts for parent in reversed(Path(mount).parents)
-               if parent != Path("/")}
     return tar_of(
         {f"{SEED_DIR}/user-data": (user_data.encode(), 0o600), f"{SEED_DIR}/meta-data": (meta.encode(), 0o600)},
-        {**parents, SEED_DIR: 0o700},
+        {**mount_parents(mounts), SEED_DIR: 0o700},
     )
 
 
@@ -299,7 +303,8 @@ class ContainerDriver(Driver):
             raise DockerError(f"container {name} on {docker.engine.describe()}: {error}") from None
         container = self._create(docker, name, fields)
         try:
-            mounts = tuple(mount["Target"] for mount in ContainerDriver._mounts(fields))
+            # RECORD_DIR: the policy container's record, mounted too (volumes_from).
+            mounts = (*(mount["Target"] for mount in ContainerDriver._mounts(fields)), RECORD_DIR)
             container.put_archive("/", seed_archive(name, fields["hostname"], secret or "", mounts))
             if fields.get("forge_gate"):
                 gate = CLONE_GATE.lstrip("/")

@@ -103,14 +103,17 @@ def policy_fields(agent: AgentSpec) -> dict[str, str]:
 def policy_archive(egress: dict[str, str]) -> tuple[bytes, str, list[str]]:
     """The archive to upload (policy files, code, the set's digest), the digest, and the policy
     files it lacks (to remove)."""
-    from components.backends.docker.driver import tar_of
+    from components.backends.docker.driver import mount_parents, tar_of
 
     files = {path: (egress[key].encode(), 0o600) for key, path in POLICY_FILES.items() if key in egress}
     files.update({path: ((TEMPLATES / source).read_bytes(), 0o700 if path.endswith(("resolver", "apply-egress"))
                          else 0o600) for path, source in CODE_FILES.items()})
     digest = hashlib.sha256(b"".join(p.encode() + b"\0" + c for p, (c, _) in sorted(files.items()))).hexdigest()
     files[f"{STATE}/uploaded"] = (digest.encode() + b"\n", 0o600)
-    directories = {"etc/agentfleet": 0o700, "usr/local/lib/agentfleet": 0o755, STATE: 0o700}
+    # The directories above the record's volume as well (driver.mount_parents: on an engine with
+    # userns-remap the first upload would leave /var/log/agentfleet nobody's, and apply-egress fails).
+    directories = {**mount_parents((RECORD_DIR,)), "etc/agentfleet": 0o700, "usr/local/lib/agentfleet": 0o755,
+                   STATE: 0o700}
     lacking = ["/" + path for key, path in POLICY_FILES.items() if key not in egress]
     return tar_of(files, directories), digest, lacking
 
