@@ -173,6 +173,8 @@ def test_replacement_keeps_the_workspace(fleet, rig, git_server: GitServer):
     again = stack.up()
     assert container(rig, stack)["Id"] != before
     assert again["agents"][AGENT]["port"] == outputs["agents"][AGENT]["port"] + 1
+    # Read back by the refresh every up makes, and from the new container.
+    assert {name: agent["user_namespace"] for name, agent in again["agents"].items()} == {AGENT: "remapped", PLAIN: "none"}
     assert run_ok(again, stack, "cat work.txt && git log -1 --format=%s") == "remapped\nwork"
     run_ok(again, stack, "echo again >> work.txt && git commit -qam again && git push -q origin HEAD")
     assert git_server.git("log", "-1", "--format=%s", f"agent/{AGENT}") == "again"
