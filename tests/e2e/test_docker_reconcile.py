@@ -138,8 +138,9 @@ def test_after_a_docker_daemon_restart_every_agent_answers_with_its_key_policy_a
             # The client trusts only the pinned host key: answering at all proves the key.
             assert answer_when_booted(client, agent, "git config user.email") == f"{agent}@fleet.test"
     for agent in AGENTS:
-        rules = docker("exec", f"agentfleet-{stack.name}-{agent}", "nft", "list", "chain", "inet", "agentfleet", "output")
-        assert "reject" in rules, f"{agent}: the egress policy is not in force after the restart"
+        # The policy container's table is the one in the namespace the agent's container joined.
+        rules = docker("exec", f"agentfleet-{stack.name}-{agent}-policy", "nft", "list", "table", "inet", "agentfleet")
+        assert "jump refuse" in rules and "reject" in rules, f"{agent}: the egress policy is not in force after the restart"
     notes = read_notes(outputs, stack)
     assert notes["agent-1"] == "agent-1-work" and notes["agent-2"] == "agent-2-work"
     refreshed = stack.stack.preview(on_output=lambda _: None)

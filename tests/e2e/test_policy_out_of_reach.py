@@ -84,7 +84,7 @@ def agent_ok(outputs: dict, stack: FleetStack, command: str, attempts: int = 120
 
 
 def policy_in_force(stack: FleetStack) -> str:
-    return docker("exec", f"{agent_container(stack)}-policy", "nft", "list", "chain", "inet", "agentfleet", "output")
+    return docker("exec", f"{agent_container(stack)}-policy", "nft", "list", "table", "inet", "agentfleet")
 
 
 def test_root_in_the_agent_holds_no_capability_over_the_network(fleet):
@@ -107,7 +107,7 @@ def test_root_in_the_agent_cannot_list_flush_or_change_the_policy(fleet, script)
     stack, _ = fleet
     status, output = as_root(stack, script)
     assert status != 0, f"{script!r} worked as root in the agent: {output}"
-    assert "reject" in policy_in_force(stack)
+    assert "jump refuse" in policy_in_force(stack)
 
 
 def test_after_roots_attempts_the_policy_holds_and_the_remote_works(fleet, forbidden_address):
@@ -141,6 +141,12 @@ def test_root_pointing_resolv_conf_elsewhere_gets_no_query_past_the_resolver(fle
     assert status != 0, raw
     status, engine = as_root(stack, f"python3 -c \"{QUERY}\" 127.0.0.11 {OUTSIDE}")
     assert engine.strip() == "3", engine
+    # Docker's resolver also listens on a port of its own (its rules forward 53 there), open to
+    # anyone who reads /proc/net/udp: closed to all but the policy's resolver.
+    port = int(next(line.split()[1].split(":")[1] for line in as_root(stack, "cat /proc/net/udp")[1].splitlines()
+                    if line.split()[1].startswith("0B00007F:")), 16)
+    status, hidden = as_root(stack, f"python3 -c \"{QUERY.replace(',53)', f',{port})')}\" 127.0.0.11 {OUTSIDE}")
+    assert status != 0, f"Docker's resolver answered on its own port {port}: {hidden}"
     assert dns.queries().count(OUTSIDE) == before, "root's query for a name outside the policy reached the DNS server"
     as_root(stack, "cat /tmp/resolv.keep >/etc/resolv.conf")
     assert agent_ok(outputs, stack, "git ls-remote -q origin")
@@ -169,6 +175,6 @@ def test_a_restarted_agent_keeps_its_policy_and_a_removed_policy_container_is_he
     healed = stack.up()
     assert healed["agents"]["boxed"]["port"] == outputs["agents"]["boxed"]["port"]
     assert agent_ok(healed, stack, "git ls-remote -q origin")  # the same pinned host key
-    assert "reject" in policy_in_force(stack)
+    assert "jump refuse" in policy_in_force(stack)
     status, _ = as_root(stack, f"timeout 10 bash -c 'exec 3<>/dev/tcp/{forbidden_address}/8080'")
     assert status != 0

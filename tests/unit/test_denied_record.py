@@ -120,12 +120,15 @@ def test_the_resolver_records_a_refused_name_and_answers_nxdomain(tmp_path, monk
 
 def test_agent_side_names_agree_with_the_ruleset_and_the_client():
     assert recorder.RECORD == contract.DENIED_RECORD
+    assert resolver.MARK == egress.RESOLVER_MARK and f"meta mark {egress.RESOLVER_MARK:#x}" in ruleset(
+        load({"agents": [agent("a")]}).agents[0])
     assert (recorder.GROUP, recorder.UNRECORDED, recorder.TABLE) == (
         egress.REFUSED_GROUP, egress.UNRECORDED, egress.TABLE)
     text = ruleset(load({"agents": [agent("a", allow=["203.0.113.0/24:443"])]}).agents[0])
-    # Both refusing chains end in the same two rules: recorded under the limit, counted over it.
-    assert text.count(f"limit name \"refusals\" log group {egress.REFUSED_GROUP} reject") == 2
-    assert text.count('counter name "unrecorded" reject') == 2
+    # Every refusal goes through one chain: recorded under the limit, counted over it.
+    assert text.count(f"limit name \"refusals\" log group {egress.REFUSED_GROUP} reject") == 1
+    assert text.count('counter name "unrecorded" reject') == 1
+    assert text.count("jump refuse") == 4
     assert f"limit refusals {{ rate {egress.REFUSED_RATE}/second burst {egress.REFUSED_BURST} packets }}" in text
 
 

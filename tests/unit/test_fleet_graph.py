@@ -57,8 +57,11 @@ def test_container_runs_least_privileged_on_a_private_port():
 
     def check(_):
         container = inputs("agent-2-container")
+        # No NET_ADMIN: the egress policy is its policy container's, given as data (no scripts).
         assert container["capabilities"] == sorted(
-            ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "NET_ADMIN", "SETGID", "SETUID", "SYS_CHROOT"])
+            ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "SYS_CHROOT"])
+        assert set(container["egress"]) >= {"code", "ruleset", "names"}
+        assert "table inet agentfleet" in container["egress"]["ruleset"] and "set -e" not in json.dumps(container["egress"])
         assert (container["memory_mib"], container["cpus"], container["pids"]) == (768, 2, 99)
         # No port or bind address in the config: both are chosen on the agent's host when it is made.
         assert "port" not in container and "bind_address" not in container

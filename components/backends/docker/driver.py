@@ -349,17 +349,10 @@ class ContainerDriver(Driver):
         except NotFound:
             policy = None
         host, config = attrs["HostConfig"], attrs["Config"]
-        # The network, port and hostname are the policy container's (an agent of an earlier
-        # release, without one, has them itself).
-        owner = policy or attrs
-        binding = ((owner["HostConfig"].get("PortBindings") or {}).get("22/tcp") or [{}])[0]
         mounts = {m.get("Destination"): m.get("Name") for m in attrs.get("Mounts") or []}
         return {
             "image": config.get("Image"),
-            "hostname": owner["Config"].get("Hostname"),
-            "network": owner["HostConfig"].get("NetworkMode"),
-            "bind_address": binding.get("HostIp") or "0.0.0.0",
-            "port": int(binding.get("HostPort") or 0),
+            **self._network_owner(fields, attrs, policy),
             "workspace_volume": mounts.get(fields["workspace_mount"]),
             "shared_objects_volume": mounts.get(fields["shared_objects_mount"]),
             "capabilities": sorted(cap.removeprefix("CAP_") for cap in host.get("CapAdd") or []),
@@ -372,6 +365,18 @@ class ContainerDriver(Driver):
             "host": fields["host"],
             "engine": engine_of(fields),
         }
+
+    @staticmethod
+    def _network_owner(fields: dict[str, Any], agent: dict[str, Any], policy: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """The hostname, network and port, which are the policy container's. Gone, its container
+        is made again with the declared ones (the `state` says so); an agent of an earlier release,
+        without one, has them itself."""
+        if policy is None and (agent["HostConfig"].get("NetworkMode") or "").startswith("container:"):
+            return {key: fields.get(key) for key in ("hostname", "network", "bind_address", "port")}
+        owner = policy or agent
+        binding = ((owner["HostConfig"].get("PortBindings") or {}).get("22/tcp") or [{}])[0]
+        return {"hostname": owner["Config"].get("Hostname"), "network": owner["HostConfig"].get("NetworkMode"),
+                "bind_address": binding.get("HostIp") or "0.0.0.0", "port": int(binding.get("HostPort") or 0)}
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         docker = client(engine_of(fields))

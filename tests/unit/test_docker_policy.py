@@ -1,0 +1,71 @@
+"""A Docker agent's policy container, without an engine: what its field holds, what is uploaded,
+and when the agent's container counts as running under its policy (components/backends/docker/policy.py)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+from components.backends.docker.policy import (
+    POLICY_FILES,
+    code_digest,
+    joined,
+    policed_state,
+    policy_archive,
+    policy_fields,
+    policy_labels,
+)
+from components.cloudinit import AgentKeys, render_cloud_config
+from tests.unit.spec_helpers import agent, load
+
+
+def spec(**fields):
+    return load({"agents": [agent("a", **fields)]}).agents[0]
+
+
+def test_a_restricted_agent_carries_its_ruleset_and_names_an_open_one_only_the_code():
+    restricted = policy_fields(spec(allow=["pypi.org:443"], dns=["10.0.0.53"]))
+    assert set(restricted) == {"code", "ruleset", "names", "dns"} and "pypi.org" in restricted["names"]
+    assert policy_fields(spec(egress="open")) == {"code": code_digest()}
+
+
+def test_the_archive_holds_the_policy_and_its_code_and_names_what_a_lifted_policy_lacks():
+    archive, digest, lacking = policy_archive(policy_fields(spec(egress="open")))
+    names = tarfile.open(fileobj=io.BytesIO(archive)).getnames()
+    assert "usr/local/lib/agentfleet/resolver" in names and "etc/agentfleet/egress.nft" not in names
+    assert sorted(lacking) == sorted("/" + path for path in POLICY_FILES.values())
+    again, same, _ = policy_archive(policy_fields(spec(egress="open")))
+    assert same == digest
+    _, other, lacking = policy_archive(policy_fields(spec(allow=["pypi.org:443"])))
+    assert other != digest and lacking == ["/etc/agentfleet/dns-servers"]
+
+
+def test_a_docker_agents_cloud_config_carries_no_policy():
+    keys = AgentKeys("ssh-ed25519 AAAA op", "-----BEGIN KEY-----\nx\n-----END KEY-----", "ssh-ed25519 AAAA host")
+    inside = render_cloud_config(spec(allow=["pypi.org:443"]), keys)
+    outside = render_cloud_config(spec(allow=["pypi.org:443"]), keys, policy=False)
+    assert "/etc/agentfleet/egress.nft" in inside and "agentfleet-resolver" not in outside
+    assert "egress" not in outside and len(outside) < len(inside) / 2
+
+
+def test_policy_labels_name_the_agent_served_not_as_an_agent():
+    assert policy_labels({"agentfleet.stack": "s", "agentfleet.agent": "a"}) == {
+        "agentfleet.stack": "s", "agentfleet.policy": "a"}
+
+
+def container(id_: str, status: str, started: str, mode: str = "bridge") -> dict:
+    return {"Id": id_, "State": {"Status": status, "StartedAt": started}, "HostConfig": {"NetworkMode": mode}}
+
+
+def test_the_agent_runs_under_its_policy_only_in_the_policy_containers_current_namespace():
+    policy = container("p1", "running", "2026-12-06T20:00:01.5Z")
+    agent_ = container("a1", "running", "2026-12-06T20:00:01.25Z", "container:p1")
+    # Fractions of varying length compare as times: .25 is before .5.
+    assert not joined(agent_, policy)
+    assert policed_state(agent_, policy) == "running outside its policy container's network (started again since)"
+    later = container("a1", "running", "2026-12-06T20:00:02.1Z", "container:p1")
+    assert joined(later, policy) and policed_state(later, policy) == "running"
+    assert policed_state(later, None) == "running without its policy container"
+    assert policed_state(later, container("p1", "exited", "2026-12-06T20:00:01.5Z")) == \
+        "running, its policy container exited"
+    assert policed_state(container("a1", "exited", "x", "container:p1"), None) == "exited"
