@@ -22,6 +22,7 @@ import pytest
 from agentfleet import Fleet
 from agentfleet.cli import main as cli
 from agentfleet.contract import DENIED_RECORD
+from components.egress import RESOLVER_MARK
 from components.keys import generate_ed25519
 from tests.e2e.kubernetes.test_kubernetes_fleet import cluster_config, pod_git_server, pod_uid  # noqa: F401
 from tests.e2e.support import FleetStack, GitServer
@@ -116,6 +117,10 @@ def test_root_in_the_agent_container_holds_no_capability_over_the_network(guarde
     agent = capabilities(kube_cluster, namespace, "agent")
     assert not agent & (1 << NET_ADMIN | 1 << NET_RAW), f"{agent:x}"
     assert capabilities(kube_cluster, namespace, "policy") == 1 << NET_ADMIN
+    # Nor may it mark a socket as the resolver's (the firewall's pass to the upstream servers).
+    status, said = in_pod(kube_cluster, namespace, "python3", "-c", "import socket; socket.socket()"
+                          f".setsockopt(socket.SOL_SOCKET, socket.SO_MARK, {RESOLVER_MARK})")
+    assert status != 0 and "not permitted" in said, said
 
 
 @pytest.mark.parametrize("script", [
