@@ -10,6 +10,7 @@ the policy's and not a closed port; refused packets never leave the agent.
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_the_whole_fleet_in_a_table_and_an_open_agent_has_nothing_refused(files,
 
 
 def test_the_agent_user_cannot_change_the_record(files):
-    owner = agent_run(files, f"stat -c '%U %a' {DENIED_RECORD} /var/log/agentfleet")
+    owner = agent_run(files, f"stat -c '%U %a' {DENIED_RECORD} {posixpath.dirname(DENIED_RECORD)}")
     assert owner.stdout.split() == ["root", "644", "root", "755"], owner.stdout
     for change in (f"echo forged >> {DENIED_RECORD}", f"rm -f {DENIED_RECORD}", f": > {DENIED_RECORD}",
                    f"mv {DENIED_RECORD} /tmp/x", f"touch {DENIED_RECORD}.1"):

@@ -152,8 +152,9 @@ def test_ipv6_is_restricted_and_an_ipv6_entry_opens_exactly_its_port(fleet, serv
 def test_an_agent_does_not_reach_another_agents_sshd(fleet):
     stack, client = fleet
     network = f"agentfleet-{stack.name}"
+    # The peer's address is its policy container's, whose network namespace it shares.
     peer = docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
-                  f"agentfleet-{stack.name}-peer")
+                  f"agentfleet-{stack.name}-peer-policy")
     assert not tcp(client, "locked", peer, 22)
     assert tcp(client, "free", peer, 22)  # sshd is there: the refusal is the policy's
 

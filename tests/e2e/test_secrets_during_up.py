@@ -19,6 +19,7 @@ import re
 import pytest
 
 from agentfleet.contract import CLONE_GATE
+from components.backends.docker.policy import CODE_FILES
 from components.keys import generate_ed25519
 from tests.e2e.docker_api_recorder import Recorder
 from tests.e2e.process_sampler import ProcessSampler, config_channel
@@ -31,6 +32,8 @@ SHARED_FIRST_LINE = generate_ed25519("any")[0].splitlines()[1]
 SEED_UPLOAD = re.compile(r"/containers/[^/]+/archive\?path=%2F$")
 # The other upload to / before a container starts: the first clone's gate (a file, no key in it).
 GATE_MEMBER = f"{CLONE_GATE.lstrip('/')}/required".encode()
+# And the egress policy's, to the agent's policy container (no key in it either).
+POLICY_MEMBER = next(iter(CODE_FILES)).encode()
 
 
 def secret_lines(state: str) -> set[str]:
@@ -78,7 +81,7 @@ def test_the_sampler_and_recorder_saw_the_up(observed):
     assert sampler.rounds > 100
     assert sampler.saw_its_marker(), "the sampler missed the short process it planted during up"
     paths = [path for _, path, _ in recorder.calls()]
-    assert sum(1 for path in paths if "/containers/create" in path) == 3
+    assert sum(1 for path in paths if "/containers/create" in path) == 6  # each agent's and its policy container
 
 
 def test_no_key_or_token_in_any_process_arguments_or_environment_during_up(observed):
@@ -115,7 +118,7 @@ def test_key_material_reaches_the_engine_only_in_the_seed_upload(observed):
     uploads = 0
     for method, path, sent in recorder.calls():
         carries = [s for s in secrets if s.encode() in sent]
-        if method == "PUT" and SEED_UPLOAD.search(path) and GATE_MEMBER not in sent:
+        if method == "PUT" and SEED_UPLOAD.search(path) and GATE_MEMBER not in sent and POLICY_MEMBER not in sent:
             uploads += 1
             continue
         assert not carries, f"{method} {path} carries key material"
