@@ -2,7 +2,8 @@
 the agent's container (`kubectl exec`, which runs as the container's root) holds no capability over
 the network, cannot list, flush or change the policy, cannot see or kill the resolver, and gets no
 DNS query past it; the policy lives in the pod's native sidecar (`policy`), refusals are on record
-for `agentfleet audit --denied`, and a changed `allow` rolls the pod with the new policy.
+for `agentfleet audit --denied`, a sidecar that ends comes back without the policy ever lifting,
+and a changed `allow` rolls the pod with the new policy.
 
 The agent's remote is a name served by a DNS server the test controls, published on the node's
 address and asked through `dns`, so every check below could fail: were root exempt, as uid 0 was
@@ -14,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import time
 import uuid
 from typing import Iterator
 
@@ -192,6 +194,27 @@ def test_after_roots_attempts_the_policy_holds_and_refusals_are_on_record(guarde
     entries = [json.loads(line) for line in out.getvalue().splitlines()]
     assert any((entry["destination"], entry["port"], entry["protocol"]) == (kube_cluster.node_ip, API_PORT, "tcp")
                for entry in entries), entries
+
+
+def test_a_policy_sidecar_that_ends_is_restarted_and_the_policy_never_lifts(guarded, kube_cluster):
+    stack, outputs, namespace = guarded
+    in_pod(kube_cluster, namespace, "kill", "1", container="policy")  # its PID 1 exits on TERM
+    deadline = time.monotonic() + 60
+    while restarts(kube_cluster, namespace) < 1:
+        assert time.monotonic() < deadline, "the policy sidecar was not restarted"
+        time.sleep(0.5)
+    # The pod is Ready (in its Service's endpoints) again once the sidecar's probe saw the policy applied.
+    kube_cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"pod/{pod_name(kube_cluster, namespace)}",
+                         "--timeout=60s")
+    assert "jump refuse" in policy_in_force(kube_cluster, namespace)
+    assert agent_run(outputs, stack, "git ls-remote -q origin").ok  # the remote's name resolves again
+    assert not agent_run(outputs, stack, reach(kube_cluster.node_ip, API_PORT)).ok
+
+
+def restarts(cluster: Cluster, namespace: str) -> int:
+    pod = json.loads(cluster.kubectl("get", "pod", "-n", namespace, pod_name(cluster, namespace), "-o", "json"))
+    return next(status["restartCount"] for status in pod["status"].get("initContainerStatuses", [])
+                if status["name"] == "policy")
 
 
 def test_a_changed_allow_rolls_the_pod_with_the_new_policy(guarded, kube_cluster):
