@@ -1,6 +1,7 @@
 """What `up` checks on each cluster before it creates anything: the cluster answers, the namespace
 is there (or may be made), the objects of an agent may be made in it, the storage class exists,
-the pull secrets exist, and an image that must not be pulled is on a node.
+the pull secrets exist, an image that must not be pulled is on a node, and the cluster runs the
+native sidecar containers that keep a restricted egress policy out of the agent's reach.
 
 Each problem names the stack, the cluster host, its agents and the config field to change. The
 checks are kubectl calls (the kubectl setup builds, matching the cluster binaries), made side by
@@ -27,6 +28,8 @@ NODE_IMAGES_LISTED = 50  # kubelet's default nodeStatusMaxImages
 # On what a stack makes (backend.py): its objects and its namespace.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 NAMESPACE_STACK_LABEL = "agentfleet.dev/stack"
+# Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29 (beta).
+SIDECARS_SINCE = (1, 29)
 
 
 def kubectl() -> Optional[str]:
@@ -81,6 +84,7 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
         "create namespaces": ("auth", "can-i", "create", "namespaces"),
         "storage classes": ("get", "storageclass", "-o", "json"),
         "nodes": ("get", "nodes", "-o", "json"),
+        "version": ("get", "--raw", "/version"),
         **{f"create {kind}": ("auth", "can-i", "create", kind, "--namespace", namespace) for kind in AGENT_OBJECTS},
         **{f"secret {name}": ("get", "secret", name, "--namespace", namespace, "-o", "name")
            for name in cluster.image_pull_secrets},
@@ -106,7 +110,28 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
                         f"{cluster_field(host, 'create_namespace')}: false")
     if cluster.image_pull_policy == "Never":
         problems += _image_problems(where, host, cluster, agents, done["nodes"])
-    return problems
+    return problems + _sidecar_problems(where, agents, done["version"])
+
+
+def server_version(said: str) -> Optional[tuple[int, int]]:
+    """(major, minor) from the API server's /version; None when it does not say (minor may read
+    "29+" on some distributions)."""
+    try:
+        version = json.loads(said)
+        return int(version["major"].rstrip("+")), int(version["minor"].rstrip("+"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _sidecar_problems(where: str, agents: list[AgentSpec], said: Completed) -> list[str]:
+    """A restricted egress policy runs in a native sidecar of the agent's pod (backend.py)."""
+    restricted = [agent.name for agent in agents if agent.egress != "open"]
+    version = server_version(said.stdout) if said.ok else None
+    if not restricted or version is None or version >= SIDECARS_SINCE:
+        return []
+    return [f"{where}: runs Kubernetes {version[0]}.{version[1]}; the egress policy of agents "
+            f"{', '.join(restricted)} runs in a native sidecar container, which needs Kubernetes "
+            f"{SIDECARS_SINCE[0]}.{SIDECARS_SINCE[1]} or later: upgrade the cluster, or set `egress: open` for them"]
 
 
 def _namespace_problems(where: str, stack: str, host: HostSpec, cluster: ClusterSpec, found: Completed,
