@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Workbench, load, median, seconds, stack_endpoints, timed, wait_until_answers
+from components.backends.kubernetes.backend import POLICY_CPUS
 from tests.e2e.kubernetes.storage import STORAGE_CLASS, dynamic_storage
 from tests.kubecluster.cluster import Cluster, remove_tree
 from tests.kubecluster.host_state import HostState
@@ -51,10 +52,11 @@ def millicpus(quantity: str) -> int:
     return round(float(quantity) * 1000)
 
 
-def cpus_each(allocatable_m: int, agents: int) -> float:
+def cpus_each(allocatable_m: int, agents: int, sidecar_m: int = 0) -> float:
     """The CPUs each of `agents` gets when the node's allocatable CPU is split evenly, at most 1:
-    requests equal limits, so more would not schedule."""
-    return min(1.0, (allocatable_m // agents) / 1000)
+    requests equal limits, so more would not schedule. Each pod's policy sidecar (`sidecar_m`,
+    a restricted egress policy) takes its part of the pod's share."""
+    return min(1.0, (allocatable_m // agents - sidecar_m) / 1000)
 
 
 def fleet(bench: Workbench, cluster: Cluster, size: int, way: str, namespace: str, cpus: float) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def run(bench: Workbench, sizes: list[int], rounds: int) -> dict[str, Any]:
                   f"(image import {cluster.timings.get('image_import_s', 0):.1f} s)", flush=True)
             dynamic_storage(cluster)
             allocatable = millicpus(cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[0].status.allocatable.cpu}"))
-            cpus = {size: cpus_each(allocatable, size) for size in sizes}
+            cpus = {size: cpus_each(allocatable, size, millicpus(POLICY_CPUS)) for size in sizes}
             for round_ in range(rounds):
                 for size in sizes:
                     for way in (WAYS if round_ % 2 == 0 else WAYS[::-1]):  # each way goes first in some round

@@ -26,9 +26,11 @@ MIN_ADMISSION_S = 10
 
 
 class DnsServer:
-    def __init__(self, name: str, network: str, image: str) -> None:
+    def __init__(self, name: str, network: str, image: str, publish_on: str | None = None) -> None:
+        """`publish_on`: an address of this machine whose port 53 (UDP and TCP) it answers on too."""
         self.name = name
-        docker("run", "-d", "--name", name, "--network", network, "--label", TEST_LABEL,
+        publish = ["--publish", f"{publish_on}:53:53/udp", "--publish", f"{publish_on}:53:53/tcp"] if publish_on else []
+        docker("run", "-d", "--name", name, "--network", network, "--label", TEST_LABEL, *publish,
                "--entrypoint", "sleep", image, "infinity")
         docker("exec", name, "mkdir", "-p", "/srv/dns")
         docker("cp", str(PROJECT_ROOT / "cloud-init" / "agentfleet-resolver"), f"{name}:/srv/dns/agentfleet_resolver.py")

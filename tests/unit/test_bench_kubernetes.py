@@ -26,6 +26,8 @@ def test_the_node_is_split_evenly_and_no_agent_gets_more_than_one_cpu():
     assert [cpus_each(2000, size) for size in (1, 2, 5, 20)] == [1.0, 1.0, 0.4, 0.1]
     assert cpus_each(1950, 20) == 0.097  # 20 of them still fit: requests equal limits
     assert 20 * cpus_each(1950, 20) * 1000 <= 1950
+    # With a policy sidecar of 10m in each pod, 5 pods of 0.39 CPU and their sidecars still fit.
+    assert cpus_each(2000, 5, 10) == 0.39
 
 
 def test_milestones_are_the_last_pod_and_deployment_to_reach_them():

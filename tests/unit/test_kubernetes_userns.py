@@ -1,17 +1,14 @@
 """components/backends/kubernetes/userns.py and the pod spec it shapes: whether a cluster can give
-agents' pods a user namespace of their own (`hostUsers: false`), judged from what `kubectl version`
-and `kubectl get nodes` say, without a cluster."""
+agents' pods a user namespace of their own (`hostUsers: false`), judged from the API server's
+version and what `kubectl get nodes` says, without a cluster."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
 
-import pytest
-
 from components.backends.kubernetes.backend import pod_spec
-from components.backends.kubernetes.userns import server_version, user_namespace_gap
+from components.backends.kubernetes.userns import user_namespace_gap
 from tests.unit.test_kubernetes_backend import args
 
 NEEDED = "needs containerd 2.0+ or CRI-O 1.25+, with runc 1.2+ or crun 1.9+, on Linux 6.3+"
@@ -25,16 +22,6 @@ def node(name: str, user_namespaces: bool | None, runtime: str = "containerd://2
                                                                "userNamespaces": user_namespaces}},
                                      {"name": "runc", "features": {"userNamespaces": user_namespaces}}]
     return {"metadata": {"name": name}, "status": status}
-
-
-@pytest.mark.parametrize("reply, version", [
-    ({"serverVersion": {"major": "1", "minor": "34"}}, (1, 34)),
-    ({"serverVersion": {"major": "1", "minor": "31+"}}, (1, 31)),  # as managed clusters say it
-    ({"clientVersion": {"major": "1", "minor": "34"}}, None),
-    ("not json", None),
-])
-def test_the_server_version_is_read_from_kubectl_version(reply, version):
-    assert server_version(reply if isinstance(reply, str) else json.dumps(reply)) == version
 
 
 def test_a_new_cluster_whose_nodes_all_support_it_has_no_gap():

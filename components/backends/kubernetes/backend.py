@@ -14,10 +14,20 @@ Why this shape:
   node) where the cluster supports it (userns.py); elsewhere the preflight warns, and the pod runs
   in the node's user namespace. The Deployment's pod template, as read back, says which.
 - The same least privilege as Docker (components/backends/docker/backend.py): every capability
-  dropped but the ones sshd and cloud-init need (plus NET_ADMIN to apply a restricted egress
-  policy at boot), no privilege escalation, the runtime's default seccomp profile, CPU and memory
-  limits from the spec, no service-account token and no service links in the pod; like Docker, the
-  pod lets sshd bind port 22 without CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start).
+  dropped but the ones sshd and cloud-init need, no privilege escalation, the runtime's default
+  seccomp profile, CPU and memory limits from the spec, no service-account token and no service
+  links in the pod; like Docker, the pod lets sshd bind port 22 without CAP_NET_BIND_SERVICE
+  (net.ipv4.ip_unprivileged_port_start).
+- A restricted egress policy is out of the agent's reach, as in Docker
+  (components/backends/docker/policy.py): the containers of a pod share its network namespace, so
+  a container of its own, `policy`, holds the one capability the policy needs (NET_ADMIN) and the
+  agent's container none that changes the network. `policy` is a native sidecar (an init container
+  that restarts, Kubernetes 1.29+): its startup probe holds the agent's container back until the
+  table is loaded, and it keeps the resolver and the recorder of refusals running beside it, in a
+  PID namespace the agent does not see. Its files (table, names, code) come from a Secret of their
+  own, mounted into it alone; a changed policy rolls the pod like a changed cloud-config. The
+  record of refusals is an emptyDir it writes and the agent's container mounts read-only, where
+  `agentfleet audit --denied` reads it over SSH; it lasts as long as the pod.
 - The endpoint is a NodePort on the node address the operator reaches (the default), or the
   address the cluster's load balancer gives a LoadBalancer Service, on port 22.
 - Ready means the pod's readiness probe reached sshd, which agent-init starts only after
@@ -31,7 +41,10 @@ created (preflight.py).
 
 from __future__ import annotations
 
+import json
+import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -39,9 +52,12 @@ from typing import Any, Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
+from agentfleet.contract import DENIED_RECORD
 from agentfleet.contract import WORKSPACE as WORKSPACE_MOUNT
 from components.backends import Endpoint, MachineContext
 from components.backends.docker.backend import CAPABILITIES
+from components.backends.docker.policy import CAPABILITIES as POLICY_CAPABILITIES
+from components.backends.docker.policy import CODE_FILES, ENTRYPOINT, MEMORY_MIB, POLICY_FILES, STATE, STATUS, policy_fields
 from components.backends.kubernetes.preflight import (
     MANAGED_BY_LABEL,
     NAMESPACE_STACK_LABEL,
@@ -51,12 +67,19 @@ from components.backends.kubernetes.preflight import (
     cluster_user_namespaces,
     kubectl,
 )
+from components.cloudinit import TEMPLATES
 from components.reconciled import digest
 from components.spec import FLEET_CLUSTER, AgentSpec, FleetSpec, HostSpec
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"  # images/agent-init, images/agentfleet-cloud-init
 SSH_PORT = 22
 SEED_DIGEST = "agentfleet.dev/seed-sha256"
+POLICY_DIGEST = "agentfleet.dev/policy-sha256"
+POLICY_CONTAINER = "policy"
+POLICY_CPUS = "100m"  # the resolver (Python) and a shell: idle but for loading the table and answering names
+POLICY_STARTUP_S = 120  # how long the agent's container waits for the policy before `policy` restarts
+RECORD_VOLUME = "egress-record"
+RECORD_LIMIT = "16Mi"  # the recorder keeps at most two files of 1 MiB (cloud-init/agentfleet_denied.py)
 SKIP_AWAIT = "pulumi.com/skipAwait"  # the provider's annotation: done once the API server has the object
 READINESS_PERIOD_S = 2
 # A Deployment's pods are named <name>-<10 hex>-<5 chars>, within 63 characters.
@@ -99,6 +122,8 @@ def meta_data(args: KubernetesAgentArgs) -> str:
 def container_spec(args: KubernetesAgentArgs, seed_volume: str, workspace_volume: str) -> dict[str, Any]:
     agent = args.agent
     limits = {"cpu": f"{agent.resources.cpus:g}", "memory": f"{agent.resources.memory_mib}Mi"}
+    record = ([{"name": RECORD_VOLUME, "mountPath": posixpath.dirname(DENIED_RECORD), "readOnly": True}]
+              if agent.egress != "open" else [])
     return {
         "name": "agent",
         "image": args.image,
@@ -107,19 +132,71 @@ def container_spec(args: KubernetesAgentArgs, seed_volume: str, workspace_volume
         "volumeMounts": [
             {"name": seed_volume, "mountPath": SEED_MOUNT, "readOnly": True},
             {"name": workspace_volume, "mountPath": WORKSPACE_MOUNT},
+            *record,
         ],
         "resources": {"requests": limits, "limits": limits},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "privileged": False,
-            "capabilities": {"drop": ["ALL"], "add": [*CAPABILITIES, "NET_ADMIN"]},
+            "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "readinessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": READINESS_PERIOD_S},
     }
 
 
-def pod_spec(args: KubernetesAgentArgs, seed_secret: pulumi.Input[str], claim: str) -> dict[str, Any]:
+def policy_files(agent: AgentSpec) -> dict[str, str]:
+    """The policy container's files, by path: the table, the names and the name servers the
+    resolver asks (as components/egress.py writes them), and the code that applies them."""
+    fields = policy_fields(agent)
+    files = {"/" + path: fields[key] for key, path in POLICY_FILES.items() if key in fields}
+    files.update({"/" + path: (TEMPLATES / source).read_text() for path, source in CODE_FILES.items()})
+    return files
+
+
+def policy_secret_data(agent: AgentSpec) -> dict[str, str]:
+    """The policy Secret's data: each file under its own name (no two share one)."""
+    return {posixpath.basename(path): content for path, content in policy_files(agent).items()}
+
+
+def policy_volumes(files: Mapping[str, str], secret: pulumi.Input[str]) -> list[tuple[dict[str, Any], str]]:
+    """One volume of the policy Secret per directory its files go to, with where it is mounted."""
+    directories: dict[str, list[str]] = {}
+    for path in files:
+        directories.setdefault(posixpath.dirname(path), []).append(posixpath.basename(path))
+    return [({"name": f"policy-{index}", "secret": {
+                "secretName": secret, "defaultMode": 0o400,
+                "items": [{"key": name, "path": name} for name in sorted(names)]}}, directory)
+            for index, (directory, names) in enumerate(sorted(directories.items()))]
+
+
+def policy_container_spec(args: KubernetesAgentArgs, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The native sidecar that applies the egress policy (images/agentfleet-policy) and keeps
+    its resolver and recorder running; the agent's container starts once its probe sees the
+    policy applied."""
+    limits = {"cpu": POLICY_CPUS, "memory": f"{MEMORY_MIB}Mi"}
+    return {
+        "name": POLICY_CONTAINER,
+        "image": args.image,
+        "imagePullPolicy": args.image_pull_policy,
+        "command": [ENTRYPOINT],
+        "restartPolicy": "Always",
+        "volumeMounts": mounts,
+        "resources": {"requests": limits, "limits": limits},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"], "add": list(POLICY_CAPABILITIES)},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "startupProbe": {"exec": {"command": ["sh", "-c", f'test "$(cat {STATUS} 2>/dev/null)" = 0']},
+                         "periodSeconds": 1, "failureThreshold": POLICY_STARTUP_S},
+    }
+
+
+def pod_spec(args: KubernetesAgentArgs, seed_secret: pulumi.Input[str], claim: str,
+             policy_secret: Optional[pulumi.Input[str]] = None) -> dict[str, Any]:
+    """The agent's pod; with `policy_secret` (a restricted egress policy) its policy container too."""
     spec: dict[str, Any] = {
         "hostname": args.agent.name,
         # As Docker does for its containers: sshd binds port 22 without CAP_NET_BIND_SERVICE.
@@ -132,6 +209,17 @@ def pod_spec(args: KubernetesAgentArgs, seed_secret: pulumi.Input[str], claim: s
             {"name": "workspace", "persistentVolumeClaim": {"claimName": claim}},
         ],
     }
+    if policy_secret is not None:
+        volumes = policy_volumes(policy_files(args.agent), policy_secret)
+        mounts = [{"name": volume["name"], "mountPath": directory, "readOnly": True} for volume, directory in volumes]
+        # The name servers it pins before the agent starts (the agent's root may write the pod's
+        # /etc/resolv.conf), kept when it restarts; and the record of refusals.
+        mounts += [{"name": "policy-state", "mountPath": "/" + STATE},
+                   {"name": RECORD_VOLUME, "mountPath": posixpath.dirname(DENIED_RECORD)}]
+        spec["initContainers"] = [policy_container_spec(args, mounts)]
+        spec["volumes"] += [volume for volume, _ in volumes]
+        spec["volumes"] += [{"name": "policy-state", "emptyDir": {"sizeLimit": "1Mi"}},
+                            {"name": RECORD_VOLUME, "emptyDir": {"sizeLimit": RECORD_LIMIT}}]
     if args.user_namespace:
         spec["hostUsers"] = False
     if args.image_pull_secrets:
@@ -152,6 +240,14 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
         string_data={"user-data": pulumi.Output.secret(user_data), "meta-data": meta_data(args)},
         opts=opts,
     )
+    policy_secret: Optional[k8s.core.v1.Secret] = None
+    annotations = {SEED_DIGEST: pulumi.Output.unsecret(pulumi.Output.from_input(user_data).apply(digest))}
+    if agent.egress != "open":
+        data = policy_secret_data(agent)
+        policy_secret = k8s.core.v1.Secret(f"{agent.name}-policy", metadata={**metadata, "name": f"{name}-policy"},
+                                           type="Opaque", string_data=data, opts=opts)
+        # A changed policy (or code applying it) rolls the pod, as a changed cloud-config does.
+        annotations[POLICY_DIGEST] = digest(json.dumps(data, sort_keys=True))
     k8s.core.v1.PersistentVolumeClaim(
         f"{agent.name}-workspace",
         # The pod cannot start before its claim is bound, and the Deployment's rollout is awaited;
@@ -172,9 +268,9 @@ def provision(args: KubernetesAgentArgs, user_data: pulumi.Input[str],
             "selector": {"matchLabels": args.labels},
             # A changed cloud-config rolls the pod: the new one boots from the new seed, with the
             # same claim, Service and host key. The digest says nothing of the secret it hashes.
-            "template": {"metadata": {"labels": args.labels, "annotations": {SEED_DIGEST: pulumi.Output.unsecret(
-                             pulumi.Output.from_input(user_data).apply(digest))}},
-                         "spec": pod_spec(args, seed.metadata.name, f"{name}-workspace")},
+            "template": {"metadata": {"labels": args.labels, "annotations": annotations},
+                         "spec": pod_spec(args, seed.metadata.name, f"{name}-workspace",
+                                          policy_secret.metadata.name if policy_secret else None)},
         },
         opts=opts,
     )
@@ -205,11 +301,11 @@ def resource_suffix(host: HostSpec) -> str:
 
 
 class KubernetesBackend:
-    policy_in_machine = True
-
     """`backend: kubernetes`: agents as pods on the fleet's clusters (its `kubernetes:` block and
     `hosts.<name>.kubernetes`), through one explicit pulumi-kubernetes Provider per cluster made
     from its kubeconfig."""
+
+    policy_in_machine = False  # the pod's policy container applies it
 
     def __init__(self) -> None:
         self._providers: dict[tuple[str, str], k8s.Provider] = {}  # (stack, host) -> its Provider

@@ -1,7 +1,9 @@
 """What `up` checks on each cluster before it creates anything: the cluster answers, the namespace
 is there (or may be made), the objects of an agent may be made in it, the storage class exists,
-the pull secrets exist, and an image that must not be pulled is on a node. Apart from those, whether
-the cluster can give pods a user namespace of their own (userns.py): a warning, not a refusal.
+the pull secrets exist, an image that must not be pulled is on a node, and the cluster runs the
+native sidecar containers that keep a restricted egress policy out of the agent's reach. Apart from
+those, whether the cluster can give pods a user namespace of their own (userns.py): a warning, not
+a refusal.
 
 Each problem names the stack, the cluster host, its agents and the config field to change. The
 checks are kubectl calls (the kubectl setup builds, matching the cluster binaries), made side by
@@ -18,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from components.backends.kubernetes.userns import server_version, user_namespace_gap
+from components.backends.kubernetes.userns import user_namespace_gap
 from components.image import agent_image_tag
 from components.process import Completed, run, tail
 from components.spec import FLEET_CLUSTER, AgentSpec, ClusterSpec, HostSpec
@@ -30,6 +32,8 @@ NODE_IMAGES_LISTED = 50  # kubelet's default nodeStatusMaxImages
 # On what a stack makes (backend.py): its objects and its namespace.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 NAMESPACE_STACK_LABEL = "agentfleet.dev/stack"
+# Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29 (beta).
+SIDECARS_SINCE = (1, 29)
 
 
 def kubectl() -> Optional[str]:
@@ -79,6 +83,7 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
         "create namespaces": ("auth", "can-i", "create", "namespaces"),
         "storage classes": ("get", "storageclass", "-o", "json"),
         "nodes": ("get", "nodes", "-o", "json"),
+        "version": ("get", "--raw", "/version"),
         **{f"create {kind}": ("auth", "can-i", "create", kind, "--namespace", namespace) for kind in AGENT_OBJECTS},
         **{f"secret {name}": ("get", "secret", name, "--namespace", namespace, "-o", "name")
            for name in cluster.image_pull_secrets},
@@ -104,7 +109,28 @@ def cluster_problems(stack: str, host: HostSpec, agents: list[AgentSpec]) -> lis
                         f"{cluster_field(host, 'create_namespace')}: false")
     if cluster.image_pull_policy == "Never":
         problems += _image_problems(where, host, cluster, agents, done["nodes"])
-    return problems
+    return problems + _sidecar_problems(where, agents, done["version"])
+
+
+def server_version(said: str) -> Optional[tuple[int, int]]:
+    """(major, minor) from the API server's /version; None when it does not say (minor may read
+    "29+" on some distributions)."""
+    try:
+        version = json.loads(said)
+        return int(version["major"].rstrip("+")), int(version["minor"].rstrip("+"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _sidecar_problems(where: str, agents: list[AgentSpec], said: Completed) -> list[str]:
+    """A restricted egress policy runs in a native sidecar of the agent's pod (backend.py)."""
+    restricted = [agent.name for agent in agents if agent.egress != "open"]
+    version = server_version(said.stdout) if said.ok else None
+    if not restricted or version is None or version >= SIDECARS_SINCE:
+        return []
+    return [f"{where}: runs Kubernetes {version[0]}.{version[1]}; the egress policy of agents "
+            f"{', '.join(restricted)} runs in a native sidecar container, which needs Kubernetes "
+            f"{SIDECARS_SINCE[0]}.{SIDECARS_SINCE[1]} or later: upgrade the cluster, or set `egress: open` for them"]
 
 
 def kubectl_on(cluster: ClusterSpec) -> Callable[..., Completed]:
@@ -123,7 +149,7 @@ def cluster_user_namespaces(host: HostSpec) -> str | None:
     assert host.cluster is not None
     call = kubectl_on(host.cluster)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        version, nodes = pool.map(lambda argv: call(*argv), [("version", "-o", "json"), ("get", "nodes", "-o", "json")])
+        version, nodes = pool.map(lambda argv: call(*argv), [("get", "--raw", "/version"), ("get", "nodes", "-o", "json")])
     listed = json.loads(nodes.stdout)["items"] if nodes.ok else None
     return user_namespace_gap(server_version(version.stdout) if version.ok else None, listed)
 

@@ -12,21 +12,10 @@ in the node's user namespace as before, and the preflight's warning says why.
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 MINIMUM_SERVER = (1, 33)
 RUNTIMES_NEEDED = "containerd 2.0+ or CRI-O 1.25+, with runc 1.2+ or crun 1.9+, on Linux 6.3+"
-
-
-def server_version(version_json: str) -> tuple[int, int] | None:
-    """(major, minor) of `kubectl version -o json`'s server ("34+" is 34), None if unreadable."""
-    try:
-        server = json.loads(version_json)["serverVersion"]
-        return int(server["major"]), int(re.match(r"\d+", server["minor"]).group())  # type: ignore[union-attr]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
 
 
 def user_namespace_gap(version: tuple[int, int] | None, nodes: list[dict[str, Any]] | None) -> str | None:
