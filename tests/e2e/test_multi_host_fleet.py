@@ -43,11 +43,13 @@ def fleet(remote_hosts: RemoteHosts, make_stack, tmp_path_factory, agent_image):
 
 
 def agents_on(rig: RemoteHosts, host: str, stack: FleetStack) -> list[str]:
-    label = f"agentfleet.stack={stack.name}"
+    """The stack's agent containers on a host (labelled with their agent; policy containers are not)."""
+    labels = [f"agentfleet.stack={stack.name}", "agentfleet.agent"]
     if host == "local":
-        return sorted(docker("ps", "-a", "--filter", f"label={label}", "--format", "{{.Names}}").split())
+        filters = [arg for label in labels for arg in ("--filter", f"label={label}")]
+        return sorted(docker("ps", "-a", *filters, "--format", "{{.Names}}").split())
     engine = rig.host(host).local_docker()
-    return sorted(c.name for c in engine.containers.list(all=True, filters={"label": label}))
+    return sorted(c.name for c in engine.containers.list(all=True, filters={"label": labels}))
 
 
 def test_each_agent_answers_git_over_ssh_on_its_hosts_address(fleet, remote_hosts):
