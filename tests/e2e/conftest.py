@@ -16,7 +16,7 @@ import pytest
 
 from components.image import agent_image_tag
 from tests.e2e.gitea_server import GiteaServer
-from tests.e2e.remote_hosts import RemoteHosts, RigError
+from tests.e2e.remote_hosts import RemoteHosts, started_rig
 from tests.e2e.support import (
     REMOVE,
     TEST_LABEL,
@@ -124,13 +124,7 @@ def host_unchanged() -> Iterator[HostState]:
 def remote_hosts(host_unchanged: HostState) -> Iterator[RemoteHosts]:
     """Two remote Docker hosts on this machine (network namespaces, each with its own dockerd
     and sshd; see remote_hosts.py), removed at the end of the session."""
-    rig = RemoteHosts(2)
-    try:
-        rig.start()
-    except RigError as exc:
-        pytest.fail(str(exc))
-    try:
+    with started_rig(RemoteHosts(2)) as rig:
         yield rig
-    finally:
-        rig.close()
-        print(f"\nremote hosts: {rig.count} ready in {rig.timings['started']:.1f} s, removed in {rig.timings['removed']:.1f} s")
+    print(f"\nremote hosts: {rig.count} ready in {rig.timings['started']:.1f} s, removed in {rig.timings['removed']:.1f} s")
+

@@ -36,13 +36,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import docker
+import pytest
 import requests
 
 from tests.shared_paths import SHARED_PATHS
@@ -334,6 +336,21 @@ class RemoteHosts:
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
+
+
+
+@contextmanager
+def started_rig(rig: RemoteHosts) -> Iterator[RemoteHosts]:
+    """The rig started for the block (a rig that cannot start fails the test, saying why), then
+    removed whatever happened."""
+    try:
+        rig.start()
+    except RigError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield rig
+    finally:
+        rig.close()
 
 
 def _raise_system_exit(signum: int, frame: FrameType | None) -> None:

@@ -26,6 +26,8 @@ MIN_ADMISSION_S = 10
 
 
 class DnsServer:
+    """A DNS server the test controls, in a container on `network`; `with` removes it at the end."""
+
     def __init__(self, name: str, network: str, image: str, publish_on: str | None = None) -> None:
         """`publish_on`: an address of this machine whose port 53 (UDP and TCP) it answers on too."""
         self.name = name
@@ -49,7 +51,10 @@ class DnsServer:
         return [line.split()[1] for line in docker("exec", self.name, "cat", "/srv/dns/log").splitlines()
                 if line.startswith("query ")]
 
-    def remove(self) -> None:
+    def __enter__(self) -> DnsServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         docker("rm", "-f", self.name, check=False)
 
 
@@ -68,11 +73,8 @@ def second_server(git_server: GitServer, agent_image: str):
 
 @pytest.fixture(scope="module")
 def dns(git_server: GitServer, agent_image: str):
-    server = DnsServer(f"dns-{git_server.name}", git_server.network, agent_image)
-    try:
+    with DnsServer(f"dns-{git_server.name}", git_server.network, agent_image) as server:
         yield server
-    finally:
-        server.remove()
 
 
 @pytest.fixture(scope="module")

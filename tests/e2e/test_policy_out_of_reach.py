@@ -28,11 +28,8 @@ QUERY = ("import socket,struct,sys; q=struct.pack('!HHHHHH',7,256,1,0,0,0)+b''.j
 
 @pytest.fixture(scope="module")
 def dns(git_server: GitServer, agent_image: str):
-    server = DnsServer(f"dns-reach-{git_server.name}", git_server.network, agent_image)
-    try:
+    with DnsServer(f"dns-reach-{git_server.name}", git_server.network, agent_image) as server:
         yield server
-    finally:
-        server.remove()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from agentfleet import Fleet
 from agentfleet.cli import main as cli
 from components.cloudinit import SHARED_OBJECTS
 from components.keys import generate_ed25519
-from tests.e2e.remote_hosts import RemoteHost, RemoteHosts, RigError
+from tests.e2e.remote_hosts import RemoteHost, RemoteHosts, started_rig
 from tests.e2e.support import FleetStack, GitServer, start_git_server
 from tests.kubecluster.host_state import HostState
 
@@ -30,15 +30,8 @@ AGENT_UID = 1000  # the agent user inside (cloud-init/agent.yaml)
 
 @pytest.fixture(scope="module")
 def rig(host_unchanged: HostState) -> Iterator[RemoteHosts]:
-    rig = RemoteHosts(1, remapped=frozenset({"host-1"}))
-    try:
-        rig.start()
-    except RigError as exc:
-        pytest.fail(str(exc))
-    try:
+    with started_rig(RemoteHosts(1, remapped=frozenset({"host-1"}))) as rig:
         yield rig
-    finally:
-        rig.close()
 
 
 @pytest.fixture(scope="module")

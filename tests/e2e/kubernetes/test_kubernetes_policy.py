@@ -39,12 +39,9 @@ API_PORT = 6443  # the cluster's API server, on the node's address: outside the 
 
 @pytest.fixture(scope="module")
 def pod_dns(kube_cluster: Cluster, pod_git_server: GitServer, agent_image: str) -> Iterator[DnsServer]:  # noqa: F811
-    server = DnsServer(f"dns-{pod_git_server.name}", pod_git_server.network, agent_image,
-                       publish_on=kube_cluster.node_ip)
-    try:
+    with DnsServer(f"dns-{pod_git_server.name}", pod_git_server.network, agent_image,
+                   publish_on=kube_cluster.node_ip) as server:
         yield server
-    finally:
-        server.remove()
 
 
 @pytest.fixture(scope="module")
