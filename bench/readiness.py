@@ -8,12 +8,14 @@ An agent's first container to start is its policy container, so that start is th
 Where the time goes, per round:
 
 - `create + seed + start`: the Engine API creates both containers, joins the extra network,
-  uploads the policy and starts the policy container (until the engine's StartedAt);
+  uploads the policy and the seed and starts the policy container (until the engine's StartedAt);
 - `policy + agent start`: from the policy container's start to the agent container's;
 - `cloud-init start-up`: from the agent's start to cloud-init's first stage (Python, imports,
-  the seed);
-- `cloud-init stages`: init-local start to modules-final end (cloud-init's status.json);
-- `sshd + pinned key`: from cloud-init's end until the driver saw sshd offer the pinned key;
+  the policy container's gate);
+- `cloud-init stages`: init-local start to modules-final end (cloud-init's status.json; sshd
+  starts before the final stage, the first clone's);
+- `sshd + pinned key`: from cloud-init's end until the driver returned, having seen that end and
+  sshd offer the pinned key (checked while the final stage ran);
 - `first git over SSH`: a fresh `ssh … git log` answering.
 
 `total` is from the first container's start to the first git answer (the aim: at most 0.4 s);

@@ -178,7 +178,7 @@ def test_the_agent_boots_only_through_the_policys_gate_which_root_cannot_open(fl
     assert status != 0 and "No such file" in output, f"the agent booted without the policy's gate: {output}"
     assert not agent_ok(outputs, stack, "true", attempts=1)
     docker("exec", policy, "touch", POLICY_GATE)
-    assert agent_ok(outputs, stack, "git -C workspace log -1 --format=%h")
+    assert agent_ok(outputs, stack, "git log -1 --format=%h && git ls-remote -q origin")
 
 
 def test_a_restarted_agent_keeps_its_policy_and_a_removed_policy_container_is_healed(fleet, forbidden_address):
