@@ -80,7 +80,7 @@ fi
 
 # The machine's name servers; behind systemd-resolved's stub, the servers it forwards to.
 # AGENTFLEET_RESOLV_CONF: a Docker policy container's copy, pinned before the agent (whose root may
-# write the shared /etc/resolv.conf) joined its network namespace.
+# write the shared /etc/resolv.conf) runs anything in its network namespace.
 nameservers=$(awk '$1 == "nameserver" {print $2}' "${AGENTFLEET_RESOLV_CONF:-/etc/resolv.conf}")
 machine=$nameservers
 if echo "$nameservers" | grep -qx '127\.0\.0\.5[34]' && [ -e /run/systemd/resolve/resolv.conf ]; then

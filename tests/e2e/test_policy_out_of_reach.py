@@ -17,6 +17,7 @@ import pytest
 
 from agentfleet import Fleet, Unreachable
 from components.keys import generate_ed25519
+from components.backends.docker.policy import POLICY_GATE
 from tests.e2e.support import FleetStack, GitServer, docker, listening_server
 from tests.e2e.test_egress_names import NAME, OUTSIDE, DnsServer
 
@@ -156,6 +157,25 @@ def test_root_cannot_change_the_record_of_refusals_which_audit_still_reads(fleet
     assert status != 0, output
     record = docker("exec", agent_container(stack), "cat", "/var/log/agentfleet/egress/denied.jsonl")
     assert f'"destination": "{forbidden_address}"' in record and "forged" not in record
+
+
+def test_the_agent_boots_only_through_the_policys_gate_which_root_cannot_open(fleet):
+    """The agent's container starts with its policy container, not after it: its cloud-init waits
+    for the gate the policy container writes once the policy is in force. Without the gate a
+    (re)started agent runs no stage and no sshd; the gate back, it boots."""
+    stack, outputs = fleet
+    for script in (f"touch {POLICY_GATE}.forged", f"rm {POLICY_GATE}"):
+        status, output = as_root(stack, script)
+        assert status != 0, f"{script!r} worked as root in the agent: {output}"
+    policy = f"{agent_container(stack)}-policy"
+    docker("exec", policy, "rm", POLICY_GATE)
+    docker("restart", agent_container(stack))
+    time.sleep(3)
+    status, output = as_root(stack, "ls /run/cloud-init/status.json /run/sshd.pid")
+    assert status != 0 and "No such file" in output, f"the agent booted without the policy's gate: {output}"
+    assert not agent_ok(outputs, stack, "true", attempts=1)
+    docker("exec", policy, "touch", POLICY_GATE)
+    assert agent_ok(outputs, stack, "git log -1 --format=%h && git ls-remote -q origin")
 
 
 def test_a_restarted_agent_keeps_its_policy_and_a_removed_policy_container_is_healed(fleet, forbidden_address):

@@ -42,6 +42,7 @@ from components.backends.docker.engines import (
     open_client,
 )
 from components.backends.docker.policy import (
+    POLICY_GATE,
     RECORD_DIR,
     PolicyError,
     apply_policy,
@@ -51,6 +52,7 @@ from components.backends.docker.policy import (
     policy_name,
     remove_policy,
     start_policy,
+    wait_for_policy,
 )
 from components.hostkey import HostKeyTimeout, wait_for_host_key
 from components.reconciled import Driver
@@ -60,14 +62,23 @@ SEED_DIR = "var/lib/cloud/seed/nocloud"
 MIB = 1024 * 1024
 CPU_PERIOD = 100_000
 LOG_TAIL = 30
-# Waits inside the container until cloud-init's last stage wrote its result and sshd runs: one
-# exec, where polling from the host would cost an exec (a runc process) per try.
-WAIT_FOR_BOOT = """deadline=$1
-until [ -e /run/cloud-init/result.json ] && [ -e /run/sshd.pid ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || exit 124
+# Waits inside the container until $2 exists (sshd's pid file, or cloud-init's result), then prints
+# cloud-init's result if it is there: one exec, where polling from the host would cost an exec (a
+# runc process) per try; the tries are counted, not the clock read, so each try is one process
+# (`sleep`), competing less with the boot.
+WAIT_FOR_BOOT = """tries=$(( ($1 - $(date +%s)) * 20 ))
+until [ -e "$2" ]; do
+    [ "$tries" -gt 0 ] || exit 124
+    tries=$((tries - 1))
     sleep 0.05
 done
-cat /run/cloud-init/result.json"""
+[ ! -e /run/cloud-init/result.json ] || cat /run/cloud-init/result.json"""
+SSHD_PID = "/run/sshd.pid"
+CLOUD_INIT_RESULT = "/run/cloud-init/result.json"
+# How the agent's boot goes (images/agentfleet-cloud-init): its cloud-init waits for the policy
+# container's gate, and sshd starts before cloud-init's final stage (this driver waits for
+# cloud-init's result itself, below).
+BOOT_ENVIRONMENT = {"AGENTFLEET_POLICY_GATE": POLICY_GATE, "AGENTFLEET_SSHD_EARLY": "1"}
 # The first-boot clone's gate (cloud-init/first-clone.sh): wait until the script waits for its
 # turn (prints `waiting`) or cloud-init ended without that (no clone to make, a workspace kept).
 WAIT_FOR_GATE = """deadline=$1 gate=$2
@@ -298,7 +309,7 @@ class ContainerDriver(Driver):
         made = {**fields, "engine": engine, "bind_address": bind, "port": port,
                 "host": engine.get("endpoint_address", "127.0.0.1") if bind == "0.0.0.0" else bind}
         try:
-            create_policy(docker, name, fields, bind, port, engine)
+            policy = create_policy(docker, name, fields, bind, port, engine)
         except PolicyError as error:
             raise DockerError(f"container {name} on {docker.engine.describe()}: {error}") from None
         container = self._create(docker, name, fields)
@@ -309,8 +320,11 @@ class ContainerDriver(Driver):
             if fields.get("forge_gate"):
                 gate = CLONE_GATE.lstrip("/")
                 container.put_archive("/", tar_of({f"{gate}/required": (b"", 0o644)}, {gate: 0o700}, LOGIN_UID))
-            self._start(container, made, admit=bool(fields.get("forge_gate")))
-        except (DockerError, APIError, HostKeyTimeout) as error:
+            # Both start at once: the agent's imports overlap the policy's apply, and its cloud-init
+            # waits for the policy's gate (AGENTFLEET_POLICY_GATE) before running anything.
+            policy.start()
+            self._start(container, made, admit=bool(fields.get("forge_gate")), policy=policy)
+        except (DockerError, APIError, HostKeyTimeout, PolicyError) as error:
             logs = container.logs(tail=LOG_TAIL).decode(errors="replace").strip()
             _ignore_missing(lambda: container.remove(force=True))
             remove_policy(docker, name)
@@ -322,12 +336,13 @@ class ContainerDriver(Driver):
     @staticmethod
     def _create(docker: HostClient, name: str, fields: dict[str, Any]):
         """The agent's container, in its policy container's network namespace: the network, port
-        and hostname are that one's; the record of refusals is mounted read-only."""
+        and hostname are that one's; the record of refusals (and the policy's gate) is mounted
+        read-only."""
         try:
             return docker.containers.create(
                 fields["image"], name=name, detach=True, network_mode=f"container:{policy_name(name)}",
                 labels=fields["labels"], mounts=ContainerDriver._mounts(fields),
-                volumes_from=[f"{policy_name(name)}:ro"],
+                volumes_from=[f"{policy_name(name)}:ro"], environment=BOOT_ENVIRONMENT,
                 cap_drop=["ALL"], cap_add=list(fields["capabilities"]), security_opt=["no-new-privileges"],
                 restart_policy={"Name": fields["restart"]}, **ContainerDriver._limits(fields),
             )
@@ -447,16 +462,40 @@ class ContainerDriver(Driver):
         return mounts
 
     @staticmethod
-    def _start(container, fields: dict[str, Any], admit: bool = False) -> None:
+    def _start(container, fields: dict[str, Any], admit: bool = False, policy=None) -> None:
         """Start and wait until cloud-init finished cleanly and sshd offers the pinned key; with
         `admit`, let its first clone go when the remote host has a free slot (time waiting for
-        one does not count against the boot's timeout)."""
+        one does not count against the boot's timeout); with `policy` (started just before),
+        wait for its policy too."""
         container.start()
+        if policy is not None:
+            wait_for_policy(policy)
         if admit:
             ContainerDriver._admit(container, fields)
         started = time.monotonic()
         deadline = int(time.time() + READY_TIMEOUT_S)
-        status, output = container.exec_run(["sh", "-c", WAIT_FOR_BOOT, "wait-for-boot", str(deadline)])
+
+        def host_key() -> None:
+            remaining = max(1.0, READY_TIMEOUT_S - (time.monotonic() - started))
+            wait_for_host_key(fields["host"], int(fields["port"]), fields["host_public_key"], remaining)
+
+        # sshd starts before cloud-init's final stage (BOOT_ENVIRONMENT): its key is checked while
+        # that stage runs; an agent whose sshd waited for the end (a failed stage) has its result.
+        result = ContainerDriver._wait_for(container, SSHD_PID, deadline)
+        early = not result
+        if early:
+            host_key()
+            result = ContainerDriver._wait_for(container, CLOUD_INIT_RESULT, deadline)
+        errors = json.loads(result).get("v1", {}).get("errors", [])
+        if errors:
+            raise DockerError(f"cloud-init reported errors: {'; '.join(map(str, errors))}")
+        if not early:
+            host_key()
+
+    @staticmethod
+    def _wait_for(container, path: str, deadline: int) -> str:
+        """Wait in the container until `path` exists; cloud-init's result if it is there by then."""
+        status, output = container.exec_run(["sh", "-c", WAIT_FOR_BOOT, "wait-for-boot", str(deadline), path])
         text = output.decode(errors="replace")
         if status == 124:
             raise DockerError(f"cloud-init and sshd did not finish starting within {READY_TIMEOUT_S}s")
@@ -464,11 +503,7 @@ class ContainerDriver(Driver):
             container.reload()
             state = "stopped during cloud-init" if container.status != "running" else f"exit {status}: {text.strip()}"
             raise DockerError(f"could not wait for cloud-init ({state})")
-        errors = json.loads(text).get("v1", {}).get("errors", [])
-        if errors:
-            raise DockerError(f"cloud-init reported errors: {'; '.join(map(str, errors))}")
-        remaining = max(1.0, READY_TIMEOUT_S - (time.monotonic() - started))
-        wait_for_host_key(fields["host"], int(fields["port"]), fields["host_public_key"], remaining)
+        return text
 
     @staticmethod
     def _admit(container, fields: dict[str, Any]) -> None:

@@ -42,6 +42,9 @@ STATE = "var/lib/agentfleet-policy"
 STATUS = "/run/agentfleet-policy/status"
 APPLY_LOG = "/run/agentfleet-policy/apply.log"
 RECORD_DIR = posixpath.dirname(DENIED_RECORD)
+# Written by the entrypoint once the policy is in force at a start (images/agentfleet-policy); the
+# agent's container, started right after this one, runs nothing of its config before it is there.
+POLICY_GATE = f"{RECORD_DIR}/.policy-applied"
 READY_TIMEOUT_S = 60
 # Where each of the policy's files goes (leading "/" dropped: archive paths), by its field.
 POLICY_FILES = {"ruleset": "etc/agentfleet/egress.nft", "names": "etc/agentfleet/egress.json",
@@ -119,8 +122,9 @@ def policy_archive(egress: dict[str, str]) -> tuple[bytes, str, list[str]]:
 
 
 def create_policy(docker, name: str, fields: dict[str, Any], bind: str, port: int, engine: dict[str, Any]):
-    """The agent's policy container, made, joined to its networks, given its policy and started;
-    raises PolicyError (and leaves nothing behind) when the policy did not apply."""
+    """The agent's policy container, made, joined to its networks and given its policy, not yet
+    started (the agent's container is made to join it first, then both start: driver.py);
+    raises PolicyError (and leaves nothing behind) when it cannot be made."""
     labels = policy_labels(fields["labels"])
     try:
         policy = docker.containers.create(
@@ -143,10 +147,7 @@ def create_policy(docker, name: str, fields: dict[str, Any], bind: str, port: in
             docker.networks.get(network).connect(policy)
         archive, _, _ = policy_archive(fields["egress"])
         policy.put_archive("/", archive)
-        start_policy(policy)
-        # What the entrypoint applied is the uploaded set: an update with the same set does nothing.
-        policy.exec_run(["sh", "-c", f"cp /{STATE}/uploaded /{STATE}/applied"])
-    except (APIError, PolicyError) as error:
+    except APIError as error:
         remove_policy(docker, name)
         raise PolicyError(getattr(error, "explanation", None) or str(error)) from None
     return policy
@@ -162,6 +163,11 @@ def policy_labels(labels: dict[str, str]) -> dict[str, str]:
 def start_policy(policy) -> None:
     """Start it and wait until its entrypoint applied the policy."""
     policy.start()
+    wait_for_policy(policy)
+
+
+def wait_for_policy(policy) -> None:
+    """Wait until its entrypoint applied the policy at this start; raises PolicyError if it failed."""
     deadline = str(int(time.time() + READY_TIMEOUT_S))
     status, output = policy.exec_run(["sh", "-c", WAIT_FOR_POLICY, "wait-for-policy", deadline])
     if status == 124:
