@@ -512,7 +512,7 @@ class VolumeDriver(Driver):
         volume = fields.get("volume") or name
         if not _exists(docker, "volumes", volume):  # a kept workspace (retain_workspace) is taken up again
             first = fields.get("pool") and not fields.get("volume")  # made before: made again as it was
-            claimed = claim(docker, fields["pool"], fields["machine"]) if first else None
+            claimed = claim(docker, fields["pool"], fields["machine"], engine_lock(engine_of(fields))) if first else None
             if claimed is not None:
                 return {**PRESENT, "engine": engine_of(fields), "volume": claimed}
             docker.volumes.create(volume, labels=fields["labels"])

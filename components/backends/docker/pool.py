@@ -12,8 +12,9 @@ How (see docs/configuration.md, "A warm pool"):
   own workspace volume. Its labels say the pool (POOL_LABEL) and its shape (SHAPE_LABEL): the
   fields fixed at creation (image, limits, capabilities, network, mounts) that an agent must
   share to claim it.
-- The claim is a rename of the member's container by name to the agent's machine name: the
-  engine lets one caller win, so two agents of one `up` never claim the same member. The
+- The claim is a rename of the member's container by name to the agent's machine name, one at
+  a time per engine in the provider: a rename by a name already gone fails, so two agents of
+  one `up` never claim the same member. The
   agent's workspace is then the member's volume (the DockerVolume resource records it as
   `volume`), and it stays the agent's through replacements like any workspace.
 - The pool is a resource per Docker host (`DockerPool`) that depends on the agents there: its
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import Any, Optional
 
 from docker.errors import APIError, NotFound
@@ -79,14 +81,18 @@ def member_fields(template: dict[str, Any], pool: str, member: str, host_public_
             "preferred_port": int(template["port_base"]) + int(suffix, 16) % span}
 
 
-def claim(docker, pool: dict[str, str], machine: str) -> Optional[str]:
+def claim(docker, pool: dict[str, str], machine: str, lock: threading.Lock) -> Optional[str]:
     """Claim a running member of the pool's shape for `machine` (renames its containers);
-    returns the member's workspace volume, or None when no member is free."""
+    returns the member's workspace volume, or None when no member is free. A rename by the old
+    name fails once the member was renamed; two renames of one container at the same moment may
+    both succeed (the engine looks the name up before it locks the container), so the claims of
+    one provider (one `up`; Pulumi locks the stack) take the engine's `lock` in turn."""
     for member in members(docker, pool["name"], shape_digest=pool["shape"]):
-        try:
-            docker.api.rename(member.name, machine)  # by name: once renamed, nobody else finds it
-        except (NotFound, APIError):
-            continue
+        with lock:
+            try:
+                docker.api.rename(member.name, machine)
+            except (NotFound, APIError):
+                continue
         adopt_policy(docker, member.labels[MEMBER_LABEL], machine)
         return f"{member.labels[MEMBER_LABEL]}-workspace"
     return None

@@ -7,10 +7,10 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 
 from components.backends.docker.driver import ContainerDriver, client, engine_of, unless_unreachable
-from components.backends.docker.pool import member_fields, members
+from components.backends.docker.pool import POOL_LABEL, member_fields, members
 from components.cloudinit import pool_document
 from components.keys import generate_ed25519
 from components.reconciled import Driver
@@ -35,6 +35,7 @@ class PoolDriver(Driver):
         for stale in members(docker, name, healthy=False):
             if stale.name not in healthy:
                 remove_member(engine, stale.name)
+        remove_orphans(engine, name)
         template = {**fields["member"], "engine": engine}
         missing = int(fields["size"]) - len(healthy)
         if missing > 0:
@@ -54,6 +55,7 @@ class PoolDriver(Driver):
         engine = engine_of(fields)
         for member in members(client(engine), name, healthy=False):
             remove_member(engine, member.name)
+        remove_orphans(engine, name)
 
 
 def boot_member(template: dict[str, Any], pool: str) -> str:
@@ -77,3 +79,15 @@ def remove_member(engine: dict[str, Any], member: str) -> None:
         client(engine).api.remove_volume(f"{member}-workspace", force=True)
     except NotFound:
         pass
+
+
+def remove_orphans(engine: dict[str, Any], pool: str) -> None:
+    """Workspace volumes of members whose containers were removed out of band: mounted by no
+    container (a claimed member's volume is its agent's, mounted, and its agent's to remove)."""
+    docker = client(engine)
+    for volume in docker.volumes.list(filters={"label": f"{POOL_LABEL}={pool}", "dangling": True}):
+        if volume.name.startswith(f"{pool}."):
+            try:
+                docker.api.remove_volume(volume.name)
+            except (NotFound, APIError):  # taken into use meanwhile
+                pass
