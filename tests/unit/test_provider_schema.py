@@ -41,7 +41,9 @@ SPEC = load_fleet("schema", {
         {"name": "agent-4", "backend": "multipass", "identity": {"name": "Four", "email": "four@example.com"}},
         {"name": "agent-5", "backend": "lima", "identity": {"name": "Five", "email": "five@example.com"},
          "remote": "https://github.com/org/app.git"},  # pushes with GitHub App tokens
+        {"name": "agent-6", "identity": {"name": "Six", "email": "six@example.com"}},  # may claim from the pool
     ],
+    "pool": {"size": 1},
 }, {"mirrorKey": generate_ed25519("mirror")[0], "forgeToken": "github_pat_schema", "appKey": APP_KEY}.get)
 
 

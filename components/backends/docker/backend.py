@@ -231,8 +231,7 @@ class DockerBackend:
             DockerPool("fleet-pool" + ("" if host.is_local else f"-{host.name}"), {
                 "name": name, "size": fleet.pool_size, "member": template, "shape": shape(template),
                 "agents": sorted(a.name for a in fleet.agents if a.backend == "docker" and fleet.placement(a) == host.name),
-                "labels": context.labels(), "state": "present",
-                "engines": {h.name: engine_fields(h) for h in fleet.hosts_for("docker")}, "placement": host.name,
+                "state": "present", "engines": {h.name: engine_fields(h) for h in fleet.hosts_for("docker")}, "placement": host.name,
             }, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(agents.values()))))
 
 
