@@ -8,11 +8,14 @@ is booted again by `up`; destroy leaves nothing of the stack.
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
 
 from agentfleet import Fleet
+from agentfleet.cli import main as cli
 from components.keys import generate_ed25519
 from tests.e2e.support import FleetStack, GitServer, docker, docker_objects, listening_server
 
@@ -92,17 +95,37 @@ def test_claimed_agents_egress_is_restricted(pooled, forbidden_address):
     assert not result.ok, "a claimed agent reached a host its policy does not allow"
 
 
+def test_ls_doctor_and_exec_treat_claimed_agents_like_any(pooled, tmp_path):
+    _, _, outputs, _ = pooled
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+
+    def run(*argv: str) -> tuple[int, str]:
+        out, err = io.StringIO(), io.StringIO()
+        status = cli(["--outputs", str(path), *argv], stdout=out, stderr=err, environ={})
+        return status, out.getvalue() + err.getvalue()
+
+    status, listing = run("ls")
+    assert status == 0 and all(agent in listing for agent in ("first", "second", "third")), listing
+    status, report = run("doctor", "third")
+    assert status == 0, report
+    status, email = run("exec", "second", "--", "git", "log", "-1", "--format=%ae")
+    assert status == 0 and email.strip() == "second@fleet.test", email
+
+
 def test_the_pool_is_refilled_in_the_same_up(pooled):
     stack, warm, _, _ = pooled
     now = members(stack)
     assert len(now) == POOL and not set(now) & set(warm)
 
 
-def test_nothing_drifts_after_the_claims(pooled):
+def test_nothing_drifts_after_the_claims_and_a_second_up_does_nothing(pooled):
     stack, _, _, _ = pooled
     stack.stack.refresh(on_output=lambda _: None)
     preview = stack.stack.preview(on_output=lambda _: None)
     assert set(preview.change_summary) == {"same"}, preview.change_summary
+    result = stack.stack.up(on_output=lambda _: None)
+    assert set(result.summary.resource_changes) == {"same"}, result.summary.resource_changes
 
 
 def test_a_member_removed_behind_pulumis_back_is_booted_again(pooled):
@@ -114,6 +137,27 @@ def test_a_member_removed_behind_pulumis_back_is_booted_again(pooled):
     assert result.summary.resource_changes.get("update") == 1, result.summary.resource_changes
     now = members(stack)
     assert len(now) == POOL and gone not in now
+
+
+def test_a_claimed_agents_workspace_outlives_its_replacement(pooled, git_server, agent_image):
+    stack, _, _, client = pooled
+    run_ok(client, "second", "echo keep-me > notes.txt")
+    before = container_id(stack, "second")
+    retagged = f"{agent_image.rsplit(':', 1)[0]}:pool-e2e"
+    docker("tag", agent_image, retagged)  # the same image under another name: replaces the container
+    try:
+        config = fleet_config(git_server, ["first", "second", "third"])
+        config["agents"][1]["image"] = retagged
+        stack.set_fleet(config)
+        outputs = stack.up()
+        assert container_id(stack, "second") != before
+        with Fleet.from_outputs(outputs, stack.name) as fresh:
+            assert run_ok(fresh, "second", "cat notes.txt") == "keep-me"
+            assert run_ok(fresh, "second", "git config user.email") == "second@fleet.test"
+    finally:
+        stack.set_fleet(fleet_config(git_server, ["first", "second", "third"]))
+        stack.up()
+        docker("rmi", retagged)
 
 
 def test_destroy_leaves_nothing(pooled):
