@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ORDER = ("provisioning", "provider", "readiness", "no_change_update", "footprint", "scale", "state", "exec_latency", "overlaps", "kubernetes")
+ORDER = ("provisioning", "provider", "readiness", "pool", "no_change_update", "footprint", "scale", "state", "exec_latency", "overlaps", "kubernetes")
 
 
 def markdown(result: dict[str, Any]) -> str:
