@@ -17,7 +17,7 @@ import pytest
 from agentfleet import Fleet
 from agentfleet.cli import main as cli
 from components.keys import generate_ed25519
-from tests.e2e.support import FleetStack, GitServer, docker, docker_objects, listening_server
+from tests.e2e.support import FleetStack, GitServer, docker, docker_objects, run_ok, listening_server
 
 POOL = 2
 
@@ -63,12 +63,6 @@ def pooled(git_server: GitServer, make_stack):
     outputs = stack.up()
     with Fleet.from_outputs(outputs, stack.name) as client:
         yield stack, warm, outputs, client
-
-
-def run_ok(client: Fleet, agent: str, command: str) -> str:
-    result = client.agent(agent).run(command, timeout=60)
-    assert result.ok, f"{agent}: `{command}` exited {result.exit_status}: {result.stderr}"
-    return result.stdout.strip()
 
 
 def test_new_agents_are_the_warm_members(pooled):
