@@ -58,7 +58,8 @@ def test_the_pool_follows_the_agents_and_changes_when_agents_are_added(pools):
         assert "pool" not in MOCKS.resources["pinned-workspace"].inputs
         assert MOCKS.resources["plain-workspace"].inputs["machine"] == "agentfleet-pool-plain"
 
-    return fleet.agents.apply(check)
+    assert len(fleet.followers) == 1
+    return pulumi.Output.all(fleet.agents, fleet.followers[0].id).apply(check)
 
 
 @pulumi.runtime.test
@@ -69,7 +70,7 @@ def test_without_a_pool_there_is_no_pool_and_no_claim(pools):
     fleet = Fleet("fleet-2", FleetArgs(spec(None)))
 
     def check(_):
-        assert pools == [] and "fleet-pool" not in MOCKS.resources
+        assert pools == [] and fleet.followers == [] and "fleet-pool" not in MOCKS.resources
         assert "pool" not in MOCKS.resources["plain-workspace"].inputs
         # The container mounts the volume its workspace resource reads back (here: its own name).
         assert MOCKS.resources["plain-container"].inputs["workspace_volume"] == "agentfleet-pool-plain-workspace"

@@ -64,7 +64,8 @@ def test_every_declared_input_is_in_the_schema_of_its_kind():
             if SECRET in args.inputs:
                 assert known[SECRET]["secret"], args.typ
 
-    return Fleet("fleet", FleetArgs(SPEC)).agents.apply(check)
+    fleet = Fleet("fleet", FleetArgs(SPEC))
+    return pulumi.Output.all(fleet.agents, *[follower.id for follower in fleet.followers]).apply(check)
 
 
 def test_the_schema_lists_the_fleet_component_with_its_secret_keys():

@@ -216,11 +216,12 @@ class DockerBackend:
             lambda values: Endpoint(host=values[0], port=int(values[1])))
 
     def after_agents(self, fleet: FleetSpec, context: MachineContext, agents: dict[str, pulumi.Resource],
-                     opts: pulumi.ResourceOptions) -> None:
+                     opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
         """Per Docker host, its warm pool (`pool: {size: N}`), after its agents: their claims
         come first, and the pool is refilled in the same `up`."""
+        pools: list[pulumi.Resource] = []
         if not fleet.pool_size:
-            return
+            return pools
         claimable_agents = [a for a in fleet.agents if claimable(fleet, a)]
         for host in fleet.hosts_for("docker"):
             here = [a for a in claimable_agents if fleet.placement(a) == host.name] or claimable_agents
@@ -228,11 +229,12 @@ class DockerBackend:
                 continue
             template = member_template(context, here, host)
             name = pool_name(context, host)
-            DockerPool("fleet-pool" + ("" if host.is_local else f"-{host.name}"), {
+            pools.append(DockerPool("fleet-pool" + ("" if host.is_local else f"-{host.name}"), {
                 "name": name, "size": fleet.pool_size, "member": template, "shape": shape(template),
                 "agents": sorted(a.name for a in fleet.agents if a.backend == "docker" and fleet.placement(a) == host.name),
                 "state": "present", "engines": {h.name: engine_fields(h) for h in fleet.hosts_for("docker")}, "placement": host.name,
-            }, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(agents.values()))))
+            }, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(agents.values())))))
+        return pools
 
 
 BACKEND = DockerBackend()
