@@ -133,6 +133,19 @@ def test_a_member_removed_behind_pulumis_back_is_booted_again(pooled):
     assert len(now) == POOL and gone not in now
 
 
+def test_preview_shows_the_pool_and_a_new_size(pooled, git_server):
+    stack, _, _, _ = pooled
+    config = fleet_config(git_server, ["first", "second", "third"])
+    config["pool"] = {"size": POOL + 1}
+    stack.set_fleet(config)
+    try:
+        preview = stack.pulumi("preview", "--diff")
+    finally:
+        stack.set_fleet(fleet_config(git_server, ["first", "second", "third"]))
+    assert "agentfleet:index:DockerPool" in preview and "fleet-pool" in preview, preview
+    assert f"size: {POOL} => {POOL + 1}" in preview, preview
+
+
 def test_a_claimed_agents_workspace_outlives_its_replacement(pooled, git_server, agent_image):
     stack, _, _, client = pooled
     run_ok(client, "second", "echo keep-me > notes.txt")
