@@ -18,14 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import (exec_latency, footprint, hosts, kubernetes, overlaps, provider, provisioning, readiness, scale, state,
-                   update)
+from bench import (exec_latency, footprint, hosts, kubernetes, overlaps, pool, provider, provisioning, readiness, scale,
+                   state, update)
 from bench.common import Workbench
 from bench.report import write_reports
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("provisioning", "provider", "readiness", "update", "footprint", "scale", "state", "exec_latency", "overlaps",
-              "hosts", "kubernetes")
+BENCHMARKS = ("provisioning", "provider", "readiness", "pool", "update", "footprint", "scale", "state", "exec_latency",
+              "overlaps", "hosts", "kubernetes")
 
 
 def sizes(text: str) -> list[int]:
@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--provider-agents", type=int, default=20, help="provider: fleet size (20)")
     parser.add_argument("--provider-rounds", type=int, default=2, help="provider: rounds each way (2)")
     parser.add_argument("--readiness-rounds", type=int, default=10, help="readiness rounds (10)")
+    parser.add_argument("--pool-agents", type=int, default=20, help="pool: agents claimed from a pool as large (20)")
+    parser.add_argument("--pool-rounds", type=int, default=2, help="pool: rounds each way (2)")
+    parser.add_argument("--pool-claims", type=int, default=10, help="pool: single claims timed to git over SSH (10)")
     parser.add_argument("--update-agents", type=int, default=20, help="no-change update fleet size (20)")
     parser.add_argument("--update-rounds", type=int, default=3, help="no-change update rounds (3)")
     parser.add_argument("--footprint-agents", type=int, default=5, help="footprint fleet size (5)")
@@ -76,6 +79,7 @@ def main() -> None:
         "provisioning": lambda b: provisioning.run(b, args.sizes, args.rounds),
         "provider": lambda b: provider.run(b, args.provider_agents, args.provider_rounds),
         "readiness": lambda b: readiness.run(b, args.readiness_rounds),
+        "pool": lambda b: pool.run(b, args.pool_agents, args.pool_rounds, args.pool_claims),
         "update": lambda b: update.run(b, args.update_agents, args.update_rounds),
         "footprint": lambda b: footprint.run(b, args.footprint_agents, args.commits, args.files),
         "scale": lambda b: scale.run(b, args.scale_sizes, args.scale_budget),

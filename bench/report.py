@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ORDER = ("provisioning", "provider", "readiness", "no_change_update", "footprint", "scale", "state", "exec_latency", "overlaps", "kubernetes")
+ORDER = ("provisioning", "provider", "readiness", "pool", "no_change_update", "footprint", "scale", "state", "exec_latency", "overlaps", "kubernetes")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -113,6 +113,14 @@ def _by_size(axis: Any, rows: list[dict[str, Any]]) -> None:
     axis.legend(fontsize=8)
 
 
+def _pool(axis: Any, result: dict[str, Any]) -> None:
+    rows = result["results"]
+    axis.bar([r["way"] for r in rows], [r["median_s"] for r in rows])
+    axis.set_ylabel("seconds until every agent answers git (median)")
+    axis.set_title(f"{rows[0]['agents']} agents claimed from a warm pool")
+    axis.tick_params(axis="x", labelsize=7)
+
+
 def _readiness(axis: Any, result: dict[str, Any]) -> None:
     after_start = result.get("after_start")  # the phases that make up `total`
     phases = [r for r in result["results"] if r["phase"] != "total" and (after_start is None or r["phase"] in after_start)]
@@ -190,6 +198,6 @@ def _state(axis: Any, result: dict[str, Any]) -> None:
           f"State of one more agent: {result['per_agent_kb']:.1f} kB", label_size=7)
 
 
-PANELS = {"provisioning": _provisioning, "provider": _provider, "readiness": _readiness, "no_change_update": _update,
+PANELS = {"provisioning": _provisioning, "provider": _provider, "readiness": _readiness, "pool": _pool, "no_change_update": _update,
           "footprint": _footprint, "scale": _scale, "state": _state, "exec_latency": _exec_latency,
           "overlaps": _overlaps, "kubernetes": _kubernetes}

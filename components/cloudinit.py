@@ -35,6 +35,7 @@ REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
 EGRESS_SCRIPT_PATH = "/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"
 EGRESS_FILES = ("/etc/agentfleet/egress.nft", "/etc/agentfleet/egress.json", "/etc/agentfleet/dns-servers",
                 "/usr/local/lib/agentfleet/resolver", "/usr/local/lib/agentfleet/agentfleet_denied.py")
+FIRST_CLONE = "/usr/local/lib/agentfleet/first-clone"
 # Files only some documents have: an in-place update removes those its document does not have
 # (components/reapply.py), so an old credential or a lifted policy does not stay behind.
 OPTIONAL_FILES = (REMOTE_KEY_PATH, GIT_CREDENTIALS_PATH, *EGRESS_FILES)
@@ -138,12 +139,23 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[s
         _file(f"{HOME}/.ssh/known_hosts", "\n".join(agent.known_hosts) + "\n", "0o644"),
         *_credential_files(agent, keys),
         _file(
-            "/usr/local/lib/agentfleet/first-clone",
+            FIRST_CLONE,
             (TEMPLATES / "first-clone.sh").read_text(),
             "0o755",
             owner="root:root",
         ),
     ]
+    return "#cloud-config\n" + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
+
+
+def pool_document(host_private_key: str, host_public_key: str) -> str:
+    """The `#cloud-config` a warm pool member boots from (components/backends/docker/pool.py):
+    the agent document's user, sshd and directories, but nobody's key (no login), a throwaway
+    host key, no files and no clone. A claim applies the agent's own document over it."""
+    document = yaml.safe_load((TEMPLATES / "agent.yaml").read_text())
+    document["ssh_keys"] = {"ed25519_private": host_private_key.rstrip("\n") + "\n", "ed25519_public": host_public_key}
+    del document["packages"], document["write_files"]
+    document["runcmd"] = [step for step in document["runcmd"] if FIRST_CLONE not in step]
     return "#cloud-config\n" + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
 
 

@@ -42,6 +42,13 @@ class Fleet(pulumi.ComponentResource):
                               pulumi.ResourceOptions(parent=self, depends_on=needs.get(agent.name, [])))
             for agent in spec.agents
         }
+        # What follows the agents (Docker's warm pools, refilled after their claims).
+        self.followers: list[pulumi.Resource] = []
+        for kind in sorted(spec.backends()):
+            after = getattr(backend(kind), "after_agents", None)
+            if after is not None:
+                self.followers += after(spec, context, {a.name: agents[a.name] for a in spec.agents
+                                                        if a.backend == kind}, child)
         self.agents = pulumi.Output.all(**{n: a.endpoint for n, a in agents.items()})
         self.agent_private_keys = pulumi.Output.secret(
             pulumi.Output.all(**{n: a.private_key for n, a in agents.items()})

@@ -34,6 +34,10 @@ from components.spec import AgentSpec
 
 # The modules whose input an in-place change touches: every file of the document, written again.
 UPDATE_MODULES = ("write_files", "write_files_deferred")
+# A claim of a warm pool member (components/backends/docker/pool.py) delivers what its boot left
+# out: the user's operator key (users_groups), the pinned host key (ssh), the files, and the
+# first clone (runcmd writes it, scripts_user runs it). sshd then reloads the host key.
+CLAIM_MODULES = ("write_files", "users_groups", "ssh", "write_files_deferred", "runcmd", "scripts_user")
 PER_BOOT_DIR = "/var/lib/cloud/scripts/per-boot/"
 DOCUMENT_PATH = "/run/agentfleet/update.yaml"  # where Docker uploads it (root only)
 
@@ -74,11 +78,11 @@ class Plan:
                 self.steps, str(len(self.remove)), *self.remove, *self.scripts]
 
 
-def update_plan(user_data: str) -> Plan:
-    """How to change a running agent to this document."""
+def update_plan(user_data: str, modules: Sequence[str] = UPDATE_MODULES) -> Plan:
+    """How to change a running agent to this document (with `modules`: CLAIM_MODULES for a claim)."""
     document = yaml.safe_load(user_data) or {}
     written = {f.get("path") for f in document.get("write_files") or []}
-    return Plan(steps=steps_document(UPDATE_MODULES),
+    return Plan(steps=steps_document(modules),
                 remove=tuple(path for path in OPTIONAL_FILES if path not in written),
                 scripts=tuple(per_boot_scripts(document)))
 

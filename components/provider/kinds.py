@@ -33,6 +33,9 @@ KINDS: dict[str, Kind] = {
                             "on a port kept for its life."),
     "DockerVolume": Kind("components.backends.docker.driver:VolumeDriver",
                          "An agent's workspace: a named volume that outlives its container."),
+    "DockerPool": Kind("components.backends.docker.pool_driver:PoolDriver",
+                       "A Docker host's warm pool: `size` agents booted with no identity, which new agents claim; "
+                       "refresh reads the healthy members, up boots the missing ones."),
     "DockerNetwork": Kind("components.backends.docker.driver:NetworkDriver",
                           "The stack's bridge network on one Docker engine."),
     "DockerImage": Kind("components.backends.docker.driver:ImageDriver",

@@ -32,6 +32,8 @@ from components.spec.model import (
     GITHUB_KNOWN_HOSTS,
     HOST_FIELDS,
     LOCAL_HOST,
+    MAX_POOL_SIZE,
+    POOL_FIELDS,
     PORT_RANGE,
     PORT_SPAN,
     PULL_POLICIES,
@@ -218,12 +220,31 @@ def load_fleet(stack: str, raw: Any, read_secret: SecretReader) -> FleetSpec:
     forge = _load_forge(raw.get("forge"), agents, problems, read_secret)
     app = _load_app(raw.get("forge"), agents, problems, read_secret) if forge is not None else None
     connections = _load_forge_connections(raw.get("forge_connections", DEFAULT_FORGE_CONNECTIONS), problems)
+    pool_size = _load_pool(raw.get("pool"), hosts, problems)
     _check_forge_users(agents, raw.get("forge") is not None, problems)
     if problems.items:
         raise FleetConfigError(problems.items)
     return FleetSpec(stack=stack, agents=tuple(agents), attach_networks=tuple(networks), shared_objects=shared,
                      hosts=tuple(hosts), port_base=port_base, base=base, forge=forge, app=app,
-                     forge_connections=connections)
+                     forge_connections=connections, pool_size=pool_size)
+
+
+def _load_pool(raw: Any, hosts: list[HostSpec], problems: _Problems) -> int:
+    """`pool: {size: N}`: N booted Docker agents without identity kept on each Docker host."""
+    if raw is None:
+        return 0
+    if not isinstance(raw, Mapping):
+        problems.add(None, "pool", f"{raw!r} is not a mapping; use `pool: {{size: 4}}`")
+        return 0
+    _check_unknown(raw, POOL_FIELDS, problems, None, "pool.")
+    size = raw.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_POOL_SIZE:
+        problems.add(None, "pool.size", f"{size!r} is not a pool size; use an integer from 0 to {MAX_POOL_SIZE} "
+                     "(booted agents kept on each Docker host)")
+        return 0
+    if size and not any(host.backend == "docker" for host in hosts):
+        problems.add(None, "pool", "the fleet has no Docker host to keep a pool on")
+    return size
 
 
 def _load_forge_connections(raw: Any, problems: _Problems) -> int:

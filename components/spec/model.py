@@ -30,7 +30,9 @@ AGENT_FIELDS = {
 }
 DEFAULTABLE_FIELDS = AGENT_FIELDS - {"name", "identity", "ssh_port", "branch"}
 FLEET_FIELDS = {"defaults", "agents", "attach_networks", "port_base", "shared_objects", "hosts", "kubernetes", "base",
-                "forge", "forge_connections"}
+                "forge", "forge_connections", "pool"}
+POOL_FIELDS = {"size"}
+MAX_POOL_SIZE = 200  # booted members per host: each holds two containers, a port and ~40 MiB
 BRANCH_PREFIX = "agent/"  # an agent's own branch is agent/<name> unless it names another
 BASE_FIELDS = {"branch", "warn_behind"}
 DEFAULT_WARN_BEHIND = 20  # commits the base may lag behind the remote before `agentfleet exec` says so
@@ -239,6 +241,8 @@ class FleetSpec:
     app: Optional[GitHubApp] = None  # set (GitHub): https agents push with its installation tokens
     # Network git operations at once per remote host: first clones at boot, the client's fetches.
     forge_connections: int = DEFAULT_FORGE_CONNECTIONS
+    # Booted Docker agents without identity kept on each Docker host, claimed by new agents.
+    pool_size: int = 0
 
     def mints_token(self, agent: AgentSpec) -> bool:
         """Whether this agent pushes with GitHub App installation tokens the fleet mints (components/apptoken.py):

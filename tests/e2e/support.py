@@ -303,3 +303,10 @@ class FleetStack:
     def remove(self) -> None:
         self.stack.workspace.remove_stack(self.name, force=True)
         self.config_file.unlink(missing_ok=True)
+
+
+def run_ok(client: Any, agent: str, command: str) -> str:
+    """Run in the agent's workspace (where the client starts every command); demand success."""
+    result = client.agent(agent).run(command, timeout=60)
+    assert result.ok, f"{agent}: `{command}` exited {result.exit_status}: {result.stderr}"
+    return result.stdout.strip()

@@ -14,7 +14,7 @@ import pytest
 
 from agentfleet import Fleet
 from components.keys import generate_ed25519
-from tests.e2e.support import FleetStack, GitServer, docker, docker_objects
+from tests.e2e.support import FleetStack, GitServer, docker, docker_objects, run_ok
 from tests.key_marks import PRIVATE_KEY, PRIVATE_KEY_BEGIN
 
 def fleet_config(git: GitServer, agent_1_name: str = "Agent One") -> dict[str, Any]:
@@ -41,13 +41,6 @@ def fleet(git_server: GitServer, make_stack):
     outputs = stack.up()
     with Fleet.from_outputs(outputs, stack.name) as client:
         yield stack, outputs, client, remote_private
-
-
-def run_ok(client: Fleet, agent: str, command: str) -> str:
-    """Run in the agent's workspace (where the client starts every command); demand success."""
-    result = client.agent(agent).run(command, timeout=60)
-    assert result.ok, f"{agent}: `{command}` exited {result.exit_status}: {result.stderr}"
-    return result.stdout.strip()
 
 
 def container_id(stack: FleetStack, agent: str) -> str:

@@ -41,7 +41,9 @@ SPEC = load_fleet("schema", {
         {"name": "agent-4", "backend": "multipass", "identity": {"name": "Four", "email": "four@example.com"}},
         {"name": "agent-5", "backend": "lima", "identity": {"name": "Five", "email": "five@example.com"},
          "remote": "https://github.com/org/app.git"},  # pushes with GitHub App tokens
+        {"name": "agent-6", "identity": {"name": "Six", "email": "six@example.com"}},  # may claim from the pool
     ],
+    "pool": {"size": 1},
 }, {"mirrorKey": generate_ed25519("mirror")[0], "forgeToken": "github_pat_schema", "appKey": APP_KEY}.get)
 
 
@@ -62,7 +64,8 @@ def test_every_declared_input_is_in_the_schema_of_its_kind():
             if SECRET in args.inputs:
                 assert known[SECRET]["secret"], args.typ
 
-    return Fleet("fleet", FleetArgs(SPEC)).agents.apply(check)
+    fleet = Fleet("fleet", FleetArgs(SPEC))
+    return pulumi.Output.all(fleet.agents, *[follower.id for follower in fleet.followers]).apply(check)
 
 
 def test_the_schema_lists_the_fleet_component_with_its_secret_keys():

@@ -12,7 +12,9 @@ a `Reconciled` resource driven by driver.py, so refresh sees it and up heals it.
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pulumi
@@ -20,6 +22,7 @@ import pulumi
 from agentfleet.contract import WORKSPACE, ForgeGate
 from components.backends import Endpoint, MachineContext
 from components.backends.docker.policy import policy_fields, policy_name
+from components.backends.docker.pool import claimable, pool_hint, pool_name, shape
 from components.cloudinit import SHARED_OBJECTS
 from components.image import agent_image_tag
 from components.reapply import in_place_fields
@@ -41,6 +44,7 @@ class DockerContainer(Reconciled):
 
 class DockerVolume(Reconciled):
     KIND = "DockerVolume"
+    volume: pulumi.Output[str]
 
 
 class DockerNetwork(Reconciled):
@@ -53,6 +57,10 @@ class DockerImage(Reconciled):
 
 class SharedObjectsVolume(Reconciled):
     KIND = "SharedObjects"
+
+
+class DockerPool(Reconciled):
+    KIND = "DockerPool"
 
 
 def network_name(context: MachineContext) -> str:
@@ -189,23 +197,60 @@ class DockerBackend:
     def provision(self, agent: AgentSpec, context: MachineContext, user_data: pulumi.Output[str],
                   host_public_key: pulumi.Output[str], opts: pulumi.ResourceOptions) -> pulumi.Output[Endpoint]:
         """The workspace volume and the container; returns the endpoint the container answers on."""
+        fields = container_fields(context, agent)
         volume = DockerVolume(
             f"{agent.name}-workspace",
             {"name": volume_name(context, agent.name), "labels": context.labels(agent.name), "state": "present",
-             **placed(context, agent)},
+             "machine": context.machine_name(agent.name), **placed(context, agent),
+             **pool_hint(fleet_of(context), context, agent, fields)},
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=agent.retain_workspace)),
         )
+        # The engine's name of the volume: the claimed member's (a state from before pools: none).
+        workspace = volume.volume.apply(lambda name: name or fields["workspace_volume"])
         container = DockerContainer(
             f"{agent.name}-container",
-            {**container_fields(context, agent), "host_public_key": host_public_key},
+            {**fields, "workspace_volume": workspace, "host_public_key": host_public_key},
             secret=user_data,
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])),
         )
         return pulumi.Output.all(container.host, container.port, container.user_namespace).apply(
             lambda values: Endpoint(host=values[0], port=int(values[1]), user_namespace=values[2]))
 
+    def after_agents(self, fleet: FleetSpec, context: MachineContext, agents: dict[str, pulumi.Resource],
+                     opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        """Per Docker host, its warm pool (`pool: {size: N}`), after its agents: their claims
+        come first, and the pool is refilled in the same `up`."""
+        pools: list[pulumi.Resource] = []
+        if not fleet.pool_size:
+            return pools
+        claimable_agents = [a for a in fleet.agents if claimable(fleet, a)]
+        for host in fleet.hosts_for("docker"):
+            here = [a for a in claimable_agents if fleet.placement(a) == host.name] or claimable_agents
+            if not here:
+                continue
+            template = member_template(context, here, host)
+            name = pool_name(context, host)
+            pools.append(DockerPool("fleet-pool" + ("" if host.is_local else f"-{host.name}"), {
+                "name": name, "size": fleet.pool_size, "member": template, "shape": shape(template),
+                "agents": sorted(a.name for a in fleet.agents if a.backend == "docker" and fleet.placement(a) == host.name),
+                "state": "present", "engines": {h.name: engine_fields(h) for h in fleet.hosts_for("docker")}, "placement": host.name,
+            }, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(agents.values())))))
+        return pools
+
 
 BACKEND = DockerBackend()
+
+
+def member_template(context: MachineContext, agents: list[AgentSpec], host: HostSpec) -> dict[str, Any]:
+    """The container fields members are made with: the most common shape among these agents,
+    on this host, its policy closed (nothing allowed), no identity, the stack's labels."""
+    shapes = Counter(shape(container_fields(context, a)) for a in agents)
+    common = next(a for a in agents if shape(container_fields(context, a)) == shapes.most_common(1)[0][0])
+    blank = replace(common, egress="restricted", allow=(), dns=(), remote=None, host=host.name)
+    fields = container_fields(context, blank)
+    for key in ("name", "hostname", "workspace_volume", "preferred_port", "engines", "placement", "engine_host"):
+        fields.pop(key, None)
+    return {**fields, "labels": context.labels()}
 
 
 def host_problems(fleet: FleetSpec, agents: list[AgentSpec]) -> list[str]:

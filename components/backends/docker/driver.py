@@ -41,6 +41,7 @@ from components.backends.docker.engines import (
     held_ports,
     open_client,
 )
+from components.backends.docker.pool import MEMBER_LABEL, adopt_policy, as_claimed, claim, claimed_member
 from components.backends.docker.policy import (
     POLICY_GATE,
     RECORD_DIR,
@@ -303,6 +304,9 @@ class ContainerDriver(Driver):
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         engine = engine_of(fields)
         docker = client(engine)
+        member = claimed_member(docker, name)
+        if member is not None:  # its workspace volume claimed a warm pool member for it
+            return self._deliver(docker, member, name, fields, secret)
         remove_policy(docker, name)  # one left behind by an agent's container removed out of band
         bind = fields.get("bind_address") or engine.get("endpoint_address", "127.0.0.1")
         port = claim_port(docker, engine, name, fields)  # two agents of one run never choose the same port
@@ -331,6 +335,31 @@ class ContainerDriver(Driver):
             detail = getattr(error, "explanation", None) or str(error)
             raise DockerError(f"container {name} on {docker.engine.describe()}: {detail}; the half-made "
                               "container was removed" + (f"\n--- its last output:\n{logs}" if logs else "")) from None
+        return self.read(name, made) or {}
+
+    def _deliver(self, docker: HostClient, container, name: str, fields: dict[str, Any],
+                 secret: Optional[str]) -> dict[str, Any]:
+        """A claimed member becomes the agent: its policy, then its document (identity, keys,
+        first clone) applied in place, and sshd offering the pinned host key. On failure both
+        containers go; the next `up` boots the agent fresh on the claimed workspace."""
+        from components.backends.docker.apply import claim_in_place
+
+        adopt_policy(docker, container.labels[MEMBER_LABEL], name)
+        engine = engine_of(fields)
+        try:
+            policy = docker.containers.get(policy_name(name))
+            owner = self._network_owner(fields, container.attrs, policy.attrs)
+            host = engine.get("endpoint_address", "127.0.0.1") if owner["bind_address"] == "0.0.0.0" else owner["bind_address"]
+            made = {**fields, "engine": engine, "bind_address": owner["bind_address"], "port": owner["port"], "host": host}
+            apply_policy(policy, fields["egress"])
+            with held_for(fields.get("forge_gate")):
+                claim_in_place(container, secret or "")
+            wait_for_host_key(host, int(owner["port"]), fields["host_public_key"], READY_TIMEOUT_S)
+        except (NotFound, APIError, PolicyError, DockerError, HostKeyTimeout) as error:
+            self.delete(name, {"engine": engine})
+            detail = getattr(error, "explanation", None) or str(error)
+            raise DockerError(f"container {name} on {docker.engine.describe()}: claiming a warm pool member "
+                              f"failed: {detail}; its containers were removed") from None
         return self.read(name, made) or {}
 
     @staticmethod
@@ -368,7 +397,7 @@ class ContainerDriver(Driver):
             policy = None
         host, config = attrs["HostConfig"], attrs["Config"]
         mounts = {m.get("Destination"): m.get("Name") for m in attrs.get("Mounts") or []}
-        return {
+        return as_claimed(config.get("Labels") or {}, fields, {
             "image": config.get("Image"),
             **self._network_owner(fields, attrs, policy),
             "workspace_volume": mounts.get(fields["workspace_mount"]),
@@ -383,7 +412,7 @@ class ContainerDriver(Driver):
             "host": fields["host"],
             "engine": engine_of(fields),
             "user_namespace": user_namespace(docker, host),
-        }
+        })
 
     @staticmethod
     def _network_owner(fields: dict[str, Any], agent: dict[str, Any], policy: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -523,30 +552,38 @@ class ContainerDriver(Driver):
 
 class VolumeDriver(Driver):
     """A named volume. One deleted out of band reads as `state: "deleted: its content is lost"`,
-    so the preview says so before `pulumi up` makes it again, empty."""
+    so the preview says so before `pulumi up` makes it again, empty. An agent's workspace given
+    a `pool` (pool.py) claims a warm pool member when one fits, and is that member's volume:
+    `volume` is the engine's name of the volume, `name` the resource's."""
 
     replacing = frozenset({"labels", "engine_host"})
     changing = frozenset({"name", "state"})
-    outputs = frozenset({"engine"})
-    hints = frozenset({"engines", "placement"})
+    outputs = frozenset({"engine", "volume"})
+    hints = frozenset({"engines", "placement", "pool", "machine"})
     GONE = "deleted: its content is lost"
 
     def create(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         docker = client(engine_of(fields))
-        if not _exists(docker, "volumes", name):  # a kept workspace (retain_workspace) is taken up again
-            docker.volumes.create(name, labels=fields["labels"])
-        return {**PRESENT, "engine": engine_of(fields)}
+        volume = fields.get("volume") or name
+        if not _exists(docker, "volumes", volume):  # a kept workspace (retain_workspace) is taken up again
+            first = fields.get("pool") and not fields.get("volume")  # made before: made again as it was
+            claimed = claim(docker, fields["pool"], fields["machine"], engine_lock(engine_of(fields))) if first else None
+            if claimed is not None:
+                return {**PRESENT, "engine": engine_of(fields), "volume": claimed}
+            docker.volumes.create(volume, labels=fields["labels"])
+        return {**PRESENT, "engine": engine_of(fields), "volume": volume}
 
     @unless_unreachable
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:
-        present = _exists(client(engine_of(fields)), "volumes", name)
-        return {**(PRESENT if present else {"state": self.GONE}), "engine": engine_of(fields)}
+        volume = fields.get("volume") or name
+        present = _exists(client(engine_of(fields)), "volumes", volume)
+        return {**(PRESENT if present else {"state": self.GONE}), "engine": engine_of(fields), "volume": volume}
 
     def update(self, name: str, fields: dict[str, Any], secret: Optional[str]) -> dict[str, Any]:
         return self.create(name, fields, secret)
 
     def delete(self, name: str, fields: dict[str, Any]) -> None:
-        _ignore_missing(lambda: client(engine_of(fields)).api.remove_volume(name, force=True))
+        _ignore_missing(lambda: client(engine_of(fields)).api.remove_volume(fields.get("volume") or name, force=True))
 
 
 class NetworkDriver(Driver):
