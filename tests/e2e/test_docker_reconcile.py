@@ -128,11 +128,17 @@ def test_a_deleted_workspace_is_named_as_lost_in_the_preview_and_made_again(flee
 
 
 @pytest.mark.restarts_docker
-def test_after_a_docker_daemon_restart_every_agent_answers_with_its_key_policy_and_workspace(fleet):
+def test_after_a_docker_daemon_restart_up_brings_every_agent_back_with_its_key_policy_and_workspace(fleet):
     """Runs last of all (tests/e2e/conftest.py): it restarts the daemon every e2e test shares."""
     stack, _ = fleet
-    restart_docker_daemon()
     outputs = stack.outputs()
+    restart_docker_daemon()
+    # Docker starts containers again in no order (moby/moby#11777, still open): an agent's container
+    # started before its policy container cannot join its network namespace and stays exited, and
+    # Docker does not try again. Refresh reads it as stopped; `pulumi up` starts it, nothing else.
+    preview = stack.stack.preview(on_output=lambda _: None)
+    assert set(preview.change_summary) <= {"same", "update"}, preview.change_summary
+    assert stack.up() == outputs
     with Fleet.from_outputs(outputs, stack.name) as client:
         for agent in AGENTS:
             # The client trusts only the pinned host key: answering at all proves the key.

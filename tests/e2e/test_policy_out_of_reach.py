@@ -161,7 +161,8 @@ def test_root_cannot_change_the_record_of_refusals_which_audit_still_reads(fleet
 
 def test_the_agent_boots_only_through_the_policys_gate_which_root_cannot_open(fleet):
     """The agent's container starts with its policy container, not after it: its cloud-init waits
-    for the gate the policy container writes once the policy is in force. Without the gate a
+    for the gate the policy container writes once the policy is in force, naming the network
+    namespace it loaded it in. Without the gate, or with one naming another namespace, a
     (re)started agent runs no stage and no sshd; the gate back, it boots."""
     stack, outputs = fleet
     for script in (f"touch {POLICY_GATE}.forged", f"rm {POLICY_GATE}"):
@@ -174,7 +175,12 @@ def test_the_agent_boots_only_through_the_policys_gate_which_root_cannot_open(fl
     status, output = as_root(stack, "ls /run/cloud-init/status.json /run/sshd.pid")
     assert status != 0 and "No such file" in output, f"the agent booted without the policy's gate: {output}"
     assert not agent_ok(outputs, stack, "true", attempts=1)
-    docker("exec", policy, "touch", POLICY_GATE)
+    # A gate naming another network namespace (as one left by an earlier start would) stays shut.
+    docker("exec", policy, "sh", "-c", f"echo 'net:[1]' >{POLICY_GATE}")
+    time.sleep(3)
+    status, output = as_root(stack, "ls /run/cloud-init/status.json")
+    assert status != 0 and "No such file" in output, f"a stale gate let the agent boot: {output}"
+    docker("exec", policy, "sh", "-c", f"readlink /proc/self/ns/net >{POLICY_GATE}")
     assert agent_ok(outputs, stack, "git log -1 --format=%h && git ls-remote -q origin")
 
 

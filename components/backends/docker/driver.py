@@ -40,6 +40,7 @@ from components.backends.docker.engines import (
     has_image,
     held_ports,
     open_client,
+    refused_create,
 )
 from components.backends.docker.pool import MEMBER_LABEL, adopt_policy, as_claimed, claim, claimed_member
 from components.backends.docker.policy import (
@@ -377,12 +378,7 @@ class ContainerDriver(Driver):
             )
         except APIError as error:
             remove_policy(docker, name)
-            if error.status_code == 409:
-                raise DockerError(f"container {name}: a container of that name exists on {docker.engine.describe()} "
-                                  f"but is not in this stack's state (left by an interrupted run?): remove it "
-                                  f"(`docker rm -f {name}` there)") from None
-            raise DockerError(f"container {name}: {docker.engine.describe()} refused to create it: "
-                              f"{error.explanation}") from None
+            raise DockerError(refused_create(name, docker.engine.describe(), error)) from None
 
     @unless_unreachable
     def read(self, name: str, fields: dict[str, Any]) -> Optional[dict[str, Any]]:

@@ -469,3 +469,12 @@ def bound_on(bindings: Mapping[str, Any], port: int, protocol: str) -> list[tupl
             if low and int(low) <= port <= int(high or low):
                 found.append((entry.get("HostIp", ""), inner))
     return found
+
+
+def refused_create(container: str, engine: str, error: docker.errors.APIError) -> str:
+    """Why an engine refused to create a container, and what to do: a name taken by a container
+    the stack does not know (left by an interrupted run) is named with the command that removes it."""
+    if error.status_code == 409:
+        return (f"container {container}: a container of that name exists on {engine} but is not in this "
+                f"stack's state (left by an interrupted run?): remove it (`docker rm -f {container}` there)")
+    return f"container {container}: {engine} refused to create it: {error.explanation}"

@@ -28,6 +28,7 @@ from docker.errors import APIError
 from docker.types import Mount
 
 from agentfleet.contract import DENIED_RECORD
+from components.backends.docker.engines import refused_create
 from components.cloudinit import TEMPLATES
 from components.egress import dns_servers, resolver_policy, ruleset
 from components.spec import AgentSpec
@@ -136,12 +137,7 @@ def create_policy(docker, name: str, fields: dict[str, Any], bind: str, port: in
             memswap_limit=MEMORY_MIB * 1024 * 1024, pids_limit=PIDS,
         )
     except APIError as error:
-        if error.status_code == 409:
-            raise PolicyError(f"container {policy_name(name)}: a container of that name exists on "
-                              f"{docker.engine.describe()} but is not in this stack's state: remove it "
-                              f"(`docker rm -f {policy_name(name)}` there)") from None
-        raise PolicyError(f"container {policy_name(name)}: {docker.engine.describe()} refused to create it: "
-                          f"{error.explanation}") from None
+        raise PolicyError(refused_create(policy_name(name), docker.engine.describe(), error)) from None
     try:
         for network in engine.get("attach_networks") or []:
             docker.networks.get(network).connect(policy)
