@@ -91,8 +91,10 @@ def project_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_project(tmp_path_factory.mktemp("project"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def make_stack(project_dir: Path) -> Iterator[Any]:
+    """Stacks for one test module, destroyed when it ends: a session's worth of fleets at once would
+    hold a Docker network each, and an engine has room for about thirty."""
     made: list[FleetStack] = []
 
     def make(prefix: str) -> FleetStack:

@@ -26,7 +26,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What a Pulumi project of agentfleet is made of (the program imports agentfleet.contract: the copy
 # carries its own, not whichever the virtualenv has installed); copies get their own stacks/ and state/.
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "agentfleet", "components", "cloud-init", "images")
-REMOVE = {"container": ["rm", "-f"], "volume": ["volume", "rm", "-f"], "network": ["network", "rm"]}
+REMOVE = {"container": ["rm", "-f", "-v"], "volume": ["volume", "rm", "-f"], "network": ["network", "rm"]}
 
 def docker(*args: str, stdin: str | None = None, check: bool = True) -> str:
     completed = subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True)

@@ -67,7 +67,9 @@ def test_a_program_of_another_project_declares_a_fleet_through_the_provider(stac
     state = exported(stack)  # as a user sees it: secrets as ciphertext
     assert '"type": "agentfleet:index:Fleet"' in state and '"type": "agentfleet:index:DockerContainer"' in state
     assert "PRIVATE KEY" not in state and "#cloud-config" not in state
-    assert len(docker_objects("container", f"agentfleet.stack={stack.name}")) == len(AGENTS)
+    machines = [f"agentfleet-{stack.name}-{agent}" for agent in AGENTS]  # each with its policy container
+    assert sorted(docker_objects("container", f"agentfleet.stack={stack.name}")) == sorted(
+        name + suffix for name in machines for suffix in ("", "-policy"))
     # Nothing to do the second time: the component's children are the same resources.
     assert stack.preview(on_output=lambda _: None).change_summary.get("same") and not {
         k for k in stack.preview(on_output=lambda _: None).change_summary if k != "same"}
