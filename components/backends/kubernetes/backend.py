@@ -135,14 +135,17 @@ def container_spec(args: KubernetesAgentArgs, seed_volume: str, workspace_volume
             *record,
         ],
         "resources": {"requests": limits, "limits": limits},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": least_privilege(CAPABILITIES),
         "readinessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": READINESS_PERIOD_S},
     }
+
+
+def least_privilege(capabilities: tuple[str, ...]) -> dict[str, Any]:
+    """A container's securityContext: every capability dropped but `capabilities`, no escalation,
+    the runtime's default seccomp profile (the same for the agent and its policy sidecar)."""
+    return {"allowPrivilegeEscalation": False, "privileged": False,
+            "capabilities": {"drop": ["ALL"], "add": list(capabilities)},
+            "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def policy_files(agent: AgentSpec) -> dict[str, str]:
@@ -183,12 +186,7 @@ def policy_container_spec(args: KubernetesAgentArgs, mounts: list[dict[str, Any]
         "restartPolicy": "Always",
         "volumeMounts": mounts,
         "resources": {"requests": limits, "limits": limits},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"], "add": list(POLICY_CAPABILITIES)},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": least_privilege(POLICY_CAPABILITIES),
         "startupProbe": {"exec": {"command": ["sh", "-c", f'test "$(cat {STATUS} 2>/dev/null)" = 0']},
                          "periodSeconds": 1, "failureThreshold": POLICY_STARTUP_S},
     }
