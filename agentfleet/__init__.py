@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 # The one version of agentfleet: the client, the provider plugin and its schema, and the package.
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 _EXPORTS = {
     "AuditLog": "agentfleet.audit",

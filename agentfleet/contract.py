@@ -28,7 +28,7 @@ TRACE2_DIR = "/var/log/agentfleet/git-trace2"
 # A directory of its own: Docker agents mount their policy container's record there read-only.
 DENIED_RECORD = "/var/log/agentfleet/egress/denied.jsonl"
 EGRESS_RULESET = "/etc/agentfleet/egress.nft"
-# The first-boot clone's gate (cloud-init/first-clone.sh): the Docker driver puts `required` there
+# The first-boot clone's gate (images/agent-files/first-clone): the Docker driver puts `required` there
 # before the machine starts; the script says `waiting`, clones once it finds `admitted` (the remote
 # host had a free slot, `forge_connections`), and says `done` when it ends.
 CLONE_GATE = "/var/lib/agentfleet-clone-gate"

@@ -18,7 +18,7 @@ from agentfleet.endpoint import AgentEndpoint
 from agentfleet.result import Result, tail
 
 # Where the agent's cloud-config (cloud-init/agent.yaml, components/cloudinit.py) installs
-# cloud-init/first-clone.sh; tests/unit/test_cloudinit.py holds the two to the same path.
+# images/agent-files/first-clone; tests/unit/test_cloudinit.py holds the two to the same path.
 FIRST_CLONE = "/usr/local/lib/agentfleet/first-clone"
 NEUTRAL_DIR = "/"  # the workspace may not exist yet
 

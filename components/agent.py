@@ -19,6 +19,7 @@ from components.backends.registry import backend
 from components.apptoken import AppToken
 from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config
 from components.deploykey import DeployKey
+from components.image import agent_image_tag
 from components.keys import SshKeyPair
 from components.spec import AgentSpec, BaseSpec
 
@@ -63,6 +64,8 @@ class Agent(pulumi.ComponentResource):
         base = fleet.base if fleet else BaseSpec()
         connections = fleet.forge_connections if fleet else DEFAULT_FORGE_CONNECTIONS
         reference = SHARED_OBJECTS if spec.name in args.context.shared_objects else None
+        machine_kind = backend(spec.backend)
+        in_image = machine_kind.agent_image_has_shared_files and spec.image in (None, agent_image_tag())
         user_data = pulumi.Output.all(
             operator_key.public_key,
             host_key.private_key,
@@ -70,7 +73,7 @@ class Agent(pulumi.ComponentResource):
             remote_key.private_key if remote_key else given_secret if spec.credential.kind == "ssh_key" else None,
             https_token,
         ).apply(lambda keys: render_cloud_config(spec, AgentKeys(*keys), reference, fleet,
-                                                 policy=backend(spec.backend).policy_in_machine))
+                                                 policy=machine_kind.policy_in_machine, shared=not in_image))
 
         # With a forge, the key is registered (as a deploy key, or as the agent's forge user's key) before
         # the machine is made: its first clone at boot works.
@@ -80,7 +83,7 @@ class Agent(pulumi.ComponentResource):
                                    remote_key.public_key, child, owner=spec.forge_user)
             machine = pulumi.ResourceOptions(parent=self, depends_on=[deploy_key])
 
-        address = backend(spec.backend).provision(
+        address = machine_kind.provision(
             spec, args.context, pulumi.Output.secret(user_data), host_key.public_key, machine
         )
 

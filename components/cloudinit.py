@@ -28,6 +28,8 @@ from components.pushguard import HOOKS_DIR, PushGuard, hook_files
 from components.spec import AgentSpec, FleetSpec
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
+# What every agent has alike: in the agent image (images/Dockerfile), in a VM's cloud-config.
+AGENT_FILES = Path(__file__).resolve().parent.parent / "images" / "agent-files"
 # Where a backend mounts the fleet's shared, read-only mirror (FleetSpec.shared_objects); the
 # first clone borrows its objects through git alternates (`git clone --reference`).
 SHARED_OBJECTS = "/var/lib/agentfleet/shared.git"
@@ -115,12 +117,20 @@ def _credential_files(agent: AgentSpec, keys: AgentKeys) -> list[dict[str, Any]]
     return files
 
 
+def shared_files() -> list[dict[str, Any]]:
+    """The files every agent has alike (the fleet's git hooks, the first-boot clone): the agent
+    image has them; a VM, booted from a stock image, gets them in its cloud-config."""
+    return [*(_root_file(path, content, "0o755") for path, content in hook_files().items()),
+            _root_file(FIRST_CLONE, (AGENT_FILES / "first-clone").read_text(), "0o755")]
+
+
 def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[str] = None,
-                        fleet: Optional[FleetSpec] = None, policy: bool = True) -> str:
+                        fleet: Optional[FleetSpec] = None, policy: bool = True, shared: bool = True) -> str:
     """The complete `#cloud-config` user-data for one agent; `reference` is the path of a
     repository whose objects the first clone borrows (SHARED_OBJECTS where the backend mounts it);
     `fleet` gives the base branch and the other agents' branches its push guard refuses; `policy`
-    False leaves the egress policy out (the backend applies it outside the machine: Docker)."""
+    False leaves the egress policy out (the backend applies it outside the machine: Docker);
+    `shared` False leaves out the files the agent image has (shared_files)."""
     document = yaml.safe_load((TEMPLATES / "agent.yaml").read_text())
     document["users"][0]["ssh_authorized_keys"] = [keys.operator_public_key]
     document["ssh_keys"] = {
@@ -134,16 +144,10 @@ def render_cloud_config(agent: AgentSpec, keys: AgentKeys, reference: Optional[s
     document["write_files"] = [
         *(_egress_files(agent) if policy else []),
         _root_file("/etc/gitconfig", system_gitconfig(PushGuard.of(agent, fleet)), "0o644"),
-        *(_root_file(path, content, "0o755") for path, content in hook_files().items()),
         _file(f"{HOME}/.gitconfig", _gitconfig(agent, keys, reference), "0o644"),
         _file(f"{HOME}/.ssh/known_hosts", "\n".join(agent.known_hosts) + "\n", "0o644"),
         *_credential_files(agent, keys),
-        _file(
-            FIRST_CLONE,
-            (TEMPLATES / "first-clone.sh").read_text(),
-            "0o755",
-            owner="root:root",
-        ),
+        *(shared_files() if shared else []),
     ]
     return "#cloud-config\n" + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
 

@@ -19,13 +19,16 @@ from typing import Optional
 from components.gitconfig import Section
 from components.spec import BRANCH_PREFIX, AgentSpec, FleetSpec
 
-HOOKS = Path(__file__).resolve().parent.parent / "cloud-init" / "git-hooks"
+IMAGES = Path(__file__).resolve().parent.parent / "images"
+HOOKS = IMAGES / "agent-files" / "git-hooks"
 HOOKS_DIR = "/usr/local/lib/agentfleet/git-hooks"
-# The repository's own hooks run through `repository-hook` (githooks(5), the ones a client runs
-# often; not reference-transaction, which would cost a process on every ref update).
-REPOSITORY_HOOKS = ("applypatch-msg", "pre-applypatch", "post-applypatch", "pre-commit", "pre-merge-commit",
-                    "prepare-commit-msg", "commit-msg", "post-commit", "pre-rebase", "post-checkout", "post-merge",
-                    "post-rewrite", "pre-auto-gc")
+
+
+def repository_hooks() -> tuple[str, ...]:
+    """The hooks that run the repository's own one (images/repository-hooks: the agent image links
+    them, a VM's cloud-config writes them)."""
+    lines = (IMAGES / "repository-hooks").read_text().splitlines()
+    return tuple(line for line in lines if line and not line.startswith("#"))
 
 
 @dataclass(frozen=True)
@@ -55,4 +58,4 @@ def hook_files() -> dict[str, str]:
     """Path -> content of every script in the fleet's hooks directory."""
     chained = (HOOKS / "repository-hook").read_text()
     return {f"{HOOKS_DIR}/pre-push": (HOOKS / "pre-push").read_text(),
-            **{f"{HOOKS_DIR}/{name}": chained for name in REPOSITORY_HOOKS}}
+            **{f"{HOOKS_DIR}/{name}": chained for name in repository_hooks()}}

@@ -57,6 +57,9 @@ class Backend(Protocol):
     # Whether the agent's cloud-config carries its egress policy (applied inside the machine by
     # its root), or the backend applies it out of the machine's reach.
     policy_in_machine: bool
+    # Whether the machine runs agentfleet's agent image, which has the files every agent has
+    # alike (cloudinit.shared_files), when the agent names no other `image` than this recipe's.
+    agent_image_has_shared_files: bool
 
     def missing_tools(self) -> list[str]:
         """What this machine lacks to drive the backend, each with what to install."""

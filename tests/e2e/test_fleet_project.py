@@ -21,7 +21,7 @@ import pytest
 from agentfleet import __version__
 from tests.e2e.support import PROJECT_ROOT, docker, docker_objects, engine_env
 
-PREVIOUS = "0.3.0"  # the version before this one: what the version bump starts from
+PREVIOUS = "0.4.0"  # the version before this one: what the version bump starts from
 AGENTS = ("agent-1", "agent-2")
 SESSION = f"pkg{os.getpid()}"
 

@@ -151,3 +151,14 @@ def test_exec_warns_when_the_base_lags_more_than_the_fleet_allows(outputs: Path,
     assert err == ("agentfleet: beta is 1 commit behind main on the remote (the fleet allows 0); "
                    "rebase or merge origin/main\n")
     assert run_cli(outputs, "exec", "gamma", "--", "true") == (0, "", "")  # even with main
+
+
+def test_the_repositorys_own_hooks_still_run_under_the_fleets_hooks_path(outputs: Path):
+    """The agent image links every common hook to repository-hook (images/repository-hooks): a
+    repository's own pre-commit hook runs and can refuse a commit."""
+    hook = ".git/hooks/pre-commit"
+    script = f"printf '#!/bin/sh\\necho own pre-commit hook refuses >&2\\nexit 1\\n' >{hook} && chmod +x {hook}"
+    assert run_cli(outputs, "exec", "gamma", "--", script)[0] == 0
+    status, _, err = run_cli(outputs, "exec", "gamma", "--", "git commit -q --allow-empty -m refused")
+    assert status == 1 and "own pre-commit hook refuses" in err
+    assert run_cli(outputs, "exec", "gamma", "--", f"rm {hook}")[0] == 0

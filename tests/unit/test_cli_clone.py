@@ -1,6 +1,6 @@
 """`agentfleet deploy-keys`, `clone` and doctor's workspace check against the throwaway sshd.
 
-The agents' first-boot script is the real cloud-init/first-clone.sh, reached where the test agent
+The agents' first-boot script is the real images/agent-files/first-clone, reached where the test agent
 can run it (FIRST_CLONE points there); git, sshd and the remote over SSH are real.
 """
 
@@ -76,7 +76,7 @@ def first_boot(tmp_path, local_sshd, monkeypatch):
     """agent-2 as first boot leaves it: its git config names remote, branch and an empty
     workspace, and the first-boot script is installed where `clone` runs it."""
     script = tmp_path / "first-clone"
-    shutil.copy(PROJECT_ROOT / "cloud-init" / "first-clone.sh", script)
+    shutil.copy(PROJECT_ROOT / "images" / "agent-files" / "first-clone", script)
     script.chmod(0o755)
     monkeypatch.setattr(commands, "FIRST_CLONE", str(script))
     workspace = tmp_path / "workspace"

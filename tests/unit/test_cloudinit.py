@@ -132,6 +132,23 @@ def test_the_first_clone_script_is_where_agentfleet_clone_runs_it():
     assert ["runuser", "-l", "agent", "-c", FIRST_CLONE] in document["runcmd"]
 
 
+def test_without_the_shared_files_the_document_keeps_only_what_differs_per_agent():
+    """On agentfleet's agent image the hooks and the first-clone script are the image's: the
+    document still runs them (runcmd, core.hooksPath) but does not carry them."""
+    from agentfleet.workspace import FIRST_CLONE
+    from components.cloudinit import shared_files
+    from components.pushguard import HOOKS_DIR
+
+    agent = spec(remote="git@github.com:acme/app.git")
+    full = yaml.safe_load(render_cloud_config(agent, keys()))
+    lean = yaml.safe_load(render_cloud_config(agent, keys(), shared=False))
+    shared = {entry["path"] for entry in shared_files()}
+    assert FIRST_CLONE in shared and f"{HOOKS_DIR}/pre-push" in shared and f"{HOOKS_DIR}/pre-commit" in shared
+    assert set(files(full)) - set(files(lean)) == shared
+    assert lean["runcmd"] == full["runcmd"] and ["runuser", "-l", "agent", "-c", FIRST_CLONE] in lean["runcmd"]
+    assert files(lean)["/etc/gitconfig"] == files(full)["/etc/gitconfig"]
+
+
 def test_a_lean_clone_is_asked_for_only_when_configured():
     """`clone:` reaches the first clone through the agent's git config; without it the document
     holds nothing new, so agents made before `clone` existed see no update."""

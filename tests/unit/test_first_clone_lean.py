@@ -1,4 +1,4 @@
-"""cloud-init/first-clone.sh with `clone:`: the real script and real git against a file:// remote
+"""images/agent-files/first-clone with `clone:`: the real script and real git against a file:// remote
 (which serves shallow and partial clones as a forge does): the agent's git config asks, the
 workspace is as shallow or as partial as asked, and the agent's own branch is the one on the remote."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.unit.git_repos import ENV, clone, commit, git, remote_with_main
 
-SCRIPT = Path(__file__).resolve().parents[2] / "cloud-init" / "first-clone.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "images" / "agent-files" / "first-clone"
 BRANCH = "agent/agent-1"
 
 

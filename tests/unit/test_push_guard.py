@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from components.cloudinit import render_cloud_config
-from components.pushguard import HOOKS_DIR, REPOSITORY_HOOKS
+from components.pushguard import HOOKS_DIR, repository_hooks
 from components.spec import load_fleet
 from tests.unit.git_reader import git_config
 from tests.unit.git_repos import ENV, clone, commit, git, remote_with_main
@@ -62,7 +62,7 @@ def test_the_system_gitconfig_names_the_hooks_the_agent_and_what_it_may_not_push
     assert config["core.hookspath"] == HOOKS_DIR and config["trace2.eventtarget"] == "/var/log/agentfleet/git-trace2"
     assert (config["agentfleet.agent"], config["agentfleet.branch"], config["agentfleet.base"]) == (
         "alpha", "agent/alpha", "develop")
-    assert all(files[f"{HOOKS_DIR}/{name}"]["owner"] == "root:root" for name in ("pre-push", *REPOSITORY_HOOKS))
+    assert all(files[f"{HOOKS_DIR}/{name}"]["owner"] == "root:root" for name in ("pre-push", *repository_hooks()))
     assert files["/etc/gitconfig"]["owner"] == "root:root"
 
 

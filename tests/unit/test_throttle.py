@@ -1,5 +1,5 @@
 """Gentle on the forge: the per-host gate, which commands touch the forge, `forge_connections` in
-the spec and the outputs, the client's gated commands, and first-clone.sh's side of the boot gate
+the spec and the outputs, the client's gated commands, and first-clone's side of the boot gate
 (the real script and real git against a file:// remote)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.unit.git_repos import ENV, git, remote_with_main
 from tests.unit.spec_helpers import agent, load, problems
 from tests.unit.test_client_outputs import outputs  # noqa: F401 - the fixture, in the contract's shape
 
-SCRIPT = Path(__file__).resolve().parents[2] / "cloud-init" / "first-clone.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "images" / "agent-files" / "first-clone"
 REMOTE = "https://git.example.com/acme/app.git"
 
 
@@ -159,7 +159,7 @@ def test_outputs_from_before_the_gate_have_no_limit(outputs):  # noqa: F811
     assert fleet.endpoint("agent-1").forge_connections is None
 
 
-# first-clone.sh's side of the boot gate: the real script, its gate moved to a temporary directory.
+# first-clone's side of the boot gate: the real script, its gate moved to a temporary directory.
 
 def test_the_script_and_the_driver_agree_on_the_gate():
     assert f"gate={CLONE_GATE}\n" in SCRIPT.read_text()
@@ -168,7 +168,7 @@ def test_the_script_and_the_driver_agree_on_the_gate():
 def gated_script(tmp_path: Path) -> tuple[Path, Path]:
     gate = tmp_path / "gate"
     gate.mkdir()
-    script = tmp_path / "first-clone.sh"
+    script = tmp_path / "first-clone"
     script.write_text(SCRIPT.read_text().replace(f"gate={CLONE_GATE}\n", f"gate={gate}\n"))
     return script, gate
 

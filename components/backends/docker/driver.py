@@ -81,7 +81,7 @@ CLOUD_INIT_RESULT = "/run/cloud-init/result.json"
 # container's gate, and sshd starts before cloud-init's final stage (this driver waits for
 # cloud-init's result itself, below).
 BOOT_ENVIRONMENT = {"AGENTFLEET_POLICY_GATE": POLICY_GATE, "AGENTFLEET_SSHD_EARLY": "1"}
-# The first-boot clone's gate (cloud-init/first-clone.sh): wait until the script waits for its
+# The first-boot clone's gate (images/agent-files/first-clone): wait until the script waits for its
 # turn (prints `waiting`) or cloud-init ended without that (no clone to make, a workspace kept).
 WAIT_FOR_GATE = """deadline=$1 gate=$2
 until [ -e "$gate/waiting" ] || [ -e /run/cloud-init/result.json ]; do

@@ -304,6 +304,7 @@ class KubernetesBackend:
     from its kubeconfig."""
 
     policy_in_machine = False  # the pod's policy container applies it
+    agent_image_has_shared_files = False  # a cluster may run a copy from its registry (`kubernetes.image`)
 
     def __init__(self) -> None:
         self._providers: dict[tuple[str, str], k8s.Provider] = {}  # (stack, host) -> its Provider

@@ -175,6 +175,7 @@ def step_fields(user_data: str) -> dict[str, Any]:
 
 class LimaBackend:
     policy_in_machine = True
+    agent_image_has_shared_files = False  # stock cloud images
 
     def missing_tools(self) -> list[str]:
         missing = []

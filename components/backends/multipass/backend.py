@@ -48,6 +48,7 @@ def vm_fields(context: MachineContext, agent: AgentSpec) -> dict:
 
 class MultipassBackend:
     policy_in_machine = True
+    agent_image_has_shared_files = False  # stock cloud images
 
     def missing_tools(self) -> list[str]:
         if shutil.which("multipass") is None:
