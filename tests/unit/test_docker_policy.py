@@ -80,3 +80,14 @@ def test_the_agent_runs_under_its_policy_only_in_the_policy_containers_current_n
     assert policed_state(later, container("p1", "exited", "2026-12-06T20:00:01.5Z")) == \
         "running, its policy container exited"
     assert policed_state(container("a1", "exited", "x", "container:p1"), None) == "exited"
+
+
+def test_a_state_whose_field_carried_the_files_updates_the_policy_in_place():
+    from components.backends.docker.driver import ContainerDriver
+    from components.reconciled import Reconciler
+
+    declared = {"name": "agentfleet-s-a", "image": "i", "egress": policy_fields(spec(allow=["pypi.org:443"]))}
+    earlier = {**declared, "egress": {"code": code_digest(), "ruleset": "table inet agentfleet {}\n",
+                                      "names": '{"names": []}\n'}}
+    plan = Reconciler(ContainerDriver()).diff(earlier, declared)
+    assert plan.changed == ["egress"] and plan.replaces == []
