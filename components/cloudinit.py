@@ -22,7 +22,7 @@ from typing import Any, Optional
 import yaml
 
 from agentfleet.contract import GIT_CREDENTIALS_PATH, HOME, TRACE2_DIR, WORKSPACE
-from components.egress import dns_servers, resolver_policy, ruleset
+from components.egress import EgressPolicy
 from components.gitconfig import Section, config_file
 from components.pushguard import HOOKS_DIR, PushGuard, hook_files
 from components.spec import AgentSpec, FleetSpec
@@ -96,11 +96,9 @@ def _egress_files(agent: AgentSpec) -> list[dict[str, Any]]:
     script = _root_file(EGRESS_SCRIPT_PATH, (TEMPLATES / "apply-egress.sh").read_text(), "0o700")
     if agent.egress == "open":
         return [script]
-    nft, policy, servers, resolver, recorder = EGRESS_FILES
+    *_, resolver, recorder = EGRESS_FILES
     return [
-        _root_file(nft, ruleset(agent), "0o600"),
-        _root_file(policy, resolver_policy(agent), "0o600"),
-        *([_root_file(servers, dns_servers(agent), "0o600")] if agent.dns else []),
+        *(_root_file(path, content, "0o600") for path, content in EgressPolicy.of(agent).files().items()),
         _root_file(resolver, (TEMPLATES / "agentfleet-resolver").read_text(), "0o700"),
         _root_file(recorder, (TEMPLATES / "agentfleet_denied.py").read_text(), "0o600"),
         script,

@@ -22,9 +22,19 @@ over it is only counted (UNRECORDED), and the record says how many.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any, Mapping
 
+from agentfleet.contract import EGRESS_RULESET
 from components.spec import AgentSpec, Destination, destination
+from components.spec.values import ALLOW_ENTRY
 
+# The policy's files, where every backend puts them (apply-egress.sh reads them there); a lifted
+# policy's are removed.
+RULESET_PATH = EGRESS_RULESET
+NAMES_PATH = "/etc/agentfleet/egress.json"
+DNS_SERVERS_PATH = "/etc/agentfleet/dns-servers"
+POLICY_PATHS = (RULESET_PATH, NAMES_PATH, DNS_SERVERS_PATH)
 TABLE = "inet agentfleet"
 # Before conntrack's NAT (-100): the filter sees where a packet was sent, and the redirect of
 # the users' DNS queries to the resolver comes before Docker's own rule for 127.0.0.11.
@@ -46,23 +56,73 @@ REFUSE = (f'limit name "{REFUSED_LIMIT}" log group {REFUSED_GROUP} reject',
           f'counter name "{UNRECORDED}" reject')
 
 
-def destinations(agent: AgentSpec) -> tuple[Destination, ...]:
-    """The remote's host and port, then the `allow` entries, without repeats."""
-    remote = [destination(agent.remote.host, agent.remote.port)] if agent.remote else []
-    return tuple(dict.fromkeys([*remote, *agent.allow]))
+@dataclass(frozen=True)
+class EgressPolicy:
+    """A restricted agent's policy as declared, and its files rendered from it.
+
+    Why the declaration travels and not the files: it is what a machine's `egress` field holds in
+    the state (a few hundred bytes, where the files are kilobytes, in inputs and outputs alike), and
+    a preview's diff of it reads as the allow list changing. Each backend renders the files where
+    it uses them (Docker's upload, Kubernetes' Secret, a VM's cloud-config), all by files() here."""
+
+    agent: str
+    # The remote's host and port, then the `allow` entries, without repeats.
+    destinations: tuple[Destination, ...]
+    dns: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, agent: AgentSpec) -> EgressPolicy:
+        remote = [destination(agent.remote.host, agent.remote.port)] if agent.remote else []
+        return cls(agent.name, tuple(dict.fromkeys([*remote, *agent.allow])), agent.dns)
+
+    def fields(self) -> dict[str, Any]:
+        """The policy as a resource field: each destination as an `allow` entry is written."""
+        fields: dict[str, Any] = {"agent": self.agent, "destinations": [_entry(d) for d in self.destinations]}
+        if self.dns:
+            fields["dns"] = list(self.dns)
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> EgressPolicy:
+        return cls(fields["agent"], tuple(_destination(entry) for entry in fields["destinations"]),
+                   tuple(fields.get("dns") or ()))
+
+    def files(self) -> dict[str, str]:
+        """Its files by path (POLICY_PATHS), the name servers' only when it names some."""
+        files = {RULESET_PATH: self.ruleset(), NAMES_PATH: self.resolver_policy()}
+        if self.dns:
+            files[DNS_SERVERS_PATH] = self.dns_servers()
+        return files
+
+    def ruleset(self) -> str:
+        """RULESET_PATH: the agent's table. apply-egress.sh loads it in one transaction together
+        with the name servers it finds on the machine (sets nameservers4/6, upstreams4/6)."""
+        return _table(self.agent, [_fixed_rule(d) for d in self.destinations if d.network is not None])
+
+    def resolver_policy(self) -> str:
+        """NAMES_PATH: the names (and wildcards) the resolver answers, each with the protocol and
+        port its addresses are admitted for."""
+        names = [{"name": d.host, "protocol": d.protocol, "port": d.port}
+                 for d in self.destinations if d.network is None]
+        return json.dumps({"names": names}, indent=1) + "\n"
+
+    def dns_servers(self) -> str:
+        """DNS_SERVERS_PATH: the servers the resolver asks (none: the machine's own)."""
+        return "".join(f"{server}\n" for server in self.dns)
 
 
-def resolver_policy(agent: AgentSpec) -> str:
-    """/etc/agentfleet/egress.json: the names (and wildcards) the resolver answers, each with the
-    protocol and port its addresses are admitted for."""
-    names = [{"name": d.host, "protocol": d.protocol, "port": d.port}
-             for d in destinations(agent) if d.network is None]
-    return json.dumps({"names": names}, indent=1) + "\n"
+def _entry(entry: Destination) -> str:
+    """A destination as an `allow` entry is written, protocol and all: `[2001:db8::/32]:443/tcp`."""
+    host = f"[{entry.host}]" if ":" in entry.host else entry.host
+    return f"{host}:{entry.port}/{entry.protocol}"
 
 
-def dns_servers(agent: AgentSpec) -> str:
-    """/etc/agentfleet/dns-servers: the servers the resolver asks (empty: the machine's own)."""
-    return "".join(f"{server}\n" for server in agent.dns)
+def _destination(entry: str) -> Destination:
+    """The destination an entry of _entry() names (already checked when the config was loaded)."""
+    match = ALLOW_ENTRY.fullmatch(entry)
+    if match is None:
+        raise ValueError(f"egress destination {entry!r} is not host:port/protocol")
+    return Destination(match["host"].strip("[]"), int(match["port"]), match["protocol"] or "tcp")
 
 
 def _fixed_rule(entry: Destination) -> str:
@@ -72,12 +132,9 @@ def _fixed_rule(entry: Destination) -> str:
     return f"{family} daddr {network} {entry.protocol} dport {entry.port} accept"
 
 
-def ruleset(agent: AgentSpec) -> str:
-    """/etc/agentfleet/egress.nft: the agent's table. apply-egress.sh loads it in one transaction
-    together with the name servers it finds on the machine (sets nameservers4/6, upstreams4/6)."""
-    fixed = [_fixed_rule(d) for d in destinations(agent) if d.network is not None]
+def _table(agent: str, fixed: list[str]) -> str:
     lines = [
-        f"# The egress policy of agent {agent.name} (components/egress.py).",
+        f"# The egress policy of agent {agent} (components/egress.py).",
         f"table {TABLE} {{",
         "    # Addresses the resolver answered for allowed names, each for its record's TTL.",
         "    set allowed4 { type ipv4_addr . inet_proto . inet_service; flags timeout; }",

@@ -9,6 +9,7 @@ from components.cloudinit import REMOTE_KEY_PATH, AgentKeys, render_cloud_config
 from components.keys import generate_ed25519
 from components.spec import load_fleet
 from tests.unit.git_reader import git_config
+from tests.unit.test_egress import FIXTURES, SAMPLE
 
 KNOWN = "[gitserver]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
@@ -87,6 +88,12 @@ def test_restricted_egress_ships_the_policy_the_resolver_and_the_per_boot_script
                  "/etc/agentfleet/egress.nft", "/etc/agentfleet/egress.json"):
         assert written[path]["owner"] == "root:root" and written[path]["permissions"] in ("0o700", "0o600"), path
         assert "defer" not in written[path]  # root's file, written before the agent user exists
+
+
+def test_a_vms_policy_files_are_the_recorded_ones():
+    written = files(yaml.safe_load(render_cloud_config(load_fleet("test", {"agents": [SAMPLE]}, {}.get).agents[0], keys())))
+    for suffix, path in (("nft", "egress.nft"), ("json", "egress.json"), ("dns-servers", "dns-servers")):
+        assert written[f"/etc/agentfleet/{path}"]["content"] == (FIXTURES / f"sample.{suffix}").read_text()
 
 
 def test_open_egress_ships_no_policy_only_the_script_that_lifts_one():

@@ -28,7 +28,7 @@ from agentfleet.denied import (
 from agentfleet.render import render_audit_json, render_denied_table
 from agentfleet.result import Result
 from components import egress
-from components.egress import ruleset
+from components.egress import EgressPolicy
 from tests.unit.spec_helpers import agent, load
 
 CLOUD_INIT = Path(__file__).resolve().parents[2] / "cloud-init"
@@ -120,11 +120,11 @@ def test_the_resolver_records_a_refused_name_and_answers_nxdomain(tmp_path, monk
 
 def test_agent_side_names_agree_with_the_ruleset_and_the_client():
     assert recorder.RECORD == contract.DENIED_RECORD
-    assert resolver.MARK == egress.RESOLVER_MARK and f"meta mark {egress.RESOLVER_MARK:#x}" in ruleset(
-        load({"agents": [agent("a")]}).agents[0])
+    assert resolver.MARK == egress.RESOLVER_MARK and f"meta mark {egress.RESOLVER_MARK:#x}" in EgressPolicy.of(
+        load({"agents": [agent("a")]}).agents[0]).ruleset()
     assert (recorder.GROUP, recorder.UNRECORDED, recorder.TABLE) == (
         egress.REFUSED_GROUP, egress.UNRECORDED, egress.TABLE)
-    text = ruleset(load({"agents": [agent("a", allow=["203.0.113.0/24:443"])]}).agents[0])
+    text = EgressPolicy.of(load({"agents": [agent("a", allow=["203.0.113.0/24:443"])]}).agents[0]).ruleset()
     # Every refusal goes through one chain: recorded under the limit, counted over it.
     assert text.count(f"limit name \"refusals\" log group {egress.REFUSED_GROUP} reject") == 1
     assert text.count('counter name "unrecorded" reject') == 1

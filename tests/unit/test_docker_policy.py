@@ -7,7 +7,6 @@ import io
 import tarfile
 
 from components.backends.docker.policy import (
-    POLICY_FILES,
     code_digest,
     joined,
     policed_state,
@@ -16,6 +15,7 @@ from components.backends.docker.policy import (
     policy_labels,
 )
 from components.cloudinit import AgentKeys, render_cloud_config
+from components.egress import POLICY_PATHS, EgressPolicy
 from tests.unit.spec_helpers import agent, load
 
 
@@ -23,9 +23,9 @@ def spec(**fields):
     return load({"agents": [agent("a", **fields)]}).agents[0]
 
 
-def test_a_restricted_agent_carries_its_ruleset_and_names_an_open_one_only_the_code():
+def test_a_restricted_agent_declares_its_policy_an_open_one_only_the_code():
     restricted = policy_fields(spec(allow=["pypi.org:443"], dns=["10.0.0.53"]))
-    assert set(restricted) == {"code", "ruleset", "names", "dns"} and "pypi.org" in restricted["names"]
+    assert restricted == {"code": code_digest(), "agent": "a", "destinations": ["pypi.org:443/tcp"], "dns": ["10.0.0.53"]}
     assert policy_fields(spec(egress="open")) == {"code": code_digest()}
 
 
@@ -33,11 +33,22 @@ def test_the_archive_holds_the_policy_and_its_code_and_names_what_a_lifted_polic
     archive, digest, lacking = policy_archive(policy_fields(spec(egress="open")))
     names = tarfile.open(fileobj=io.BytesIO(archive)).getnames()
     assert "usr/local/lib/agentfleet/resolver" in names and "etc/agentfleet/egress.nft" not in names
-    assert sorted(lacking) == sorted("/" + path for path in POLICY_FILES.values())
+    assert sorted(lacking) == sorted(POLICY_PATHS)
     again, same, _ = policy_archive(policy_fields(spec(egress="open")))
     assert same == digest
     _, other, lacking = policy_archive(policy_fields(spec(allow=["pypi.org:443"])))
     assert other != digest and lacking == ["/etc/agentfleet/dns-servers"]
+
+
+def test_the_uploaded_files_are_rendered_from_the_field_and_a_changed_allow_list_changes_the_set():
+    agent_ = spec(allow=["pypi.org:443", "10.0.0.0/24:53/udp"], dns=["10.0.0.53"])
+    archive, digest, lacking = policy_archive(policy_fields(agent_))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        uploaded = {"/" + m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()
+                    if "/" + m.name in POLICY_PATHS}
+        assert {tar.getmember(path.lstrip("/")).mode for path in uploaded} == {0o600}
+    assert uploaded == EgressPolicy.of(agent_).files() and lacking == []
+    assert policy_archive(policy_fields(spec(allow=["pypi.org:443"], dns=["10.0.0.53"])))[1] != digest
 
 
 def test_a_docker_agents_cloud_config_carries_no_policy():
@@ -69,3 +80,14 @@ def test_the_agent_runs_under_its_policy_only_in_the_policy_containers_current_n
     assert policed_state(later, container("p1", "exited", "2026-12-06T20:00:01.5Z")) == \
         "running, its policy container exited"
     assert policed_state(container("a1", "exited", "x", "container:p1"), None) == "exited"
+
+
+def test_a_state_whose_field_carried_the_files_updates_the_policy_in_place():
+    from components.backends.docker.driver import ContainerDriver
+    from components.reconciled import Reconciler
+
+    declared = {"name": "agentfleet-s-a", "image": "i", "egress": policy_fields(spec(allow=["pypi.org:443"]))}
+    earlier = {**declared, "egress": {"code": code_digest(), "ruleset": "table inet agentfleet {}\n",
+                                      "names": '{"names": []}\n'}}
+    plan = Reconciler(ContainerDriver()).diff(earlier, declared)
+    assert plan.changed == ["egress"] and plan.replaces == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from components.egress import resolver_policy, ruleset
+from components.egress import EgressPolicy
 from tests.unit.spec_helpers import agent, load
 
 PATH = Path(__file__).resolve().parents[2] / "cloud-init" / "agentfleet-resolver"
@@ -83,10 +83,11 @@ def test_admission_lasts_the_records_ttl_within_bounds():
 def test_the_rendered_ruleset_is_valid_nftables_and_opens_exactly_the_entries():
     spec = load({"agents": [agent(remote="git@git.example.org:a/b.git", known_hosts=["git.example.org ssh-ed25519 AAAA"],
                                   allow=["10.0.0.0/24:22", "[2001:db8::5]:8080/udp", "*.cdn.example.org:443"])]}).agents[0]
-    text = ruleset(spec)
+    policy = EgressPolicy.of(spec)
+    text = policy.ruleset()
     assert "ip daddr 10.0.0.0/24 tcp dport 22 accept" in text
     assert "ip6 daddr 2001:db8::5/128 udp dport 8080 accept" in text
     assert text.rstrip().endswith("reject\n    }\n}") and "policy drop" not in text
-    assert '"name": "*.cdn.example.org"' in resolver_policy(spec) and '"name": "git.example.org"' in resolver_policy(spec)
+    assert '"name": "*.cdn.example.org"' in policy.resolver_policy() and '"name": "git.example.org"' in policy.resolver_policy()
     checked = subprocess.run(["nft", "-c", "-f", "-"], input=text, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr

@@ -14,7 +14,7 @@ from components.backends.kubernetes.backend import (
     policy_secret_data,
 )
 from components.backends.kubernetes.preflight import _sidecar_problems, server_version
-from components.egress import ruleset
+from components.egress import EgressPolicy
 from components.process import Completed
 from components.spec import load_fleet
 
@@ -87,7 +87,7 @@ def test_restricted_egress_runs_in_a_native_sidecar_the_agent_cannot_reach() -> 
 def test_the_policy_secret_holds_the_table_names_servers_and_code() -> None:
     agent = args(allow=["example.com:443"], dns=["10.0.0.53"]).agent
     data = policy_secret_data(agent)
-    assert data["egress.nft"] == ruleset(agent)
+    assert data["egress.nft"] == EgressPolicy.of(agent).ruleset()
     assert json.loads(data["egress.json"])["names"] == [{"name": "example.com", "protocol": "tcp", "port": 443}]
     assert data["dns-servers"] == "10.0.0.53\n"
     assert {"apply-egress", "resolver", "agentfleet_denied.py"} <= set(data)

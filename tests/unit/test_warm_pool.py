@@ -75,7 +75,7 @@ def test_members_have_the_shape_of_the_agents_that_claim_them_but_no_identity():
     template = member_template(context, list(spec.agents), spec.hosts[0])
     assert shape(template) == shape(agent) == pool_hint(spec, context, spec.agents[0], agent)["pool"]["shape"]
     assert "forge_gate" not in template and "name" not in template and template["labels"] == {"agentfleet.stack": "s"}
-    assert template["egress"]["names"] != agent["egress"]["names"]  # closed: its remote is not allowed
+    assert template["egress"]["destinations"] == [] != agent["egress"]["destinations"]  # closed: not even its remote
     other = container_fields(context, load_fleet("s", {"agents": [{"name": "a", "identity": IDENTITY,
                                                                   "resources": {"memory": "2g"}}]}, {}.get).agents[0])
     assert shape(other) != shape(agent)

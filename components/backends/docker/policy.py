@@ -12,9 +12,10 @@ attached networks, the published SSH port and the hostname; the agent's containe
 workspace and sshd. The record of refusals is a volume of this container that the agent mounts
 read-only, where `agentfleet audit --denied` reads it over the agent's SSH.
 
-The policy's files travel in the Engine API's request body (an archive upload), never in
-arguments, environment or labels; in-place changes of `allow`, `dns` or `egress` upload them again
-and re-apply (POLICY_APPLY), in this container only.
+The container's `egress` field declares the policy (components/egress.py EgressPolicy), and its
+files are rendered from it at each upload: they travel in the Engine API's request body (an
+archive upload), never in arguments, environment or labels; in-place changes of `allow`, `dns` or
+`egress` upload them again and re-apply (POLICY_APPLY), in this container only.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from docker.types import Mount
 from agentfleet.contract import DENIED_RECORD
 from components.backends.docker.engines import refused_create
 from components.cloudinit import TEMPLATES
-from components.egress import dns_servers, resolver_policy, ruleset
+from components.egress import POLICY_PATHS, EgressPolicy
 from components.spec import AgentSpec
 
 # What the policy needs: nft (the table), SO_MARK (the resolver's upstream queries), nflog (the
@@ -47,9 +48,6 @@ RECORD_DIR = posixpath.dirname(DENIED_RECORD)
 # agent's container, started right after this one, runs nothing of its config before it is there.
 POLICY_GATE = f"{RECORD_DIR}/.policy-applied"
 READY_TIMEOUT_S = 60
-# Where each of the policy's files goes (leading "/" dropped: archive paths), by its field.
-POLICY_FILES = {"ruleset": "etc/agentfleet/egress.nft", "names": "etc/agentfleet/egress.json",
-                "dns": "etc/agentfleet/dns-servers"}
 CODE_FILES = {"usr/local/lib/agentfleet/apply-egress": "apply-egress.sh",
               "usr/local/lib/agentfleet/resolver": "agentfleet-resolver",
               "usr/local/lib/agentfleet/agentfleet_denied.py": "agentfleet_denied.py"}
@@ -93,23 +91,22 @@ def code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def policy_fields(agent: AgentSpec) -> dict[str, str]:
-    """The `egress` field of an agent's container: its policy's files (none with open egress) and
-    the code's digest."""
-    fields = {"code": code_digest()}
+def policy_fields(agent: AgentSpec) -> dict[str, Any]:
+    """The `egress` field of an agent's container: its policy as declared (EgressPolicy: none with
+    open egress; its files are rendered at upload) and the code's digest."""
+    fields: dict[str, Any] = {"code": code_digest()}
     if agent.egress != "open":
-        fields.update(ruleset=ruleset(agent), names=resolver_policy(agent))
-        if agent.dns:
-            fields["dns"] = dns_servers(agent)
+        fields.update(EgressPolicy.of(agent).fields())
     return fields
 
 
-def policy_archive(egress: dict[str, str]) -> tuple[bytes, str, list[str]]:
-    """The archive to upload (policy files, code, the set's digest), the digest, and the policy
-    files it lacks (to remove)."""
+def policy_archive(egress: dict[str, Any]) -> tuple[bytes, str, list[str]]:
+    """The archive to upload (policy files rendered from the field, code, the set's digest), the
+    digest, and the policy files it lacks (to remove)."""
     from components.backends.docker.driver import mount_parents, tar_of
 
-    files = {path: (egress[key].encode(), 0o600) for key, path in POLICY_FILES.items() if key in egress}
+    rendered = EgressPolicy.from_fields(egress).files() if "destinations" in egress else {}
+    files = {path.lstrip("/"): (content.encode(), 0o600) for path, content in rendered.items()}
     files.update({path: ((TEMPLATES / source).read_bytes(), 0o700 if path.endswith(("resolver", "apply-egress"))
                          else 0o600) for path, source in CODE_FILES.items()})
     digest = hashlib.sha256(b"".join(p.encode() + b"\0" + c for p, (c, _) in sorted(files.items()))).hexdigest()
@@ -118,7 +115,7 @@ def policy_archive(egress: dict[str, str]) -> tuple[bytes, str, list[str]]:
     # userns-remap the first upload would leave /var/log/agentfleet nobody's, and apply-egress fails).
     directories = {**mount_parents((RECORD_DIR,)), "etc/agentfleet": 0o700, "usr/local/lib/agentfleet": 0o755,
                    STATE: 0o700}
-    lacking = ["/" + path for key, path in POLICY_FILES.items() if key not in egress]
+    lacking = [path for path in POLICY_PATHS if path not in rendered]
     return tar_of(files, directories), digest, lacking
 
 
@@ -173,7 +170,7 @@ def wait_for_policy(policy) -> None:
                           f"{output.decode(errors='replace').strip()}")
 
 
-def apply_policy(policy, egress: dict[str, str]) -> None:
+def apply_policy(policy, egress: dict[str, Any]) -> None:
     """Upload the policy's files and apply them, unless that very set is in force already."""
     archive, digest, lacking = policy_archive(egress)
     try:

@@ -57,7 +57,7 @@ from agentfleet.contract import WORKSPACE as WORKSPACE_MOUNT
 from components.backends import Endpoint, MachineContext
 from components.backends.docker.backend import CAPABILITIES
 from components.backends.docker.policy import CAPABILITIES as POLICY_CAPABILITIES
-from components.backends.docker.policy import CODE_FILES, ENTRYPOINT, MEMORY_MIB, POLICY_FILES, STATE, STATUS, policy_fields
+from components.backends.docker.policy import CODE_FILES, ENTRYPOINT, MEMORY_MIB, STATE, STATUS
 from components.backends.kubernetes.preflight import (
     MANAGED_BY_LABEL,
     NAMESPACE_STACK_LABEL,
@@ -68,6 +68,7 @@ from components.backends.kubernetes.preflight import (
     kubectl,
 )
 from components.cloudinit import TEMPLATES
+from components.egress import EgressPolicy
 from components.reconciled import digest
 from components.spec import FLEET_CLUSTER, AgentSpec, FleetSpec, HostSpec
 
@@ -151,8 +152,7 @@ def least_privilege(capabilities: tuple[str, ...]) -> dict[str, Any]:
 def policy_files(agent: AgentSpec) -> dict[str, str]:
     """The policy container's files, by path: the table, the names and the name servers the
     resolver asks (as components/egress.py writes them), and the code that applies them."""
-    fields = policy_fields(agent)
-    files = {"/" + path: fields[key] for key, path in POLICY_FILES.items() if key in fields}
+    files = EgressPolicy.of(agent).files()
     files.update({"/" + path: (TEMPLATES / source).read_text() for path, source in CODE_FILES.items()})
     return files
 
