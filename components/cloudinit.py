@@ -22,7 +22,7 @@ from typing import Any, Optional
 import yaml
 
 from agentfleet.contract import GIT_CREDENTIALS_PATH, HOME, TRACE2_DIR, WORKSPACE
-from components.egress import EgressPolicy
+from components.egress import POLICY_PATHS, EgressPolicy
 from components.gitconfig import Section, config_file
 from components.pushguard import HOOKS_DIR, PushGuard, hook_files
 from components.spec import AgentSpec, FleetSpec
@@ -35,8 +35,9 @@ AGENT_FILES = Path(__file__).resolve().parent.parent / "images" / "agent-files"
 SHARED_OBJECTS = "/var/lib/agentfleet/shared.git"
 REMOTE_KEY_PATH = f"{HOME}/.ssh/id_remote"
 EGRESS_SCRIPT_PATH = "/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"
-EGRESS_FILES = ("/etc/agentfleet/egress.nft", "/etc/agentfleet/egress.json", "/etc/agentfleet/dns-servers",
-                "/usr/local/lib/agentfleet/resolver", "/usr/local/lib/agentfleet/agentfleet_denied.py")
+# The policy's code a VM's document carries (Docker's policy container gets it uploaded).
+RESOLVER_PATH, RECORDER_PATH = "/usr/local/lib/agentfleet/resolver", "/usr/local/lib/agentfleet/agentfleet_denied.py"
+EGRESS_FILES = (*POLICY_PATHS, RESOLVER_PATH, RECORDER_PATH)
 FIRST_CLONE = "/usr/local/lib/agentfleet/first-clone"
 # Files only some documents have: an in-place update removes those its document does not have
 # (components/reapply.py), so an old credential or a lifted policy does not stay behind.
@@ -96,11 +97,10 @@ def _egress_files(agent: AgentSpec) -> list[dict[str, Any]]:
     script = _root_file(EGRESS_SCRIPT_PATH, (TEMPLATES / "apply-egress.sh").read_text(), "0o700")
     if agent.egress == "open":
         return [script]
-    *_, resolver, recorder = EGRESS_FILES
     return [
         *(_root_file(path, content, "0o600") for path, content in EgressPolicy.of(agent).files().items()),
-        _root_file(resolver, (TEMPLATES / "agentfleet-resolver").read_text(), "0o700"),
-        _root_file(recorder, (TEMPLATES / "agentfleet_denied.py").read_text(), "0o600"),
+        _root_file(RESOLVER_PATH, (TEMPLATES / "agentfleet-resolver").read_text(), "0o700"),
+        _root_file(RECORDER_PATH, (TEMPLATES / "agentfleet_denied.py").read_text(), "0o600"),
         script,
     ]
 
