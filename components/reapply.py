@@ -109,11 +109,23 @@ fi
 """
 
 
+# Asks a resident cloud-init to apply the document; exits with its status, 125 when none listens.
+CLAIM_CLIENT = """import socket, sys
+client = socket.socket(socket.AF_UNIX)
+try:
+    client.connect(sys.argv[1])
+except OSError:
+    sys.exit(125)
+client.sendall(" ".join(sys.argv[2:]).encode() + b"\\n")
+sys.exit(int(client.makefile().readline() or 1))
+"""
+
 SCRIPT = r"""set -eu
 document=$1 scrub=$2 steps=$3 count=$4
 shift 4
 dir=/run/agentfleet
 state=/var/lib/agentfleet
+claim='{claim}'
 seed=/var/lib/cloud/seed/nocloud/user-data
 install -d -m 0700 "$dir" "$state"
 if [ "$document" = - ]; then
@@ -134,7 +146,16 @@ while [ "$count" -gt 0 ]; do
     count=$((count - 1))
 done
 printf '%s\n' "$steps" >"$dir/steps.yaml"
-if ! cloud-init --file "$document" --file "$dir/steps.yaml" modules --mode final >"$dir/apply.log" 2>&1; then
+apply() {
+    # A warm pool member's resident cloud-init (images/agentfleet-cloud-init) when it listens.
+    if [ -S "$dir/claim.sock" ]; then
+        status=0
+        python3 -c "$claim" "$dir/claim.sock" "$document" "$dir/steps.yaml" "$dir/apply.log" || status=$?
+        [ "$status" = 125 ] || return "$status"
+    fi
+    cloud-init --file "$document" --file "$dir/steps.yaml" modules --mode final >"$dir/apply.log" 2>&1
+}
+if ! apply; then
     tail -n 25 "$dir/apply.log" >&2
     echo "cloud-init could not apply the cloud-config (full log: $dir/apply.log in the machine)" >&2
     exit 1
@@ -151,4 +172,4 @@ if [ "$scrub" = scrub ]; then
     done
 fi
 echo "$digest" >"$state/applied.sha256"
-""".replace("{track}", TRACK_SESSION)
+""".replace("{track}", TRACK_SESSION).replace("{claim}", CLAIM_CLIENT)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 from typing import Any
 
 import pytest
@@ -31,6 +32,12 @@ def fleet_config(git: GitServer, agents: list[str]) -> dict[str, Any]:
         "agents": [{"name": name, "identity": {"name": f"Agent {name}", "email": f"{name}@fleet.test"}}
                    for name in agents],
     }
+
+
+# How many processes of agentfleet-cloud-init run in a container, and its claim socket if there.
+RESIDENT = ("for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline; echo; done 2>/dev/null | "
+            "grep -c '^/usr/bin/python3 /usr/local/sbin/[a]gentfleet-cloud-init' | tr '\\n' ' '; "
+            "ls /run/agentfleet/claim.sock 2>/dev/null || true")
 
 
 def members(stack: FleetStack) -> dict[str, str]:
@@ -81,6 +88,19 @@ def test_claimed_agents_answer_git_over_ssh_with_their_identity_and_clone(pooled
         assert run_ok(client, agent, "git rev-parse --abbrev-ref HEAD") == f"agent/{agent}"
         assert run_ok(client, agent, "cat README") == "shared project"
         run_ok(client, agent, f"git commit -q --allow-empty -m 'from {agent}' && git push -q origin HEAD")
+
+
+def test_a_claim_is_applied_by_the_members_resident_cloud_init_which_then_ends(pooled):
+    """Each member keeps cloud-init imported and waiting for its one claim (images/agentfleet-cloud-init);
+    once claimed, nothing of it stays: no socket, no waiting process. Unclaimed members still wait."""
+    stack, _, _, _ = pooled
+    for agent in ("second", "third"):
+        name = f"agentfleet-{stack.name}-{agent}"
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=True)
+        assert "applied by this member's resident cloud-init" in logs.stdout + logs.stderr
+        assert docker("exec", name, "sh", "-c", RESIDENT) == "0"
+    for member in members(stack):
+        assert docker("exec", member, "sh", "-c", RESIDENT) == "1 /run/agentfleet/claim.sock"
 
 
 def test_claimed_agents_egress_is_restricted(pooled, forbidden_address):

@@ -81,6 +81,13 @@ CLOUD_INIT_RESULT = "/run/cloud-init/result.json"
 # container's gate, and sshd starts before cloud-init's final stage (this driver waits for
 # cloud-init's result itself, below).
 BOOT_ENVIRONMENT = {"AGENTFLEET_POLICY_GATE": POLICY_GATE, "AGENTFLEET_SSHD_EARLY": "1"}
+
+
+def boot_environment(fields: dict[str, Any]) -> dict[str, str]:
+    """A warm pool member keeps cloud-init imported and waiting for its claim (AGENTFLEET_CLAIMABLE,
+    images/agentfleet-cloud-init); nothing in it is secret."""
+    member = MEMBER_LABEL in fields["labels"]
+    return {**BOOT_ENVIRONMENT, **({"AGENTFLEET_CLAIMABLE": "1"} if member else {})}
 # The first-boot clone's gate (images/agent-files/first-clone): wait until the script waits for its
 # turn (prints `waiting`) or cloud-init ended without that (no clone to make, a workspace kept).
 WAIT_FOR_GATE = """deadline=$1 gate=$2
@@ -372,7 +379,7 @@ class ContainerDriver(Driver):
             return docker.containers.create(
                 fields["image"], name=name, detach=True, network_mode=f"container:{policy_name(name)}",
                 labels=fields["labels"], mounts=ContainerDriver._mounts(fields),
-                volumes_from=[f"{policy_name(name)}:ro"], environment=BOOT_ENVIRONMENT,
+                volumes_from=[f"{policy_name(name)}:ro"], environment=boot_environment(fields),
                 cap_drop=["ALL"], cap_add=list(fields["capabilities"]), security_opt=["no-new-privileges"],
                 restart_policy={"Name": fields["restart"]}, **ContainerDriver._limits(fields),
             )
