@@ -38,7 +38,7 @@ from bench.common import (
     wait_until_answers,
 )
 from bench.scripted import prepare
-from components.backends.docker.driver import WAIT_FOR_BOOT
+from components.backends.docker.driver import CLOUD_INIT_RESULT, WAIT_FOR_BOOT
 
 WAYS = ("pulumi up", "docker script", "raw Docker PoC")
 AIMS = {20: ("raw Docker PoC", 2.0), 1: ("docker script", 1.5)}  # agents: (baseline, at most this ratio)
@@ -54,7 +54,7 @@ agent() {  # NAME PORT SEED KEY KNOWN_HOSTS VOLUME EXTRA_NETWORKS [docker create
     # The seed before the start, then the backend's wait for cloud-init's result and sshd.
     docker cp - "$name:/" <"$seed" &&
     docker start "$name" >/dev/null &&
-    docker exec "$name" sh -c "$WAIT_FOR_BOOT" wait-for-boot "$deadline" >/dev/null || return 1
+    docker exec "$name" sh -c "$WAIT_FOR_BOOT" wait-for-boot "$deadline" "$RESULT" >/dev/null || return 1
     until ssh $SSH_OPTIONS -i "$key" -o UserKnownHostsFile="$known" -p "$port" agent@127.0.0.1 "$READY" >/dev/null 2>&1; do
         [ "$(date +%s)" -lt "$deadline" ] || return 1
         sleep 0.05
@@ -113,7 +113,7 @@ def via_script(bench: Workbench, size: int) -> dict[str, float]:
                        check=True, capture_output=True)
         run_jobs(AGENT_SCRIPT, calls, {"LABEL": label, "TIMEOUT": str(READY_TIMEOUT_S),
                                        "SSH_OPTIONS": " ".join(SSH_OPTIONS), "READY": READY_COMMAND,
-                                       "WAIT_FOR_BOOT": WAIT_FOR_BOOT})
+                                       "WAIT_FOR_BOOT": WAIT_FOR_BOOT, "RESULT": CLOUD_INIT_RESULT})
         elapsed = time.perf_counter() - started
     finally:
         teardown_s, _ = timed(lambda: remove_labelled(label))

@@ -88,6 +88,8 @@ def boot_environment(fields: dict[str, Any]) -> dict[str, str]:
     images/agentfleet-cloud-init); nothing in it is secret."""
     member = MEMBER_LABEL in fields["labels"]
     return {**BOOT_ENVIRONMENT, **({"AGENTFLEET_CLAIMABLE": "1"} if member else {})}
+
+
 # The first-boot clone's gate (images/agent-files/first-clone): wait until the script waits for its
 # turn (prints `waiting`) or cloud-init ended without that (no clone to make, a workspace kept).
 WAIT_FOR_GATE = """deadline=$1 gate=$2
