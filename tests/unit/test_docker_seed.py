@@ -7,7 +7,10 @@ import io
 import tarfile
 from types import SimpleNamespace
 
-from components.backends.docker.driver import SEED_DIR, seed_archive, user_namespace
+import pytest
+
+from components.backends.docker.driver import (CLOUD_INIT_RESULT_DATA, SEED_DIR, DockerError, cloud_init_result,
+                                               seed_archive, tar_of, user_namespace)
 from components.backends.docker.policy import RECORD_DIR, policy_archive
 
 
@@ -45,3 +48,25 @@ def test_the_policy_upload_gives_the_records_parents_to_root():
     parents = ["var", "var/log", "var/log/agentfleet"]
     assert RECORD_DIR == "/var/log/agentfleet/egress" and list(found)[:3] == parents
     assert all((found[name].uid, found[name].mode) == (0, 0o755) for name in parents)
+
+
+class ArchiveOnly:
+    """A container whose exec output came back empty: only its archive reads the file."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def get_archive(self, path: str):
+        return iter([tar_of({path.lstrip("/"): (self.files[path], 0o644)}, {})]), {}
+
+
+def test_cloud_init_result_is_read_again_when_the_wait_printed_nothing():
+    result = b'{"v1": {"errors": ["oops"]}}\n'
+    container = ArchiveOnly({CLOUD_INIT_RESULT_DATA: result})
+    assert cloud_init_result(container, "") == {"v1": {"errors": ["oops"]}}
+    assert cloud_init_result(container, '{"v1": {"errors": []}}') == {"v1": {"errors": []}}
+
+
+def test_a_result_that_is_no_json_either_way_is_a_clear_error():
+    with pytest.raises(DockerError, match="result.json.*is not JSON: 'garbled'"):
+        cloud_init_result(ArchiveOnly({CLOUD_INIT_RESULT_DATA: b"garbled"}), "")

@@ -77,6 +77,7 @@ done
 [ ! -e /run/cloud-init/result.json ] || cat /run/cloud-init/result.json"""
 SSHD_PID = "/run/sshd.pid"
 CLOUD_INIT_RESULT = "/run/cloud-init/result.json"
+CLOUD_INIT_RESULT_DATA = "/var/lib/cloud/data/result.json"  # where CLOUD_INIT_RESULT links to
 # How the agent's boot goes (images/agentfleet-cloud-init): its cloud-init waits for the policy
 # container's gate, and sshd starts before cloud-init's final stage (this driver waits for
 # cloud-init's result itself, below).
@@ -91,13 +92,14 @@ def boot_environment(fields: dict[str, Any]) -> dict[str, str]:
 
 
 # The first-boot clone's gate (images/agent-files/first-clone): wait until the script waits for its
-# turn (prints `waiting`) or cloud-init ended without that (no clone to make, a workspace kept).
+# turn (exit 0) or cloud-init ended without that (exit 1: no clone to make, a workspace kept). The
+# answer is the exit status, not output, which an exec may lose (cloud_init_result).
 WAIT_FOR_GATE = """deadline=$1 gate=$2
 until [ -e "$gate/waiting" ] || [ -e /run/cloud-init/result.json ]; do
     [ "$(date +%s)" -lt "$deadline" ] || exit 124
     sleep 0.05
 done
-[ ! -e "$gate/waiting" ] || echo waiting"""
+[ -e "$gate/waiting" ]"""
 # Its turn: admit it, and return once the clone ended (or cloud-init did, should the script die).
 ADMIT = """deadline=$1 gate=$2
 touch "$gate/admitted"
@@ -520,7 +522,7 @@ class ContainerDriver(Driver):
         if early:
             host_key()
             result = ContainerDriver._wait_for(container, CLOUD_INIT_RESULT, deadline)
-        errors = json.loads(result).get("v1", {}).get("errors", [])
+        errors = cloud_init_result(container, result).get("v1", {}).get("errors", [])
         if errors:
             raise DockerError(f"cloud-init reported errors: {'; '.join(map(str, errors))}")
         if not early:
@@ -542,17 +544,35 @@ class ContainerDriver(Driver):
     @staticmethod
     def _admit(container, fields: dict[str, Any]) -> None:
         """Hold a slot of the remote host from the clone's admission to its end."""
-        def run(script: str) -> str:
+        def run(script: str) -> int:
             deadline = str(int(time.time() + READY_TIMEOUT_S))
-            status, output = container.exec_run(["sh", "-c", script, "gate", deadline, CLONE_GATE])
+            status, _ = container.exec_run(["sh", "-c", script, "gate", deadline, CLONE_GATE])
             if status == 124:
                 raise DockerError(f"the first clone's gate: cloud-init did not move within {READY_TIMEOUT_S}s")
-            return output.decode(errors="replace")
+            return status
 
-        if run(WAIT_FOR_GATE).strip() != "waiting":
+        if run(WAIT_FOR_GATE) != 0:
             return
         with held_for(fields.get("forge_gate")):
             run(ADMIT)
+
+
+def cloud_init_result(container, printed: str) -> dict[str, Any]:
+    """cloud-init's result.json as the boot wait printed it. An exec's output sometimes comes back
+    empty although the command printed it (docker/docker-py#2042; a 320-agent run failed once on
+    an empty one), so then the file is read again as an archive, a plain response body."""
+    try:
+        return json.loads(printed)
+    except ValueError:
+        pass
+    stream, _ = container.get_archive(CLOUD_INIT_RESULT_DATA)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.extractfile(archive.getmembers()[0])
+        text = member.read().decode(errors="replace") if member else ""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise DockerError(f"cloud-init's result ({CLOUD_INIT_RESULT}) is not JSON: {text[:200]!r}") from None
 
 
 class VolumeDriver(Driver):
