@@ -178,11 +178,12 @@ class Workbench:
 
 
 def first_error(output: str) -> str:
-    """The first specific error of `pulumi up` output (its diagnostics), not the generic last ones."""
+    """The first specific error of `pulumi up` output (its diagnostics), not the generic last ones,
+    with what the driver quoted after it (a policy's apply log): enough to tell what failed."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     for index, line in enumerate(lines):
         if "error:" in line and not any(generic in line for generic in GENERIC_ERRORS):
-            return " ".join(lines[index:index + 3])[:400]
+            return " ".join(lines[index:index + 12])[:1500]
     return ""
 
 
