@@ -15,6 +15,8 @@ Where the official installer works, setup uses the upstream host instead.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -22,10 +24,27 @@ import subprocess
 import sys
 from concurrent import futures
 from pathlib import Path
+from types import ModuleType
 
 import grpc
 from google.protobuf import empty_pb2
-from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
+
+
+def sdk_protocol() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """The SDK's generated modules of the language host's protocol, without the SDK: importing
+    `pulumi.runtime.proto` runs the whole SDK's __init__ first (~0.2 s), and the engine starts this
+    host twice per command. A package of its own over the same directory loads only these modules
+    (and what they import: the plugin and HCL messages)."""
+    found = importlib.util.find_spec("pulumi")  # locates the SDK without importing it
+    assert found is not None and found.origin is not None, "the Pulumi Python SDK is not installed"
+    package = ModuleType("_pulumi_protocol")
+    package.__path__ = [str(Path(found.origin).parent / "runtime" / "proto")]
+    sys.modules[package.__name__] = package
+    return tuple(importlib.import_module(f"{package.__name__}.{name}")  # type: ignore[return-value]
+                 for name in ("language_pb2", "language_pb2_grpc", "plugin_pb2"))
+
+
+language_pb2, language_pb2_grpc, plugin_pb2 = sdk_protocol()
 
 EXEC_LAUNCHER = Path(__file__).resolve().with_name("pulumi-language-python-exec")
 # The launcher exits with this status after it has shown the user an actionable message.
