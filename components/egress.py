@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from agentfleet.contract import EGRESS_RULESET
 from components.spec import AgentSpec, Destination, destination
-from components.spec.values import ALLOW_ENTRY
+from components.spec.values import allow_entry
 
 # The policy's files, where every backend puts them (apply-egress.sh reads them there); a lifted
 # policy's are removed.
@@ -119,10 +119,10 @@ def _entry(entry: Destination) -> str:
 
 def _destination(entry: str) -> Destination:
     """The destination an entry of _entry() names (already checked when the config was loaded)."""
-    match = ALLOW_ENTRY.fullmatch(entry)
-    if match is None:
-        raise ValueError(f"egress destination {entry!r} is not host:port/protocol")
-    return Destination(match["host"].strip("[]"), int(match["port"]), match["protocol"] or "tcp")
+    try:
+        return allow_entry(entry)
+    except ValueError:
+        raise ValueError(f"egress destination {entry!r} is not host:port/protocol") from None
 
 
 def _fixed_rule(entry: Destination) -> str:

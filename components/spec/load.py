@@ -56,7 +56,6 @@ from components.spec.model import (
 )
 from components.spec.values import (
     AGENT_NAME,
-    ALLOW_ENTRY,
     API_URL,
     CLONE_FILTER,
     DOCKER_NAME,
@@ -66,8 +65,8 @@ from components.spec.values import (
     K8S_NAME,
     PACKAGE,
     REPOSITORY,
+    allow_entry,
     branch_problem,
-    destination,
     identity_problem,
     is_ipv4,
     is_private_key,
@@ -748,18 +747,10 @@ def _load_allow(raw: Any, name: str, problems: _Problems) -> tuple[Destination, 
         return ()
     allow = []
     for index, entry in enumerate(raw):
-        match = ALLOW_ENTRY.fullmatch(entry) if isinstance(entry, str) else None
         try:
-            if not match or not 1 <= int(match.group("port")) <= 65535:
+            if not isinstance(entry, str):
                 raise ValueError("is not host:port")
-            host = match.group("host")
-            if host.startswith("[") and host.endswith("]"):
-                host = host[1:-1]
-                if not host or ":" not in host:
-                    raise ValueError("is not host:port")
-            elif ":" in host:
-                raise ValueError("is not host:port")
-            allow.append(destination(host, int(match.group("port")), match.group("protocol") or "tcp"))
+            allow.append(allow_entry(entry))
         except ValueError as error:
             reason = f": it {error}" if str(error) != "is not host:port" else ""
             problems.add(name, f"allow[{index}]", f"{entry!r} is not host:port{reason}; {hint}")

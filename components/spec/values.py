@@ -224,6 +224,22 @@ def destination(host: str, port: int, protocol: str = "tcp") -> Destination:
     return Destination(name, port, protocol)
 
 
+def allow_entry(entry: str) -> Destination:
+    """The Destination an `allow` entry names (host:port[/tcp|/udp], IPv6 in brackets), or
+    ValueError: "is not host:port", or why its host is none (destination())."""
+    match = ALLOW_ENTRY.fullmatch(entry)
+    if not match or not 1 <= int(match.group("port")) <= 65535:
+        raise ValueError("is not host:port")
+    host = match.group("host")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not host or ":" not in host:
+            raise ValueError("is not host:port")
+    elif ":" in host:
+        raise ValueError("is not host:port")
+    return destination(host, int(match.group("port")), match.group("protocol") or "tcp")
+
+
 def _numeric_label(name: str) -> bool:
     """Whether the last label is all digits: no top-level domain is, so it is a bad address."""
     return name.rsplit(".", 1)[-1].isdigit()
