@@ -17,8 +17,8 @@ from agentfleet.contract import deploy_key_title
 from agentfleet.endpoint import AgentEndpoint
 from agentfleet.result import Result, tail
 
-# Where the agent's cloud-config (cloud-init/agent.yaml, components/cloudinit.py) installs
-# images/agent-files/first-clone; tests/unit/test_cloudinit.py holds the two to the same path.
+# Where every agent has its first-boot script, images/agent-files/first-clone: in the agent image,
+# in a VM's cloud-config (components/cloudinit.py, which takes the path from here).
 FIRST_CLONE = "/usr/local/lib/agentfleet/first-clone"
 NEUTRAL_DIR = "/"  # the workspace may not exist yet
 

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import yaml
 
 from agentfleet.contract import GIT_CREDENTIALS_PATH, HOME, TRACE2_DIR, WORKSPACE
+from agentfleet.workspace import FIRST_CLONE
 from components.egress import POLICY_PATHS, EgressPolicy
 from components.gitconfig import Section, config_file
 from components.pushguard import HOOKS_DIR, PushGuard, hook_files
@@ -38,7 +39,6 @@ EGRESS_SCRIPT_PATH = "/var/lib/cloud/scripts/per-boot/10-agentfleet-egress"
 # The policy's code a VM's document carries (Docker's policy container gets it uploaded).
 RESOLVER_PATH, RECORDER_PATH = "/usr/local/lib/agentfleet/resolver", "/usr/local/lib/agentfleet/agentfleet_denied.py"
 EGRESS_FILES = (*POLICY_PATHS, RESOLVER_PATH, RECORDER_PATH)
-FIRST_CLONE = "/usr/local/lib/agentfleet/first-clone"
 # Files only some documents have: an in-place update removes those its document does not have
 # (components/reapply.py), so an old credential or a lifted policy does not stay behind.
 OPTIONAL_FILES = (REMOTE_KEY_PATH, GIT_CREDENTIALS_PATH, *EGRESS_FILES)
