@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.e2e.support import PROJECT_ROOT, GitServer
@@ -71,30 +70,45 @@ def browser() -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
-def cell(browser: webdriver.Chrome, one: str, other: str):
-    return browser.find_element(By.CSS_SELECTOR, f'#matrix td[data-pair="{one} {other}"] .cell')
+# The page redraws itself on every reading (each second), replacing its elements: the test reads it
+# in one script, between two redraws, instead of holding elements a redraw makes stale.
+READ_PAGE = """
+const cells = {};
+for (const td of document.querySelectorAll("#matrix td[data-pair]")) {
+  const cell = td.querySelector(".cell");
+  cells[td.dataset.pair] = {classes: [...cell.classList], text: cell.textContent};
+}
+return {
+  rows: [...document.querySelectorAll("#status tbody tr")].map(
+    (row) => ({agent: row.dataset.agent, health: row.cells[2].textContent})),
+  cells: cells,
+  summary: document.getElementById("summary").textContent,
+  conflicts: [...document.querySelectorAll("#conflicts .conflict-line")].map((line) => line.textContent),
+};
+"""
+
+
+def read_page(browser: webdriver.Chrome) -> dict:
+    return browser.execute_script(READ_PAGE)
 
 
 def test_the_page_lists_the_agents_and_shows_the_conflict_live(outputs: Path, page_url: str, browser):
     browser.get(page_url)
     wait = WebDriverWait(browser, WAIT)
-    wait.until(lambda _: browser.find_elements(By.CSS_SELECTOR, "#status tbody tr"))
+    page = wait.until(lambda _: (reading := read_page(browser))["rows"] and reading)
 
-    rows = browser.find_elements(By.CSS_SELECTOR, "#status tbody tr")
-    assert [row.get_attribute("data-agent") for row in rows] == list(WORK)
-    assert all(row.find_elements(By.TAG_NAME, "td")[2].text == "ok" for row in rows)
-    conflict = cell(browser, "ada", "bob")
-    assert "conflict" in conflict.get_attribute("class").split() and conflict.text == "README"
-    assert "conflict" in cell(browser, "bob", "ada").get_attribute("class").split()
-    assert "apart" in cell(browser, "ada", "cy").get_attribute("class").split()
-    assert browser.find_element(By.ID, "summary").text.startswith("3 agents, base main")
-    assert "conflict predicted" in browser.find_element(By.ID, "summary").text
-    assert [line.text for line in browser.find_elements(By.CSS_SELECTOR, "#conflicts .conflict-line")] == [
-        "ada × bob: README"]
+    assert [row["agent"] for row in page["rows"]] == list(WORK)
+    assert all(row["health"] == "ok" for row in page["rows"])
+    assert page["cells"]["ada bob"] == {"classes": ["cell", "conflict"], "text": "README"}
+    assert "conflict" in page["cells"]["bob ada"]["classes"]
+    assert "apart" in page["cells"]["ada cy"]["classes"]
+    assert page["summary"].startswith("3 agents, base main")
+    assert "conflict predicted" in page["summary"]
+    assert page["conflicts"] == ["ada × bob: README"]
 
     assert run_cli(outputs, "exec", "cy", "--", "printf 'cy was here\\n' > README && git commit -qam cy")[0] == 0
-    wait.until(lambda _: "conflict" in cell(browser, "ada", "cy").get_attribute("class").split())
-    assert cell(browser, "bob", "cy").text == "README"
+    page = wait.until(lambda _: "conflict" in (reading := read_page(browser))["cells"]["ada cy"]["classes"] and reading)
+    assert page["cells"]["bob cy"]["text"] == "README"
     assert browser.current_url == page_url  # no reload: the page redrew itself
     browser.set_window_size(1300, browser.execute_script("return document.documentElement.scrollHeight") + 200)
     SCREENSHOT.parent.mkdir(exist_ok=True)
