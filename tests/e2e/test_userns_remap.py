@@ -134,9 +134,14 @@ def test_egress_stays_restricted_and_refusals_are_on_record(fleet):
     refused = run_ok(outputs, stack, "timeout 5 bash -c 'echo > /dev/tcp/1.1.1.1/443' 2>&1; echo exit=$?")
     assert refused.splitlines()[-1] != "exit=0", refused
     assert run_ok(outputs, stack, "git ls-remote origin | wc -l") != "0"
-    time.sleep(2)  # nflog hands the packet over within a tenth of a second; slack for the write
-    entries = cli_json(directory, outputs, "audit", "--denied", AGENT)
-    assert ("tcp", "1.1.1.1", 443) in {(entry["protocol"], entry["destination"], entry["port"]) for entry in entries}
+    deadline = time.monotonic() + 30
+    while True:  # nflog hands the packet over within a tenth of a second; a loaded machine writes later
+        entries = cli_json(directory, outputs, "audit", "--denied", AGENT)
+        shown = {(entry["protocol"], entry["destination"], entry["port"]) for entry in entries}
+        if ("tcp", "1.1.1.1", 443) in shown or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert ("tcp", "1.1.1.1", 443) in shown, entries
 
 
 def test_the_workspace_borrows_from_the_shared_objects(fleet):
