@@ -19,7 +19,6 @@ from components.backends.registry import backend
 from components.apptoken import AppToken
 from components.cloudinit import SHARED_OBJECTS, AgentKeys, render_cloud_config
 from components.deploykey import DeployKey
-from components.image import agent_image_tag
 from components.keys import SshKeyPair
 from components.spec import AgentSpec, BaseSpec
 
@@ -65,7 +64,7 @@ class Agent(pulumi.ComponentResource):
         connections = fleet.forge_connections if fleet else DEFAULT_FORGE_CONNECTIONS
         reference = SHARED_OBJECTS if spec.name in args.context.shared_objects else None
         machine_kind = backend(spec.backend)
-        in_image = machine_kind.agent_image_has_shared_files and spec.image in (None, agent_image_tag())
+        in_image = machine_kind.runs_agent_image(spec, args.context)
         user_data = pulumi.Output.all(
             operator_key.public_key,
             host_key.private_key,

@@ -57,9 +57,6 @@ class Backend(Protocol):
     # Whether the agent's cloud-config carries its egress policy (applied inside the machine by
     # its root), or the backend applies it out of the machine's reach.
     policy_in_machine: bool
-    # Whether the machine runs agentfleet's agent image, which has the files every agent has
-    # alike (cloudinit.shared_files), when the agent names no other `image` than this recipe's.
-    agent_image_has_shared_files: bool
 
     def missing_tools(self) -> list[str]:
         """What this machine lacks to drive the backend, each with what to install."""
@@ -70,6 +67,10 @@ class Backend(Protocol):
     def fleet_resources(self, fleet: FleetSpec, context: MachineContext,
                         opts: pulumi.ResourceOptions) -> dict[str, list[pulumi.Resource]]:
         """Resources the backend's agents share, as what each agent (by name) must wait for."""
+
+    def runs_agent_image(self, agent: AgentSpec, context: MachineContext) -> bool:
+        """Whether the agent's machine runs the agent image this recipe builds (images/), which
+        has the files every agent has alike (cloudinit.shared_files): its cloud-config leaves them out."""
 
     def provision(self, agent: AgentSpec, context: MachineContext, user_data: pulumi.Output[str],
                   host_public_key: pulumi.Output[str], opts: pulumi.ResourceOptions) -> pulumi.Output[Endpoint]:

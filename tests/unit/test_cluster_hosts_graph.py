@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pulumi
 import pytest
+import yaml
 
+from components.cloudinit import shared_files
 from components.spec import load_fleet
 from tests.unit.fleet_mocks import FleetMocks, mocks_for_module
 
 
 LOAD_BALANCER = "203.0.113.5"
+SECRET_SIG, SECRET_SIG_VALUE = pulumi.runtime.rpc._special_sig_key, pulumi.runtime.rpc._special_secret_sig
+MIRROR = "registry.example.com/agentfleet/agent:mirror"  # a copy in a registry, of a version unknown here
 
 
 class ClusterMocks(FleetMocks):
@@ -40,7 +44,8 @@ SPEC = load_fleet("two", {
     "kubernetes": {"kubeconfig": str(KUBECONFIGS / "home"), "node_address": "192.0.2.10"},
     "hosts": {"east": {"kubernetes": {"kubeconfig": str(KUBECONFIGS / "east"), "node_address": "198.51.100.7",
                                       "namespace": "agents", "create_namespace": False}},
-              "edge": {"kubernetes": {"kubeconfig": str(KUBECONFIGS / "edge"), "service_type": "LoadBalancer"}}},
+              "edge": {"kubernetes": {"kubeconfig": str(KUBECONFIGS / "edge"), "service_type": "LoadBalancer",
+                                      "image": MIRROR}}},
     "agents": [
         {"name": "home-1", "backend": "kubernetes", "host": "kubernetes", "identity": {"name": "H", "email": "h@x.io"}},
         {"name": "east-1", "backend": "kubernetes", "host": "east", "identity": {"name": "E", "email": "e@x.io"}},
@@ -82,3 +87,18 @@ def test_one_provider_per_cluster_and_each_agent_on_its_own(agents: dict) -> Non
         for part in ("seed", "workspace", "pod", "ssh"):
             assert f"::{provider}::" in MOCKS.resources[f"{agent}-{part}"].provider, (agent, part)
     assert MOCKS.resources["east-1-pod"].inputs["metadata"]["namespace"] == "agents"
+
+
+def test_a_pod_on_this_recipes_image_leaves_the_shared_files_to_the_image(agents: dict) -> None:
+    """The seed Secret (and so the state) carries the hooks and the first-clone script only where
+    the pod may run another image than the one this recipe builds."""
+    def written(agent: str) -> set[str]:
+        data = MOCKS.resources[f"{agent}-seed"].inputs["stringData"]
+        assert data[SECRET_SIG] == SECRET_SIG_VALUE  # a secret as a whole
+        document = yaml.safe_load(data["value"]["user-data"])
+        return {entry["path"] for entry in document["write_files"]}
+
+    shared = {entry["path"] for entry in shared_files()}
+    assert MOCKS.resources["edge-1-pod"].inputs["spec"]["template"]["spec"]["containers"][0]["image"] == MIRROR
+    assert shared <= written("edge-1")
+    assert not shared & written("home-1") and not shared & written("east-1")

@@ -137,7 +137,9 @@ def container_fields(context: MachineContext, agent: AgentSpec) -> dict[str, Any
 class DockerBackend:
     # The egress policy runs in each agent's policy container (policy.py), not in its cloud-config.
     policy_in_machine = False
-    agent_image_has_shared_files = True
+
+    def runs_agent_image(self, agent: AgentSpec, context: MachineContext) -> bool:
+        return agent.image in (None, agent_image_tag())
 
     def missing_tools(self) -> list[str]:
         from components.backends.docker.driver import client

@@ -70,7 +70,8 @@ from components.backends.kubernetes.preflight import (
 from components.cloudinit import TEMPLATES
 from components.egress import EgressPolicy
 from components.reconciled import digest
-from components.spec import FLEET_CLUSTER, AgentSpec, FleetSpec, HostSpec
+from components.image import agent_image_tag
+from components.spec import FLEET_CLUSTER, AgentSpec, ClusterSpec, FleetSpec, HostSpec
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"  # images/agent-init, images/agentfleet-cloud-init
 SSH_PORT = 22
@@ -304,7 +305,6 @@ class KubernetesBackend:
     from its kubeconfig."""
 
     policy_in_machine = False  # the pod's policy container applies it
-    agent_image_has_shared_files = False  # a cluster may run a copy from its registry (`kubernetes.image`)
 
     def __init__(self) -> None:
         self._providers: dict[tuple[str, str], k8s.Provider] = {}  # (stack, host) -> its Provider
@@ -364,12 +364,13 @@ class KubernetesBackend:
             needs.update({agent.name: made for agent in placed})
         return needs
 
+    def runs_agent_image(self, agent: AgentSpec, context: MachineContext) -> bool:
+        # Only this recipe's own tag: a copy in a registry (`kubernetes.image`) may be of another version.
+        return cluster_image(self._cluster(agent, context)[1], agent) == agent_image_tag()
+
     def provision(self, agent: AgentSpec, context: MachineContext, user_data: pulumi.Output[str],
                   host_public_key: pulumi.Output[str], opts: pulumi.ResourceOptions) -> pulumi.Output[Endpoint]:
-        assert context.fleet is not None
-        host = context.fleet.host(context.fleet.placement(agent))
-        cluster = host.cluster
-        assert cluster is not None
+        host, cluster = self._cluster(agent, context)
         args = KubernetesAgentArgs(agent=agent, stack=context.stack, namespace=cluster.namespace,
                                    image=cluster_image(cluster, agent), node_address=cluster.node_address,
                                    service_type=cluster.service_type,
@@ -379,6 +380,14 @@ class KubernetesBackend:
         endpoint = provision(args, user_data, pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(provider=self._providers[(context.stack, host.name)])))
         return endpoint.apply(lambda e: Endpoint(host=e["host"], port=int(e["port"]), user_namespace=e["user_namespace"]))
+
+    @staticmethod
+    def _cluster(agent: AgentSpec, context: MachineContext) -> tuple[HostSpec, ClusterSpec]:
+        """The host an agent is placed on, and its cluster."""
+        assert context.fleet is not None
+        host = context.fleet.host(context.fleet.placement(agent))
+        assert host.cluster is not None
+        return host, host.cluster
 
 
 BACKEND = KubernetesBackend()

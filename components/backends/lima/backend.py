@@ -175,7 +175,9 @@ def step_fields(user_data: str) -> dict[str, Any]:
 
 class LimaBackend:
     policy_in_machine = True
-    agent_image_has_shared_files = False  # stock cloud images
+
+    def runs_agent_image(self, agent: AgentSpec, context: MachineContext) -> bool:
+        return False  # stock cloud images: the shared files travel in the cloud-config
 
     def missing_tools(self) -> list[str]:
         missing = []

@@ -48,7 +48,9 @@ def vm_fields(context: MachineContext, agent: AgentSpec) -> dict:
 
 class MultipassBackend:
     policy_in_machine = True
-    agent_image_has_shared_files = False  # stock cloud images
+
+    def runs_agent_image(self, agent: AgentSpec, context: MachineContext) -> bool:
+        return False  # stock cloud images: the shared files travel in the cloud-config
 
     def missing_tools(self) -> list[str]:
         if shutil.which("multipass") is None:

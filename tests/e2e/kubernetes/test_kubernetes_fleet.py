@@ -98,6 +98,10 @@ def test_the_pod_cloned_its_remote_commits_and_pushes_its_branch(fleet, pod_git_
     run_ok(client, "pod", "echo from-a-pod > pod.txt && git add pod.txt && "
                           "git commit -q -m 'work of the pod agent' && git push -q origin HEAD")
     assert pod_git_server.branch_authors()["agent/pod"] == "<pod@fleet.test>"
+    # The fleet's guard rail is the agent image's pre-push hook (not in the pod's cloud-config).
+    refused = client.agent("pod").run("git push -q origin HEAD:main", timeout=COMMAND_TIMEOUT_S)
+    assert not refused.ok and "the base branch" in refused.stderr, refused.stderr
+    assert pod_git_server.branch_authors().get("main") != "<pod@fleet.test>"
 
 
 def test_doctor_and_audit_treat_pods_like_any_agent(fleet, monkeypatch):
