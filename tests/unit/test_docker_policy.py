@@ -4,9 +4,15 @@ and when the agent's container counts as running under its policy (components/ba
 from __future__ import annotations
 
 import io
+import subprocess
 import tarfile
+import threading
+import time
 
 from components.backends.docker.policy import (
+    APPLY_LOG,
+    STATUS,
+    WAIT_FOR_POLICY,
     code_digest,
     joined,
     policed_state,
@@ -91,3 +97,29 @@ def test_a_state_whose_field_carried_the_files_updates_the_policy_in_place():
                                       "names": '{"names": []}\n'}}
     plan = Reconciler(ContainerDriver()).diff(earlier, declared)
     assert plan.changed == ["egress"] and plan.replaces == []
+
+
+def wait_for_policy(tmp_path, status_file_text: str, written_later: str, log: str = "") -> subprocess.CompletedProcess:
+    """The driver's wait (WAIT_FOR_POLICY) under dash, on a status file that holds `status_file_text`
+    at first and `written_later` 0.3 s later, as an entrypoint's write may land."""
+    status, apply_log = tmp_path / "status", tmp_path / "apply.log"
+    status.write_text(status_file_text)
+    apply_log.write_text(log)
+    script = WAIT_FOR_POLICY.replace(STATUS, str(status)).replace(APPLY_LOG, str(apply_log))
+    writer = threading.Timer(0.3, status.write_text, (written_later,))
+    writer.start()
+    try:
+        return subprocess.run(["sh", "-c", script, "wait-for-policy", str(int(time.time()) + 10)],
+                              capture_output=True, text=True, timeout=20)
+    finally:
+        writer.join()
+
+
+def test_the_wait_reads_the_status_once_written_not_the_empty_file_its_redirection_made(tmp_path):
+    # The entrypoint's `echo 0 >status` creates the file before it writes: an empty status was
+    # read as `exit ""` ("Illegal number", exit 2) and failed a healthy agent's creation.
+    applied = wait_for_policy(tmp_path, "", "0\n")
+    assert (applied.returncode, applied.stderr) == (0, "")
+    failed = wait_for_policy(tmp_path, "", "3\n", log="nft: syntax error\n")
+    assert (failed.returncode, failed.stdout) == (3, "nft: syntax error\n")
+

@@ -64,8 +64,9 @@ AGENTFLEET_RESOLV_CONF=$state/resolv.conf sh /usr/local/lib/agentfleet/apply-egr
 echo "$digest" >"$state/applied"
 """
 # Waits for the entrypoint's apply at a start; prints its status and, when it failed, its log.
+# The status is there once the file has content (an entrypoint of before 0.5.0 wrote it in place).
 WAIT_FOR_POLICY = f"""deadline=$1
-until [ -e {STATUS} ]; do
+until [ -s {STATUS} ]; do
     [ "$(date +%s)" -lt "$deadline" ] || exit 124
     sleep 0.05
 done
