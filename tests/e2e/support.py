@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import yaml
 from pulumi import automation as auto
@@ -310,3 +310,18 @@ def run_ok(client: Any, agent: str, command: str) -> str:
     result = client.agent(agent).run(command, timeout=60)
     assert result.ok, f"{agent}: `{command}` exited {result.exit_status}: {result.stderr}"
     return result.stdout.strip()
+
+
+Reading = TypeVar("Reading")
+
+
+def last_reading(read: Callable[[], Reading], done: Callable[[Reading], bool], timeout_s: float,
+                 poll_s: float = 0.5) -> Reading:
+    """`read()` again until what it returned is `done` or `timeout_s` passed; the last reading, for
+    the caller to assert on (so a timeout shows what was seen), where a fixed sleep would guess."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reading = read()
+        if done(reading) or time.monotonic() > deadline:
+            return reading
+        time.sleep(poll_s)

@@ -21,7 +21,7 @@ from agentfleet import Fleet
 from agentfleet.contract import DENIED_RECORD
 from components.egress import REFUSED_BURST, REFUSED_RATE
 from components.keys import generate_ed25519
-from tests.e2e.support import FleetStack, GitServer, listening_server
+from tests.e2e.support import FleetStack, GitServer, last_reading, listening_server
 from tests.e2e.test_audit import run_cli
 
 AGENT = "agent-x"
@@ -80,15 +80,15 @@ def test_refused_connections_and_names_are_on_record(files, forbidden_address):
 
     wanted = {("tcp", forbidden_address, 8080, None), ("udp", forbidden_address, 9999, None),
               ("dns", REFUSED_NAME, None, REFUSED_NAME)}
-    deadline = time.monotonic() + RECORD_WAIT_S
-    while True:  # nflog hands a packet over within a tenth of a second; a loaded machine writes later
+
+    def reading() -> tuple[list[dict], list[dict], set[tuple]]:
         ended = datetime.now(UTC)
         entries = denied(files, AGENT)
         recent = [entry for entry in entries if begun <= datetime.fromisoformat(entry["time"]) <= ended]
-        shown = {(entry["protocol"], entry["destination"], entry["port"], entry["name"]) for entry in recent}
-        if wanted <= shown or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+        return entries, recent, {(e["protocol"], e["destination"], e["port"], e["name"]) for e in recent}
+
+    # nflog hands a packet over within a tenth of a second; a loaded machine writes later.
+    entries, recent, shown = last_reading(reading, lambda seen: wanted <= seen[2], RECORD_WAIT_S)
     assert wanted <= shown, recent
     assert {entry["agent"] for entry in entries} == {AGENT}
     assert [entry["time"] for entry in entries] == sorted(entry["time"] for entry in entries)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from agentfleet.cli import main as cli
 from components.cloudinit import SHARED_OBJECTS
 from components.keys import generate_ed25519
 from tests.e2e.remote_hosts import RemoteHost, RemoteHosts, started_rig
-from tests.e2e.support import FleetStack, GitServer, start_git_server
+from tests.e2e.support import FleetStack, GitServer, last_reading, start_git_server
 from tests.kubecluster.host_state import HostState
 
 AGENT = "remapped"
@@ -129,19 +128,19 @@ def cli_json(directory: Path, outputs: dict[str, Any], *argv: str) -> Any:
         [json.loads(line) for line in out.getvalue().splitlines()]
 
 
+def recorded(entries: list[dict]) -> set[tuple]:
+    return {(entry["protocol"], entry["destination"], entry["port"]) for entry in entries}
+
+
 def test_egress_stays_restricted_and_refusals_are_on_record(fleet):
     stack, outputs, directory = fleet
     refused = run_ok(outputs, stack, "timeout 5 bash -c 'echo > /dev/tcp/1.1.1.1/443' 2>&1; echo exit=$?")
     assert refused.splitlines()[-1] != "exit=0", refused
     assert run_ok(outputs, stack, "git ls-remote origin | wc -l") != "0"
-    deadline = time.monotonic() + 30
-    while True:  # nflog hands the packet over within a tenth of a second; a loaded machine writes later
-        entries = cli_json(directory, outputs, "audit", "--denied", AGENT)
-        shown = {(entry["protocol"], entry["destination"], entry["port"]) for entry in entries}
-        if ("tcp", "1.1.1.1", 443) in shown or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert ("tcp", "1.1.1.1", 443) in shown, entries
+    # nflog hands the packet over within a tenth of a second; a loaded machine writes later.
+    entries = last_reading(lambda: cli_json(directory, outputs, "audit", "--denied", AGENT),
+                           lambda seen: ("tcp", "1.1.1.1", 443) in recorded(seen), 30)
+    assert ("tcp", "1.1.1.1", 443) in recorded(entries), entries
 
 
 def test_the_workspace_borrows_from_the_shared_objects(fleet):
